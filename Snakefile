@@ -1,0 +1,29 @@
+# audiosetflow: AudioSet metadata -> segments (yt-dlp) -> features (Parquet) -> per-label CNNs.
+# Configuration: config.yaml (validated by workflow/schemas/config.schema.yaml).
+# Offline demo: snakemake --cores 2 --configfile config/demo.yaml
+
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/metadata.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/transcode.smk"
+include: "workflow/rules/trim.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

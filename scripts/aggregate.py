@@ -1,0 +1,15 @@
+"""Snakemake adapter: availability funnel and download ledger over all shards."""
+
+from audiosetflow.logutil import setup_logging
+from audiosetflow.pipeline import aggregate
+
+aggregate(
+    manifests=snakemake.input.manifests,
+    ledgers=snakemake.input.ledgers,
+    transcoded=snakemake.input.transcoded,
+    trimmed=snakemake.input.trimmed,
+    features=snakemake.input.features,
+    availability_out=snakemake.output.availability,
+    ledger_out=snakemake.output.ledger,
+    logger=setup_logging(snakemake.log[0], name="audiosetflow.aggregate"),
+)

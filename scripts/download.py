@@ -1,0 +1,17 @@
+"""Snakemake adapter: download one shard (resumable per YTID) and update its retry marker."""
+
+from audiosetflow.download import DownloadConfig, download_shard
+
+from audiosetflow.logutil import setup_logging
+from audiosetflow.pipeline import read_manifest, update_retry_marker
+
+log = setup_logging(snakemake.log[0], name="audiosetflow.download")
+cfg = DownloadConfig.from_config(snakemake.params.cfg)
+ledger = download_shard(
+    read_manifest(snakemake.input.manifest),
+    out_dir=snakemake.params.out_dir,
+    ledger_path=snakemake.output.ledger,
+    cfg=cfg,
+    log=log,
+)
+update_retry_marker(snakemake.params.marker, ledger, retry_permanent=cfg.retry_permanent)

@@ -1,0 +1,31 @@
+"""Logging set-up shared by the Snakemake script adapters and the CLI."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["setup_logging"]
+
+
+def setup_logging(
+    log_path: str | Path | None = None, *, name: str = "audiosetflow"
+) -> logging.Logger:
+    """Log INFO and above to stderr and, when given, to ``log_path`` (appended).
+
+    Returns the ``audiosetflow`` logger (children such as ``audiosetflow.download`` inherit).
+    """
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    logger = logging.getLogger("audiosetflow")
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, encoding="utf-8"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    logger.propagate = False
+    return logging.getLogger(name)

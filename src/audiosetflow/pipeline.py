@@ -1,0 +1,420 @@
+"""Per-shard stage runners: transcode, trim, features, and the aggregate reports.
+
+Each runner takes the previous stage's per-YTID table for one shard, skips every YTID whose
+output already exists (so reruns and resumes cost nothing for finished clips), processes the
+others one by one, and writes its own table (``ytid, status, reason, ...``) atomically.
+A YTID that failed a stage is recorded with the reason and dropped from later stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .audio import AudioError, read_offset, transcode, trim
+from .io import read_tsv, write_tsv
+
+__all__ = [
+    "write_manifest",
+    "run_transcode",
+    "run_trim",
+    "run_features",
+    "availability",
+    "STAGES",
+]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("download", "transcode", "trim", "features")
+MANIFEST_COLUMNS = ["ytid", "split", "shard", "start", "end", "labels"]
+
+
+def _media_file(download_dir: Path, ytid: str) -> Path | None:
+    from .download import media_path
+
+    return media_path(download_dir, ytid)
+
+
+class _Progress:
+    """Logs ``[stage split/shard] i/n ok=.. failed=..`` at most every ``every`` seconds."""
+
+    def __init__(self, name: str, total: int, logger: logging.Logger, every: float = 5.0):
+        self.name, self.total, self.log, self.every = name, total, logger, every
+        self.last = 0.0
+        self.counts: dict[str, int] = {}
+
+    def step(self, i: int, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        now = time.monotonic()
+        if now - self.last >= self.every or i == self.total:
+            self.last = now
+            parts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+            self.log.info("[%s] %d/%d %s", self.name, i, self.total, parts)
+
+
+def write_manifest(path: str | Path, rows: pd.DataFrame) -> None:
+    """Write one shard's manifest (``ytid, split, shard, start, end, labels``)."""
+    write_tsv(path, rows[MANIFEST_COLUMNS])
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a shard manifest written by :func:`write_manifest`."""
+    return read_tsv(path, dtype={"ytid": str, "labels": str})
+
+
+def run_transcode(
+    *,
+    ledger: str | Path,
+    download_dir: str | Path,
+    pcm_dir: str | Path,
+    clips_dir: str | Path,
+    out: str | Path,
+    sample_rate: int,
+    name: str = "transcode",
+    logger: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """Transcode every downloaded YTID of a shard to mono FLAC at ``sample_rate``.
+
+    A YTID whose window (``pcm_dir/{ytid}.flac``) or final clip (``clips_dir/{ytid}.flac``)
+    exists is not transcoded again.
+
+    Returns
+    -------
+    DataFrame
+        ``ytid, status, reason`` (status ``ok`` or ``failed``), also written to ``out``.
+    """
+    logger = logger or log
+    download_dir, pcm_dir, clips_dir = Path(download_dir), Path(pcm_dir), Path(clips_dir)
+    led = read_tsv(ledger)
+    todo = led.loc[led["status"] == "ok", "ytid"].tolist()
+    prog = _Progress(name, len(todo), logger)
+    rows = []
+    for i, ytid in enumerate(todo, start=1):
+        dst = pcm_dir / f"{ytid}.flac"
+        if dst.exists() or (clips_dir / f"{ytid}.flac").exists():
+            rows.append((ytid, "ok", "reused"))
+        else:
+            media = _media_file(download_dir, ytid)
+            if media is None:
+                rows.append((ytid, "failed", "downloaded media missing (rerun the download)"))
+            else:
+                try:
+                    transcode(media, dst, sample_rate=sample_rate)
+                    rows.append((ytid, "ok", ""))
+                except AudioError as exc:
+                    rows.append((ytid, "failed", str(exc).split(": ", 1)[-1]))
+        prog.step(i, rows[-1][1])
+    table = pd.DataFrame(rows, columns=["ytid", "status", "reason"])
+    write_tsv(out, table)
+    return table
+
+
+def run_trim(
+    *,
+    transcoded: str | Path,
+    manifest: str | Path,
+    download_dir: str | Path,
+    pcm_dir: str | Path,
+    clips_dir: str | Path,
+    out: str | Path,
+    clip_seconds: float,
+    keep_intermediate: bool = False,
+    name: str = "trim",
+    logger: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """Cut each transcoded window to exactly ``[start, end)``, padding short clips.
+
+    Returns
+    -------
+    DataFrame
+        ``ytid, status, reason, duration, short``, also written to ``out``.
+    """
+    logger = logger or log
+    download_dir, pcm_dir, clips_dir = Path(download_dir), Path(pcm_dir), Path(clips_dir)
+    man = read_manifest(manifest).set_index("ytid")
+    tr = read_tsv(transcoded)
+    todo = tr.loc[tr["status"] == "ok", "ytid"].tolist()
+    prog = _Progress(name, len(todo), logger)
+    rows = []
+    for i, ytid in enumerate(todo, start=1):
+        seg = man.loc[ytid]
+        dst = clips_dir / f"{ytid}.flac"
+        window = pcm_dir / f"{ytid}.flac"
+        seg_len = float(seg["end"] - seg["start"])
+        if dst.exists():
+            import soundfile as sf
+
+            frames = sf.info(str(dst)).frames
+            sr = sf.info(str(dst)).samplerate
+            meta = _read_trim_meta(dst)
+            dur = meta if meta is not None else min(seg_len, frames / sr)
+            rows.append((ytid, "ok", "reused", dur, bool(dur < clip_seconds - 1e-6)))
+        elif not window.exists():
+            rows.append((ytid, "failed", "transcoded window missing", np.nan, False))
+        else:
+            try:
+                media = _media_file(download_dir, ytid)
+                offset = read_offset(media) if media is not None else 0.0
+                res = trim(
+                    window,
+                    dst,
+                    offset=offset,
+                    start=float(seg["start"]),
+                    end=float(seg["end"]),
+                    clip_seconds=clip_seconds,
+                )
+                _write_trim_meta(dst, res.duration)
+                rows.append((ytid, "ok", "", res.duration, res.short))
+                if not keep_intermediate:
+                    window.unlink(missing_ok=True)
+            except (AudioError, RuntimeError, OSError) as exc:
+                rows.append((ytid, "failed", str(exc), np.nan, False))
+        prog.step(i, rows[-1][1])
+    table = pd.DataFrame(rows, columns=["ytid", "status", "reason", "duration", "short"])
+    write_tsv(out, table)
+    return table
+
+
+def _write_trim_meta(clip: Path, duration: float) -> None:
+    from .io import atomic_write_text
+
+    atomic_write_text(clip.with_suffix(".duration"), f"{duration:.6f}\n")
+
+
+def _read_trim_meta(clip: Path) -> float | None:
+    try:
+        return float(clip.with_suffix(".duration").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _failure_status(ytid: str, tables: Sequence[tuple[str, pd.DataFrame]]) -> str:
+    for stage, t in tables:
+        hit = t.loc[t["ytid"] == ytid]
+        if hit.empty:
+            return f"{stage}: not reached"
+        row = hit.iloc[0]
+        if row["status"] != "ok":
+            reason = str(row.get("reason", "") or "")
+            return f"{stage}: {row['status']}: {reason}".rstrip(": ")
+    return "ok"
+
+
+def run_features(
+    *,
+    manifest: str | Path,
+    ledger: str | Path,
+    transcoded: str | Path,
+    trimmed: str | Path,
+    clips_dir: str | Path,
+    out: str | Path,
+    features_cfg: dict,
+    sample_rate: int,
+    names: dict[str, str],
+    threads: int = 1,
+    name: str = "features",
+    logger: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """Compute features of every trimmed clip of a shard and write one Parquet shard.
+
+    Every manifest YTID gets a row; those without audio carry the failing stage and reason in
+    ``status`` and null features.
+
+    Returns
+    -------
+    DataFrame
+        The metadata written (one row per manifest YTID).
+    """
+    import soundfile as sf
+    from threadpoolctl import threadpool_limits
+
+    from . import features as ft
+
+    logger = logger or log
+    clips_dir = Path(clips_dir)
+    params = ft.FeatureParams.from_config(features_cfg, sample_rate=sample_rate)
+    man = read_manifest(manifest)
+    led = read_tsv(ledger)
+    tr = read_tsv(transcoded)
+    tm = read_tsv(trimmed)
+    trim_info = tm.set_index("ytid")
+    tables = [("download", led), ("transcode", tr), ("trim", tm)]
+    prog = _Progress(name, len(man), logger)
+    metas, feats = [], []
+    with threadpool_limits(limits=threads):
+        for i, seg in enumerate(man.itertuples(index=False), start=1):
+            mids = [m for m in str(seg.labels).split(",") if m]
+            status = _failure_status(seg.ytid, tables)
+            short, duration, f = False, float("nan"), None
+            if status == "ok":
+                info = trim_info.loc[seg.ytid]
+                short, duration = bool(info["short"]), float(info["duration"])
+                try:
+                    y, sr = sf.read(str(clips_dir / f"{seg.ytid}.flac"), dtype="float32")
+                    if sr != sample_rate:
+                        raise RuntimeError(f"clip sample rate {sr} != audio.sample_rate")
+                    f = ft.compute(y, params=params)
+                except (RuntimeError, OSError, ValueError) as exc:
+                    status, f = f"features: failed: {exc}", None
+            metas.append(
+                {
+                    "ytid": seg.ytid,
+                    "split": seg.split,
+                    "start": float(seg.start),
+                    "end": float(seg.end),
+                    "labels": mids,
+                    "label_names": [names.get(m, m) for m in mids],
+                    "status": status,
+                    "short": short,
+                    "duration": duration,
+                }
+            )
+            feats.append(f)
+            prog.step(i, "ok" if status == "ok" else "failed")
+    meta = pd.DataFrame(
+        metas,
+        columns=["ytid", "split", "start", "end", "labels", "label_names", "status", "short",
+                 "duration"],
+    )  # fmt: skip
+    ft.write_shard(out, meta=meta, features=feats, params=params)
+    return meta
+
+
+def availability(
+    *,
+    manifests: Sequence[str | Path],
+    ledgers: Sequence[str | Path],
+    transcoded: Sequence[str | Path],
+    trimmed: Sequence[str | Path],
+    features: Sequence[str | Path],
+) -> pd.DataFrame:
+    """Per split and stage: how many YTIDs entered, how many are done, how many failed and why.
+
+    All sequences are aligned (one entry per shard).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``split, stage, entered, done, failed, reasons`` where ``reasons`` reads like
+        ``"permanent: HTTP 404 x3; transient: HTTP 503 x1"``.
+    """
+    import pyarrow.parquet as pq
+
+    recs: dict[tuple[str, str], dict] = {}
+
+    def add(split: str, stage: str, table: pd.DataFrame, ok_value: str = "ok") -> None:
+        r = recs.setdefault((split, stage), {"entered": 0, "done": 0, "reasons": {}})
+        r["entered"] += len(table)
+        ok = table["status"] == ok_value
+        r["done"] += int(ok.sum())
+        bad = table.loc[~ok]
+        for st, reason in zip(bad["status"], bad.get("reason", [""] * len(bad)), strict=False):
+            key = f"{st}: {_short_reason(str(reason))}".rstrip(": ")
+            r["reasons"][key] = r["reasons"].get(key, 0) + 1
+
+    for man_p, led_p, tr_p, tm_p, ft_p in zip(
+        manifests, ledgers, transcoded, trimmed, features, strict=True
+    ):
+        man = read_manifest(man_p)
+        split = str(man["split"].iloc[0]) if len(man) else "?"
+        recs.setdefault((split, "selected"), {"entered": 0, "done": 0, "reasons": {}})
+        recs[(split, "selected")]["entered"] += len(man)
+        recs[(split, "selected")]["done"] += len(man)
+        add(split, "download", read_tsv(led_p))
+        add(split, "transcode", read_tsv(tr_p))
+        add(split, "trim", read_tsv(tm_p))
+        fm = pq.read_table(ft_p, columns=["ytid", "status"]).to_pandas()
+        entered = fm.loc[~fm["status"].str.match(r"^(download|transcode|trim):")]
+        r = recs.setdefault((split, "features"), {"entered": 0, "done": 0, "reasons": {}})
+        r["entered"] += len(entered)
+        r["done"] += int((entered["status"] == "ok").sum())
+        for st in entered.loc[entered["status"] != "ok", "status"]:
+            r["reasons"][st] = r["reasons"].get(st, 0) + 1
+    order = {s: i for i, s in enumerate(("selected", *STAGES))}
+    rows = []
+    for (split, stage), r in sorted(recs.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
+        reasons = "; ".join(f"{k} x{v}" for k, v in sorted(r["reasons"].items()))
+        rows.append((split, stage, r["entered"], r["done"], r["entered"] - r["done"], reasons))
+    return pd.DataFrame(rows, columns=["split", "stage", "entered", "done", "failed", "reasons"])
+
+
+def _short_reason(reason: str, limit: int = 80) -> str:
+    reason = " ".join(reason.split())
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
+
+
+def manifest_from_param(path: str | Path, rows: str, *, split: str, shard: int) -> pd.DataFrame:
+    """Write a shard manifest from the compact ``ytid,start,end,labels;...`` form that the
+    workflow passes as a parameter (labels keep their inner commas)."""
+    recs = []
+    for item in rows.split(";") if rows else []:
+        ytid, start, end, labels = item.split(",", 3)
+        recs.append((ytid, split, shard, float(start), float(end), labels))
+    df = pd.DataFrame(recs, columns=MANIFEST_COLUMNS)
+    write_manifest(path, df)
+    return df
+
+
+def retryable(ledger: pd.DataFrame, *, retry_permanent: bool = False) -> pd.DataFrame:
+    """Rows of a download ledger that a plain rerun should try again."""
+    statuses = {"transient", "pending"} | ({"permanent"} if retry_permanent else set())
+    return ledger.loc[ledger["status"].isin(statuses)]
+
+
+def update_retry_marker(
+    marker: str | Path, ledger: pd.DataFrame, *, retry_permanent: bool = False
+) -> bool:
+    """Create (or refresh) the shard's retry marker when YTIDs remain to be retried, else
+    remove it. The marker is written *after* the ledger, so it is newer and the next run of
+    the workflow reruns the shard. Returns whether the marker exists now."""
+    from .io import atomic_write_text
+
+    marker = Path(marker)
+    todo = retryable(ledger, retry_permanent=retry_permanent)
+    if len(todo):
+        atomic_write_text(marker, "".join(f"{y}\n" for y in todo["ytid"]))
+        return True
+    marker.unlink(missing_ok=True)
+    return False
+
+
+def aggregate(
+    *,
+    manifests: Sequence[str | Path],
+    ledgers: Sequence[str | Path],
+    transcoded: Sequence[str | Path],
+    trimmed: Sequence[str | Path],
+    features: Sequence[str | Path],
+    availability_out: str | Path,
+    ledger_out: str | Path,
+    logger: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """Write ``availability.tsv`` and the concatenated ``download_ledger.tsv``; check that each
+    split's feature shards open as one pyarrow dataset with one schema."""
+    import pyarrow.dataset as ds
+
+    logger = logger or log
+    table = availability(
+        manifests=manifests,
+        ledgers=ledgers,
+        transcoded=transcoded,
+        trimmed=trimmed,
+        features=features,
+    )
+    by_dir: dict[Path, list[str]] = {}
+    for f in features:
+        by_dir.setdefault(Path(f).parent, []).append(str(f))
+    for folder, files in by_dir.items():
+        dset = ds.dataset(files, format="parquet")
+        logger.info("%s: %d shards, %d rows, one schema", folder, len(files), dset.count_rows())
+    led = [read_tsv(p) for p in ledgers]
+    write_tsv(ledger_out, pd.concat(led, ignore_index=True) if led else pd.DataFrame())
+    write_tsv(availability_out, table)
+    for row in table.itertuples(index=False):
+        logger.info("%s %-9s entered=%d done=%d failed=%d %s", *row)
+    return table

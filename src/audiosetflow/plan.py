@@ -1,0 +1,177 @@
+"""The workflow's plan: which metadata files, labels, segments and shards a config means.
+
+This is what ``workflow/rules/common.smk`` asks at parse time. It has no Snakemake in it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import metadata as md
+from .selection import assign_shards, label_quality_filter, select_segments
+
+__all__ = ["MetadataPaths", "Plan", "metadata_paths", "make_plan", "SPLITS"]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "eval")
+DEFAULT_METADATA_DIR = "resources/metadata"
+
+
+@dataclass(frozen=True)
+class MetadataPaths:
+    """Where each metadata file is read from, and which of them are to be fetched."""
+
+    train_segments: Path
+    eval_segments: Path | None
+    class_labels: Path
+    ontology: Path
+    qa_counts: Path | None
+    fetchable: bool  # files under resources/metadata/ that a rule may download
+
+    def all(self) -> list[Path]:
+        """Every metadata file the workflow reads."""
+        return [
+            p
+            for p in (
+                self.train_segments,
+                self.eval_segments,
+                self.class_labels,
+                self.ontology,
+                self.qa_counts,
+            )
+            if p is not None
+        ]
+
+    def missing(self) -> list[Path]:
+        """The files that do not exist yet."""
+        return [p for p in self.all() if not p.exists()]
+
+
+def metadata_paths(config: dict) -> MetadataPaths:
+    """Resolve ``config['metadata']`` into file paths.
+
+    A file name is looked up inside ``metadata.dir`` (or ``resources/metadata`` when ``dir`` is
+    empty, where the ``fetch_metadata`` rule downloads what is missing); a name containing a
+    ``/`` is taken as a path as it is. In demo mode the generated demo metadata is used.
+    """
+    m = config["metadata"]
+    if config.get("demo", {}).get("enabled"):
+        base = Path(config["demo"].get("dir", "results/demo")) / "metadata"
+        fetchable = False
+    elif m.get("dir"):
+        base = Path(m["dir"])
+        fetchable = False
+    else:
+        base = Path(DEFAULT_METADATA_DIR)
+        fetchable = True
+
+    def p(name: str) -> Path | None:
+        if not name:
+            return None
+        return Path(name) if "/" in name else base / name
+
+    return MetadataPaths(
+        train_segments=p(m["train_segments"]),
+        eval_segments=p(m.get("eval_segments", "")),
+        class_labels=p(m["class_labels"]),
+        ontology=p(m["ontology"]),
+        qa_counts=p(m.get("qa_counts", "")),
+        fetchable=fetchable,
+    )
+
+
+@dataclass
+class Plan:
+    """Labels, selected segments and shards for one config.
+
+    Attributes
+    ----------
+    labels : list of Label
+        Target labels that passed the quality filter.
+    dropped : list of (Label, float)
+        Target labels dropped by the quality filter, with their rated-true ratio.
+    selection : DataFrame
+        ``ytid, split, shard, start, end, labels`` for every selected segment.
+    names : dict
+        MID to display name for every class.
+    """
+
+    labels: list[md.Label]
+    dropped: list[tuple[md.Label, float]]
+    selection: pd.DataFrame
+    names: dict[str, str]
+    _by_shard: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_shard = {
+            (str(s), int(n)): g for (s, n), g in self.selection.groupby(["split", "shard"])
+        }
+
+    @property
+    def splits(self) -> list[str]:
+        """Splits that have at least one selected segment, in ``SPLITS`` order."""
+        present = set(self.selection["split"])
+        return [s for s in SPLITS if s in present]
+
+    def shards(self, split: str) -> list[int]:
+        """Shard numbers of a split, ascending."""
+        return sorted(n for s, n in self._by_shard if s == split)
+
+    def shard_rows(self, split: str, shard: int) -> pd.DataFrame:
+        """Segments of one shard (``ytid, split, shard, start, end, labels``)."""
+        return self._by_shard[(split, int(shard))]
+
+    def label(self, slug: str) -> md.Label:
+        """The target label with this slug."""
+        for lab in self.labels:
+            if lab.slug == slug:
+                return lab
+        raise KeyError(slug)
+
+
+def make_plan(config: dict, paths: MetadataPaths) -> Plan:
+    """Read the metadata named by ``paths`` and compute labels, selection and shards.
+
+    Raises
+    ------
+    audiosetflow.metadata.MetadataError
+        For malformed metadata (file and line in the message).
+    ValueError
+        For a config that names unknown labels or leaves no label after the quality filter.
+    """
+    classes = md.read_class_labels(paths.class_labels)
+    mids = set(classes["mid"])
+    labels = md.resolve_labels(config["labels"], class_labels=classes)
+    qa = (
+        md.read_qa_counts(paths.qa_counts, class_labels=classes)
+        if paths.qa_counts is not None
+        else None
+    )
+    kept, dropped = label_quality_filter(
+        labels, qa=qa, min_ratio=float(config["label_quality"]["min_ratio"])
+    )
+    if not kept:
+        lst = ", ".join(f"{lab.name} ({r:.2f})" for lab, r in dropped)
+        raise ValueError(
+            f"config.yaml: every target label is below label_quality.min_ratio="
+            f"{config['label_quality']['min_ratio']}: {lst}; lower it or pick other labels"
+        )
+    segments = {"train": md.read_segments(paths.train_segments, known_mids=mids)}
+    if paths.eval_segments is not None:
+        segments["eval"] = md.read_segments(paths.eval_segments, known_mids=mids)
+    sel_cfg = config["selection"]
+    selection = select_segments(
+        segments,
+        labels=kept,
+        max_positives=sel_cfg.get("max_positives"),
+        negatives_per_positive=float(sel_cfg["negatives_per_positive"]),
+        seed=int(sel_cfg["seed"]),
+    )
+    selection = assign_shards(selection, shard_size=int(config["shard_size"]))
+    names = dict(zip(classes["mid"], classes["display_name"], strict=True))
+    return Plan(labels=kept, dropped=dropped, selection=selection, names=names)

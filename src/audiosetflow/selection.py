@@ -1,0 +1,166 @@
+"""Choosing the segments to process and splitting them into shards.
+
+Selection, per split and target label: every positive segment (up to ``max_positives``, drawn
+at random with a fixed seed), plus ``negatives_per_positive`` times as many negatives (segments
+without that label), drawn with the same seed. The union over labels is processed.
+
+Shards: a YTID's shard is given by *jump consistent hashing* (Lamping & Veach, 2014) of a
+stable 64-bit hash of the YTID into ``ceil(n / shard_size)`` buckets. When the selection grows
+and one more shard is needed, only about ``1 / n_shards`` of the YTIDs move, all of them into
+the new shard; every other YTID keeps its shard, so finished shards stay finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .metadata import Label
+
+__all__ = ["select_segments", "label_quality_filter", "assign_shards", "ytid_hash64", "jump_hash"]
+
+SELECTION_COLUMNS = ["ytid", "split", "shard", "start", "end", "labels"]
+
+
+def label_quality_filter(
+    labels: Sequence[Label], *, qa: pd.DataFrame | None, min_ratio: float
+) -> tuple[list[Label], list[tuple[Label, float]]]:
+    """Split ``labels`` into those whose rated-true ratio is at least ``min_ratio`` and those
+    dropped (with their ratio). ``min_ratio <= 0`` or ``qa is None`` keeps all.
+
+    A label missing from the quality file is kept (its quality is unknown, not bad).
+    """
+    if qa is None or min_ratio <= 0:
+        return list(labels), []
+    ratio = dict(zip(qa["mid"], qa["ratio"], strict=True))
+    kept, dropped = [], []
+    for lab in labels:
+        r = ratio.get(lab.mid)
+        if r is not None and not (r >= min_ratio):
+            dropped.append((lab, float(r)))
+        else:
+            kept.append(lab)
+    return kept, dropped
+
+
+def _rng(seed: int, *parts: str) -> np.random.Generator:
+    return np.random.default_rng([seed, *(zlib.crc32(p.encode()) for p in parts)])
+
+
+def select_segments(
+    segments: Mapping[str, pd.DataFrame],
+    *,
+    labels: Sequence[Label],
+    max_positives: int | None = None,
+    negatives_per_positive: float = 1.0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Select the segments to process.
+
+    Parameters
+    ----------
+    segments : mapping of str to DataFrame
+        Split name (``"train"``, ``"eval"``) to the frame from
+        :func:`audiosetflow.metadata.read_segments`.
+    labels : sequence of Label
+        Target labels.
+    max_positives : int, optional
+        Cap on positives per label and split (``None``: all).
+    negatives_per_positive : float
+        Negatives drawn per positive, for balancing.
+    seed : int
+        Seed of every draw; the result is a pure function of the inputs.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``ytid, split, start, end, labels`` in file order within each split.
+    """
+    parts = []
+    for split, df in segments.items():
+        if df.empty:
+            continue
+        padded = "," + df["labels"].astype(str) + ","
+        keep = np.zeros(len(df), dtype=bool)
+        for lab in labels:
+            pos = padded.str.contains("," + lab.mid + ",", regex=False).to_numpy()
+            pos_idx = np.flatnonzero(pos)
+            rng = _rng(seed, split, lab.mid)
+            if max_positives is not None and len(pos_idx) > max_positives:
+                pos_idx = np.sort(rng.choice(pos_idx, size=max_positives, replace=False))
+            neg_pool = np.flatnonzero(~pos)
+            n_neg = min(len(neg_pool), int(round(len(pos_idx) * negatives_per_positive)))
+            neg_idx = np.sort(rng.choice(neg_pool, size=n_neg, replace=False)) if n_neg else []
+            keep[pos_idx] = True
+            keep[neg_idx] = True
+        sel = df.loc[keep, ["ytid", "start", "end", "labels"]].copy()
+        sel.insert(1, "split", split)
+        parts.append(sel)
+    if not parts:
+        return pd.DataFrame(columns=["ytid", "split", "start", "end", "labels"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def ytid_hash64(ytids: Sequence[str]) -> np.ndarray:
+    """Stable 64-bit hashes of YTIDs (first 8 bytes of BLAKE2b), as ``uint64`` of shape (n,)."""
+    out = np.empty(len(ytids), dtype=np.uint64)
+    for i, y in enumerate(ytids):
+        out[i] = int.from_bytes(hashlib.blake2b(y.encode(), digest_size=8).digest(), "little")
+    return out
+
+
+def jump_hash(keys: np.ndarray, n_buckets: int) -> np.ndarray:
+    """Jump consistent hash of ``uint64`` keys into ``n_buckets`` buckets.
+
+    Parameters
+    ----------
+    keys : ndarray of uint64, shape (n,)
+    n_buckets : int
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        Bucket of each key, in ``[0, n_buckets)``. Growing ``n_buckets`` by one moves only
+        the keys that land in the new bucket.
+    """
+    if n_buckets < 1:
+        raise ValueError("n_buckets must be >= 1")
+    key = keys.astype(np.uint64).copy()
+    b = np.full(len(key), -1, dtype=np.int64)
+    j = np.zeros(len(key), dtype=np.int64)
+    active = j < n_buckets
+    mult = np.uint64(2862933555777941757)
+    with np.errstate(over="ignore"):
+        while active.any():
+            b[active] = j[active]
+            key[active] = key[active] * mult + np.uint64(1)
+            r = ((key[active] >> np.uint64(33)) + np.uint64(1)).astype(np.float64)
+            j[active] = ((b[active] + 1).astype(np.float64) * (float(1 << 31) / r)).astype(np.int64)
+            active = j < n_buckets
+    return b
+
+
+def assign_shards(selection: pd.DataFrame, *, shard_size: int) -> pd.DataFrame:
+    """Add a ``shard`` column: per split, ``ceil(n / shard_size)`` shards by jump hashing.
+
+    Returns a new frame sorted by split, shard and file order, with columns
+    ``ytid, split, shard, start, end, labels``.
+    """
+    if shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
+    out = selection.copy()
+    out["shard"] = np.zeros(len(out), dtype=np.int64)
+    for split, idx in out.groupby("split", sort=False).groups.items():
+        n = len(idx)
+        n_shards = max(1, math.ceil(n / shard_size))
+        keys = ytid_hash64(out.loc[idx, "ytid"].tolist())
+        out.loc[idx, "shard"] = jump_hash(keys, n_shards)
+        del split
+    out["_order"] = np.arange(len(out))
+    out = out.sort_values(["split", "shard", "_order"], kind="stable").drop(columns="_order")
+    return out[SELECTION_COLUMNS].reset_index(drop=True)

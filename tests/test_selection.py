@@ -1,0 +1,137 @@
+"""Selection and sharding: balance, caps, determinism, stable shard assignment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audiosetflow import metadata as md
+from audiosetflow.plan import make_plan, metadata_paths
+from audiosetflow.selection import (
+    assign_shards,
+    jump_hash,
+    label_quality_filter,
+    select_segments,
+    ytid_hash64,
+)
+
+
+def _segments(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
+    ytids = ["".join(rng.choice(alphabet, 11)) for _ in range(n)]
+    labels = rng.choice(["/m/04rlf", "/m/09x0r", "/m/07yv9", "/m/04rlf,/m/09x0r"], n)
+    return pd.DataFrame({"ytid": ytids, "start": 0.0, "end": 10.0, "labels": labels})
+
+
+MUSIC = md.Label("/m/04rlf", "Music", 137, "music")
+SPEECH = md.Label("/m/09x0r", "Speech", 0, "speech")
+
+
+def test_selection_balance_and_determinism():
+    seg = {"train": _segments(2000, 1), "eval": _segments(500, 2)}
+    a = select_segments(seg, labels=[MUSIC], max_positives=100, seed=5)
+    b = select_segments(seg, labels=[MUSIC], max_positives=100, seed=5)
+    c = select_segments(seg, labels=[MUSIC], max_positives=100, seed=6)
+    assert a.equals(b)
+    assert not a.equals(c)
+    for split in ("train", "eval"):
+        part = a[a["split"] == split]
+        pos = part["labels"].str.contains("/m/04rlf").sum()
+        assert pos == 100
+        assert len(part) - pos == 100  # one negative per positive
+
+
+def test_selection_all_positives_without_cap():
+    seg = {"train": _segments(300, 3)}
+    sel = select_segments(seg, labels=[MUSIC, SPEECH], negatives_per_positive=0.0, seed=1)
+    want = seg["train"]["labels"].str.contains("/m/04rlf|/m/09x0r")
+    assert set(sel["ytid"]) == set(seg["train"].loc[want, "ytid"])
+
+
+def test_jump_hash_moves_only_into_new_bucket():
+    keys = ytid_hash64([f"{i:011d}" for i in range(20000)])
+    for n in (1, 7, 40):
+        a, b = jump_hash(keys, n), jump_hash(keys, n + 1)
+        moved = a != b
+        assert set(np.unique(b[moved])) <= {n}
+        assert abs(moved.mean() - 1 / (n + 1)) < 0.02
+        assert a.min() >= 0 and a.max() < n
+
+
+def test_growing_selection_keeps_shards():
+    seg = _segments(1000, 4)
+    small = assign_shards(seg.iloc[:600].assign(split="train"), shard_size=100)
+    big = assign_shards(seg.iloc[:640].assign(split="train"), shard_size=100)  # 6 -> 7 shards
+    merged = small.merge(big, on="ytid", suffixes=("_a", "_b"))
+    changed = merged["shard_a"] != merged["shard_b"]
+    assert (merged.loc[changed, "shard_b"] == 6).all()
+    assert changed.mean() < 0.25
+    sizes = big.groupby("shard").size()
+    assert sizes.min() > 50 and sizes.max() < 150
+
+
+def test_quality_filter():
+    qa = pd.DataFrame({"mid": ["/m/04rlf", "/m/09x0r"], "ratio": [0.95, 0.5]})
+    kept, dropped = label_quality_filter([MUSIC, SPEECH], qa=qa, min_ratio=0.8)
+    assert kept == [MUSIC] and dropped == [(SPEECH, 0.5)]
+    kept, dropped = label_quality_filter([MUSIC, SPEECH], qa=qa, min_ratio=0.0)
+    assert kept == [MUSIC, SPEECH] and dropped == []
+
+
+def _config(**over):
+    cfg = {
+        "metadata": {"dir": "", "train_segments": "", "eval_segments": "", "class_labels": "",
+                     "ontology": "", "qa_counts": ""},
+        "labels": ["Music", "Speech"],
+        "label_quality": {"min_ratio": 0.8},
+        "selection": {"max_positives": None, "negatives_per_positive": 1.0, "seed": 1},
+        "shard_size": 250,
+        "demo": {"enabled": False},
+    }  # fmt: skip
+    cfg.update(over)
+    return cfg
+
+
+def test_plan_on_real_metadata(real_metadata):
+    cfg = _config()
+    cfg["metadata"] = {
+        "dir": str(real_metadata),
+        "train_segments": "balanced_train_segments.csv",
+        "eval_segments": "eval_segments.csv",
+        "class_labels": "class_labels_indices.csv",
+        "ontology": "ontology.json",
+        "qa_counts": "",
+    }
+    plan = make_plan(cfg, metadata_paths(cfg))
+    assert [lab.name for lab in plan.labels] == ["Music", "Speech"]
+    sel = plan.selection
+    assert set(sel["split"]) == {"train", "eval"}
+    assert sel.groupby("split")["ytid"].apply(lambda s: s.is_unique).all()
+    for split in ("train", "eval"):
+        part = sel[sel["split"] == split]
+        ratio = len(part) / 250
+        assert len(plan.shards(split)) == int(np.ceil(ratio))
+    # every Music positive of the balanced set is selected
+    bal = md.read_segments(real_metadata / "balanced_train_segments.csv")
+    music = set(bal.loc[bal["labels"].str.contains("/m/04rlf"), "ytid"])
+    assert music <= set(sel.loc[sel["split"] == "train", "ytid"])
+
+
+def test_plan_drops_low_quality_label(data_dir, tmp_path):
+    cfg = _config(labels=["Vehicle", "Music"])
+    cfg["metadata"] = {
+        "dir": str(data_dir),
+        "train_segments": "segments_small.csv",
+        "eval_segments": "",
+        "class_labels": "class_labels_small.csv",
+        "ontology": "",
+        "qa_counts": "qa_true_counts_small.csv",
+    }
+    plan = make_plan(cfg, metadata_paths(cfg))
+    assert [lab.name for lab in plan.labels] == ["Music"]
+    assert [(lab.name, r) for lab, r in plan.dropped] == [("Vehicle", 0.7)]
+    cfg["labels"] = ["Vehicle"]
+    with pytest.raises(ValueError, match="every target label is below"):
+        make_plan(cfg, metadata_paths(cfg))

@@ -1,0 +1,20 @@
+# Stage 5: the availability funnel and the download ledger over every shard.
+
+
+rule aggregate:
+    input:
+        manifests=per_shard(MANIFEST),
+        ledgers=per_shard(LEDGER),
+        transcoded=per_shard(TRANSCODED),
+        trimmed=per_shard(TRIMMED),
+        features=per_shard(FEATURES),
+    output:
+        availability=f"{RES}/reports/availability.tsv",
+        ledger=f"{RES}/reports/download_ledger.tsv",
+    log:
+        f"{RES}/logs/aggregate.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../../scripts/aggregate.py"

@@ -1,0 +1,140 @@
+# Parse-time plan (labels, selected segments, shards) and input functions. No logic here: it all
+# lives in the audiosetflow package.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from audiosetflow import demo as _demo
+from audiosetflow import plan as _plan
+from audiosetflow.metadata import MetadataError
+
+
+wildcard_constraints:
+    split="train|eval",
+    shard=r"\d\d\d\d+",
+    label=r"[0-9a-z_]+",
+
+
+RES = "results"
+ENV = "../../environment.yml"
+# Per-shard files of each stage (patterns with {split} and {shard}).
+MANIFEST = f"{RES}/selection/{{split}}/shard-{{shard}}.tsv"
+LEDGER = f"{RES}/shards/{{split}}/shard-{{shard}}/download.tsv"
+TRANSCODED = f"{RES}/shards/{{split}}/shard-{{shard}}/transcode.tsv"
+TRIMMED = f"{RES}/shards/{{split}}/shard-{{shard}}/trim.tsv"
+FEATURES = f"{RES}/features/{{split}}/shard-{{shard}}.parquet"
+DEMO = config["demo"]["enabled"]
+DEMO_DIR = config["demo"]["dir"]
+
+if DEMO:
+    # Cheap and deterministic: the demo's metadata files are written at parse time so that the
+    # plan below can read them like real AudioSet files. Its media are made by rule demo_media.
+    _demo.write_metadata(
+        Path(DEMO_DIR) / "metadata", _demo.DemoSpec.from_config(config["demo"])
+    )
+
+PATHS = _plan.metadata_paths(config)
+MISSING_METADATA = PATHS.missing()
+if MISSING_METADATA and not PATHS.fetchable:
+    raise WorkflowError(
+        f"{MISSING_METADATA[0]}: metadata file not found; fix metadata.dir / metadata.* in "
+        'config.yaml, or set metadata.dir to "" to fetch the files into resources/metadata/'
+    )
+
+PLAN = None
+if not MISSING_METADATA:
+    try:
+        PLAN = _plan.make_plan(config, PATHS)
+    except (MetadataError, ValueError) as _exc:
+        raise WorkflowError(str(_exc)) from None
+    for _lab, _ratio in PLAN.dropped:
+        print(
+            f"audiosetflow: label {_lab.name} dropped: rated-true ratio {_ratio:.2f} < "
+            f"label_quality.min_ratio {config['label_quality']['min_ratio']}",
+            file=sys.stderr,
+        )
+else:
+    print(
+        "audiosetflow: metadata missing ("
+        + ", ".join(p.name for p in MISSING_METADATA)
+        + "): this run fetches it into resources/metadata/; run the same command again "
+        "afterwards to process the segments.",
+        file=sys.stderr,
+    )
+
+DOWNLOAD_CFG = dict(config["download"])
+if DEMO:
+    DOWNLOAD_CFG["url_template"] = _demo.url_template(os.path.join(DEMO_DIR, "media"))
+
+
+def fetch_url(name):
+    """Where the fetch_metadata rule downloads a metadata file from."""
+    m = config["metadata"]
+    if name == Path(m["ontology"]).name:
+        return m["ontology_url"]
+    if m.get("qa_counts") and name == Path(m["qa_counts"]).name:
+        return m["qa_base_url"] + name
+    return m["base_url"] + name
+
+
+def shard_name(n):
+    return f"{int(n):04d}"
+
+
+def splits():
+    return PLAN.splits if PLAN is not None else []
+
+
+def shards(split):
+    return [shard_name(n) for n in PLAN.shards(split)]
+
+
+def per_shard(pattern, split=None):
+    """Expand a path pattern with {split} and {shard} over every shard (of one split)."""
+    return [
+        pattern.format(split=s, shard=n)
+        for s in ([split] if split else splits())
+        for n in shards(s)
+    ]
+
+
+def feature_shards(split):
+    """Parquet feature shards of a split."""
+    return per_shard(FEATURES, split)
+
+
+def manifest_rows(wildcards):
+    """The shard's segments as one compact string (a param, so that a change reruns the shard)."""
+    rows = PLAN.shard_rows(wildcards.split, int(wildcards.shard))
+    return ";".join(
+        f"{y},{s:.3f},{e:.3f},{lab}"
+        for y, s, e, lab in rows[["ytid", "start", "end", "labels"]].itertuples(
+            index=False
+        )
+    )
+
+
+def retry_marker(wildcards):
+    """The shard's retry marker, if the last download run left transient failures behind.
+
+    The download job (re)writes the marker after its ledger when YTIDs remain to be retried, so
+    the marker is newer than the ledger and the next run reruns the shard.
+    """
+    marker = f"{RES}/shards/{wildcards.split}/shard-{wildcards.shard}/download.retry"
+    return [marker] if os.path.exists(marker) else []
+
+
+def demo_media_flag(wildcards):
+    return [f"{DEMO_DIR}/media/.done"] if DEMO else []
+
+
+def all_targets():
+    if PLAN is None:
+        return [str(p) for p in MISSING_METADATA]
+    return [
+        f"{RES}/reports/availability.tsv",
+        f"{RES}/reports/download_ledger.tsv",
+        *[f for s in splits() for f in feature_shards(s)],
+    ]

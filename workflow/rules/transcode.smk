@@ -1,0 +1,21 @@
+# Stage 2: transcode downloaded media to mono PCM (FLAC) at audio.sample_rate.
+
+
+rule transcode:
+    input:
+        ledger=LEDGER,
+    output:
+        table=TRANSCODED,
+    log:
+        f"{RES}/logs/transcode/{{split}}/shard-{{shard}}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+    params:
+        download_dir=lambda wildcards: f"{RES}/audio/download/{wildcards.split}",
+        pcm_dir=lambda wildcards: f"{RES}/audio/pcm/{wildcards.split}",
+        clips_dir=lambda wildcards: f"{RES}/audio/clips/{wildcards.split}",
+        sample_rate=config["audio"]["sample_rate"],
+    script:
+        "../../scripts/transcode.py"
