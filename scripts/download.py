@@ -1,14 +1,20 @@
-"""Snakemake adapter: download one shard (resumable per YTID) and update its retry marker."""
+"""Snakemake adapter: write the shard manifest, download the shard (resumable per YTID) and
+update its retry marker."""
 
 from audiosetflow.download import DownloadConfig, download_shard
-
 from audiosetflow.logutil import setup_logging
-from audiosetflow.pipeline import read_manifest, update_retry_marker
+from audiosetflow.pipeline import manifest_from_param, update_retry_marker
 
 log = setup_logging(snakemake.log[0], name="audiosetflow.download")
+manifest = manifest_from_param(
+    snakemake.output.manifest,
+    snakemake.params.rows,
+    split=snakemake.wildcards.split,
+    shard=int(snakemake.wildcards.shard),
+)
 cfg = DownloadConfig.from_config(snakemake.params.cfg)
 ledger = download_shard(
-    read_manifest(snakemake.input.manifest),
+    manifest,
     out_dir=snakemake.params.out_dir,
     ledger_path=snakemake.output.ledger,
     cfg=cfg,

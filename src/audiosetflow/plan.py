@@ -106,21 +106,23 @@ class Plan:
     selection: pd.DataFrame
     names: dict[str, str]
     _by_shard: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict, repr=False)
+    _shards: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._by_shard = {
             (str(s), int(n)): g for (s, n), g in self.selection.groupby(["split", "shard"])
         }
 
+        self._shards = {s: sorted(n for t, n in self._by_shard if t == s) for s in SPLITS}
+
     @property
     def splits(self) -> list[str]:
         """Splits that have at least one selected segment, in ``SPLITS`` order."""
-        present = set(self.selection["split"])
-        return [s for s in SPLITS if s in present]
+        return [s for s in SPLITS if self._shards[s]]
 
     def shards(self, split: str) -> list[int]:
         """Shard numbers of a split, ascending."""
-        return sorted(n for s, n in self._by_shard if s == split)
+        return list(self._shards.get(split, []))
 
     def shard_rows(self, split: str, shard: int) -> pd.DataFrame:
         """Segments of one shard (``ytid, split, shard, start, end, labels``)."""

@@ -122,7 +122,7 @@ def retry_marker(wildcards):
     The download job (re)writes the marker after its ledger when YTIDs remain to be retried, so
     the marker is newer than the ledger and the next run reruns the shard.
     """
-    marker = f"{RES}/shards/{wildcards.split}/shard-{wildcards.shard}/download.retry"
+    marker = os.path.splitext(LEDGER.format(**wildcards))[0] + ".retry"
     return [marker] if os.path.exists(marker) else []
 
 

@@ -1,4 +1,6 @@
 # Stage 1: download the labelled segments of one shard with yt-dlp (resumable per YTID).
+# The shard's segments come in as a parameter, so a change of the selection reruns exactly the
+# shards it touches; the job writes them out as the shard's manifest for the later stages.
 
 
 if config["cluster"]["download_local"]:
@@ -9,11 +11,11 @@ if config["cluster"]["download_local"]:
 
 rule download:
     input:
-        manifest=MANIFEST,
         retry=retry_marker,
         demo=demo_media_flag,
     output:
         ledger=LEDGER,
+        manifest=MANIFEST,
     log:
         f"{RES}/logs/download/{{split}}/shard-{{shard}}.log",
     conda:
@@ -22,22 +24,9 @@ rule download:
         youtube=1,
         mem_mb=1000,
     params:
+        rows=manifest_rows,
         cfg=DOWNLOAD_CFG,
         out_dir=lambda wildcards: f"{RES}/audio/download/{wildcards.split}",
-        marker=lambda wildcards: f"{RES}/shards/{wildcards.split}/shard-{wildcards.shard}/download.retry",
+        marker=lambda wildcards, output: os.path.splitext(output.ledger)[0] + ".retry",
     script:
         "../../scripts/download.py"
-
-
-rule manifest:
-    output:
-        MANIFEST,
-    log:
-        f"{RES}/logs/manifest/{{split}}/shard-{{shard}}.log",
-    localrule: True
-    conda:
-        ENV
-    params:
-        rows=manifest_rows,
-    script:
-        "../../scripts/manifest.py"
