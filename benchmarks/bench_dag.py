@@ -103,9 +103,7 @@ def main() -> None:
         make_unbalanced(
             w2 / "unbalanced_train_segments.csv", args.rows, meta / "balanced_train_segments.csv"
         )
-        print(
-            f"(generated {args.rows:,}-row unbalanced-format CSV in {time.perf_counter() - t0:.0f} s)"
-        )
+        print(f"(generated {args.rows:,} rows in {time.perf_counter() - t0:.0f} s)")
         s, mb, jobs = dry_run(w2, w2, "unbalanced_train_segments.csv", "")
         print(
             f"{args.rows:,}-row unbalanced format, Music+Speech, no caps: "
