@@ -50,6 +50,5 @@ def write_tsv(path: str | Path, df: pd.DataFrame) -> None:
 
 def read_tsv(path: str | Path, **kwargs) -> pd.DataFrame:
     """Read a tab-separated file written by :func:`write_tsv`; YTIDs stay strings."""
-    return pd.read_csv(
-        path, sep="\t", dtype={"ytid": str, "reason": str}, keep_default_na=False, **kwargs
-    )
+    dtype = {"ytid": str, "reason": str, **kwargs.pop("dtype", {})}
+    return pd.read_csv(path, sep="\t", dtype=dtype, keep_default_na=False, **kwargs)

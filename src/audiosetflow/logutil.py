@@ -28,4 +28,9 @@ def setup_logging(
         h.setFormatter(fmt)
         logger.addHandler(h)
     logger.propagate = False
+
+    def excepthook(exc_type, exc, tb):  # an uncaught error lands in the job's log as well
+        logger.critical("failed: %s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = excepthook
     return logging.getLogger(name)

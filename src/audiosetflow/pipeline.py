@@ -145,15 +145,9 @@ def run_trim(
         seg = man.loc[ytid]
         dst = clips_dir / f"{ytid}.flac"
         window = pcm_dir / f"{ytid}.flac"
-        seg_len = float(seg["end"] - seg["start"])
-        if dst.exists():
-            import soundfile as sf
-
-            frames = sf.info(str(dst)).frames
-            sr = sf.info(str(dst)).samplerate
-            meta = _read_trim_meta(dst)
-            dur = meta if meta is not None else min(seg_len, frames / sr)
-            rows.append((ytid, "ok", "reused", dur, bool(dur < clip_seconds - 1e-6)))
+        duration = _read_trim_meta(dst)
+        if dst.exists() and duration is not None:
+            rows.append((ytid, "ok", "reused", duration, bool(duration < clip_seconds - 1e-6)))
         elif not window.exists():
             rows.append((ytid, "failed", "transcoded window missing", np.nan, False))
         else:
@@ -362,7 +356,7 @@ def manifest_from_param(path: str | Path, rows: str, *, split: str, shard: int) 
 
 def retryable(ledger: pd.DataFrame, *, retry_permanent: bool = False) -> pd.DataFrame:
     """Rows of a download ledger that a plain rerun should try again."""
-    statuses = {"transient", "pending"} | ({"permanent"} if retry_permanent else set())
+    statuses = {"transient"} | ({"permanent", "auth"} if retry_permanent else set())
     return ledger.loc[ledger["status"].isin(statuses)]
 
 

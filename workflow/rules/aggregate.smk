@@ -18,3 +18,21 @@ rule aggregate:
         ENV
     script:
         "../../scripts/aggregate.py"
+
+
+rule funnel:
+    input:
+        availability=rules.aggregate.output.availability,
+    output:
+        report(
+            f"{RES}/plots/availability_funnel.png",
+            caption="../report/funnel.rst",
+            category="1. Data",
+        ),
+    log:
+        f"{RES}/logs/funnel.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../../scripts/funnel.py"

@@ -136,5 +136,6 @@ def all_targets():
     return [
         f"{RES}/reports/availability.tsv",
         f"{RES}/reports/download_ledger.tsv",
+        f"{RES}/plots/availability_funnel.png",
         *[f for s in splits() for f in feature_shards(s)],
     ]

@@ -1,0 +1,20 @@
+"""Snakemake adapter: balanced train/val/test sets of one label."""
+
+from pathlib import Path
+
+from audiosetflow.datasets import run_dataset
+from audiosetflow.logutil import setup_logging
+
+label = snakemake.params.label
+run_dataset(
+    train_features=snakemake.params.train_dir,
+    eval_features=snakemake.params.eval_dir if snakemake.input.eval else None,
+    out_dir=Path(snakemake.output.train).parent,
+    mid=label["mid"],
+    name=label["name"],
+    val_fraction=snakemake.params.val_fraction,
+    test_fraction=snakemake.params.test_fraction,
+    seed=snakemake.params.seed,
+    use_eval=snakemake.params.use_eval,
+    logger=setup_logging(snakemake.log[0], name="audiosetflow.datasets"),
+)

@@ -1,0 +1,54 @@
+"""The availability funnel: how many selected YTIDs survive each stage, and why the others
+did not (a picture for the HTML report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .io import atomic_path
+
+__all__ = ["plot_funnel"]
+
+
+def plot_funnel(availability: pd.DataFrame, path: str | Path) -> None:
+    """Plot ``availability.tsv`` (see :func:`audiosetflow.pipeline.availability`) as one bar
+    chart per split: clips done after each stage, failures stacked on top, the commonest
+    failure reasons written under the chart. Saved atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = list(dict.fromkeys(availability["split"]))
+    fig, axes = plt.subplots(
+        1, max(1, len(splits)), figsize=(6.5 * max(1, len(splits)), 5.2), squeeze=False
+    )
+    for ax, split in zip(axes[0], splits, strict=False):
+        part = availability[availability["split"] == split]
+        x = range(len(part))
+        ax.bar(x, part["done"], color="#3b7dd8", label="done")
+        ax.bar(x, part["failed"], bottom=part["done"], color="#e4572e", label="failed")
+        for i, (d, f) in enumerate(zip(part["done"], part["failed"], strict=True)):
+            ax.text(i, d / 2, str(d), ha="center", va="center", color="white", fontsize=9)
+            if f:
+                ax.text(i, d + f / 2, str(f), ha="center", va="center", color="white", fontsize=9)
+        ax.set_xticks(list(x), part["stage"])
+        ax.set_ylabel("YTIDs")
+        ax.set_title(f"{split}: availability funnel")
+        ax.set_ylim(0, max(1, int(part["entered"].max())) * 1.18)
+        ax.legend(loc="upper right", ncols=2)
+        reasons = []
+        for stage, text in zip(part["stage"], part["reasons"].fillna(""), strict=True):
+            for item in [t for t in str(text).split("; ") if t][:3]:
+                reasons.append(f"{stage}: {item}")
+        if reasons:
+            ax.text(
+                0.0, -0.14, "\n".join(reasons[:8]), transform=ax.transAxes, va="top", fontsize=7,
+                family="monospace",
+            )  # fmt: skip
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)

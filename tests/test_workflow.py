@@ -1,0 +1,184 @@
+"""End-to-end runs of the real workflow (real Snakemake, yt-dlp, ffmpeg, Parquet) against a
+loopback media server started by the test: faults, resume, rerun semantics and kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+import soundfile as sf
+import yaml
+from faultserver import FaultServer
+
+from audiosetflow import demo
+from audiosetflow import metadata as md
+
+REPO = Path(__file__).resolve().parent.parent
+PERMANENT = "e404_perm01"  # the server answers 404
+TRANSIENT = "flaky90_ab1"  # the server answers 503 until the test heals it
+
+pytestmark = pytest.mark.slow
+
+
+def _corpus(root: Path, *, per_class: int = 3, faulty: bool = True) -> pd.DataFrame:
+    """A small demo corpus served over HTTP: metadata in root/metadata, media in root/media."""
+    spec = demo.DemoSpec(clips_per_class=per_class, seed=11, eval_fraction=0.3)
+    demo.write_metadata(root / "metadata", spec)
+    demo.write_media(root / "media", spec, threads=2)
+    corpus = demo.corpus(spec)
+    if faulty:
+        train = md.read_segments(root / "metadata" / "balanced_train_segments.csv")
+        extra = pd.DataFrame(
+            {"ytid": [PERMANENT, TRANSIENT], "start": [1.0, 1.0], "end": [11.0, 11.0],
+             "labels": ["/m/04rlf", "/m/04rlf"]}
+        )  # fmt: skip
+        md.write_segments(
+            root / "metadata" / "balanced_train_segments.csv", pd.concat([train, extra])
+        )
+        # the transient one has media once it heals
+        (root / "media" / f"{TRANSIENT}.m4a").write_bytes(
+            (root / "media" / f"{corpus['ytid'].iloc[0]}.m4a").read_bytes()
+        )
+    return corpus
+
+
+def _config(root: Path, url_template: str, **download) -> Path:
+    cfg = {
+        "metadata": {"dir": str(root / "metadata")},
+        "labels": ["Music", "Speech"],
+        "shard_size": 4,
+        "download": {
+            "url_template": url_template,
+            "retries": 1,
+            "backoff_initial": 0.01,
+            "backoff_max": 0.05,
+            "cooldown": 0.2,
+            "socket_timeout": 5.0,
+            **download,
+        },
+    }
+    path = root / "test-config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _snakemake(root: Path, cfg: Path, *args: str, check: bool = True, **kw):
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(root), "--configfile", str(REPO / "config.yaml"), str(cfg),
+        "--cores", "2", "--rerun-incomplete", "--keep-going",
+        "results/reports/availability.tsv", *args,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=600, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def _ledger(root: Path) -> pd.DataFrame:
+    return pd.read_csv(
+        root / "results/reports/download_ledger.tsv", sep="\t", keep_default_na=False
+    ).set_index("ytid")
+
+
+def test_workflow_over_http_with_faults_and_rerun(tmp_path):
+    corpus = _corpus(tmp_path)
+    with FaultServer(tmp_path / "media") as srv:
+        cfg = _config(tmp_path, srv.url_template())
+        _snakemake(tmp_path, cfg)
+
+        led = _ledger(tmp_path)
+        assert led.loc[PERMANENT, "status"] == "permanent"
+        assert led.loc[TRANSIENT, "status"] == "transient"
+        good = led.drop(index=[PERMANENT, TRANSIENT])
+        assert (good["status"] == "ok").all()
+        assert set(good.index) == set(corpus["ytid"])
+
+        # features: one row per selected YTID, the failed ones flagged, the rest with data
+        feats = ds.dataset(tmp_path / "results/features/train", format="parquet").to_table()
+        fdf = feats.to_pandas().set_index("ytid")
+        assert fdf.loc[PERMANENT, "status"].startswith("download: permanent")
+        assert fdf.loc[TRANSIENT, "status"].startswith("download: transient")
+        train_ok = set(corpus.loc[corpus["split"] == "train", "ytid"])
+        assert set(fdf.index[fdf["status"] == "ok"]) == train_ok
+        ev = ds.dataset(tmp_path / "results/features/eval", format="parquet").count_rows()
+        assert ev == (corpus["split"] == "eval").sum()
+
+        # every clip is exactly the segment (10 s at 22050 Hz, padded if short)
+        for ytid in corpus["ytid"]:
+            split = corpus.set_index("ytid").loc[ytid, "split"]
+            info = sf.info(tmp_path / f"results/audio/clips/{split}/{ytid}.flac")
+            assert info.frames == 10 * 22050 and info.samplerate == 22050
+
+        avail = pd.read_csv(tmp_path / "results/reports/availability.tsv", sep="\t")
+        row = avail[(avail["split"] == "train") & (avail["stage"] == "download")].iloc[0]
+        assert (row["entered"], row["done"], row["failed"]) == (len(train_ok) + 2, len(train_ok), 2)
+        assert "permanent" in row["reasons"] and "transient" in row["reasons"]
+
+        # the source heals: a plain rerun retries only the transient YTID
+        srv.reset_counts()
+        srv.requests[TRANSIENT] = 10**6
+        srv.requests[TRANSIENT] = 10**6  # past the flaky count: served from now on
+        _snakemake(tmp_path, cfg)
+        asked = {y for y, n in srv.requests.items() if n and y != TRANSIENT}
+        assert asked == set(), f"re-downloaded {asked}"
+        assert srv.ranged[TRANSIENT] + srv.requests[TRANSIENT] > 10**6
+        led = _ledger(tmp_path)
+        assert led.loc[TRANSIENT, "status"] == "ok"
+        assert led.loc[PERMANENT, "status"] == "permanent"
+        fdf = ds.dataset(tmp_path / "results/features/train").to_table().to_pandas()
+        assert fdf.set_index("ytid").loc[TRANSIENT, "status"] == "ok"
+
+        # and after a complete run there is nothing to do
+        proc = _snakemake(tmp_path, cfg, "-n")
+        assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_kill_9_then_resume(tmp_path):
+    corpus = _corpus(tmp_path, per_class=4, faulty=False)
+    # paced like a slow link, so that the kill lands in the middle of the downloads
+    with FaultServer(tmp_path / "media", rate=120_000) as srv:
+        cfg = _config(tmp_path, srv.url_template())
+        cmd = [
+            sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+            "--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml"), str(cfg),
+            "--cores", "2", "results/reports/availability.tsv",
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        dl = tmp_path / "results/audio/download"
+        deadline = time.monotonic() + 120
+        finished: set[str] = set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            finished = {p.stem for p in dl.glob("*/*.m4a") if not p.name.startswith(".")}
+            if len(finished) >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done_before = {p.stem for p in dl.glob("*/*.m4a") if not p.name.startswith(".")}
+        assert len(done_before) < len(corpus)
+
+        srv.reset_counts()
+        _snakemake(tmp_path, cfg)
+        again = {y for y in done_before if srv.requests[y]}
+        assert again == set(), f"finished clips downloaded again: {again}"
+        led = _ledger(tmp_path)
+        assert (led["status"] == "ok").all() and len(led) == len(corpus)
+        for ytid, split in corpus[["ytid", "split"]].itertuples(index=False):
+            y, sr = sf.read(tmp_path / f"results/audio/clips/{split}/{ytid}.flac")
+            assert len(y) == 10 * sr
+        leftovers = [p for p in (tmp_path / "results").rglob(".*.tmp*")]
+        assert not [p for p in leftovers if "features" in str(p)]
+        proc = _snakemake(tmp_path, cfg, "-n")
+        assert "Nothing to be done" in proc.stdout + proc.stderr

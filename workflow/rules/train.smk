@@ -1,0 +1,107 @@
+# Stage 5: balanced per-label datasets, one CNN per label plus two baselines, metrics and plots.
+# Needs from common.smk: RES, ENV, LABEL_SLUGS, label_info(slug) -> {mid, name},
+# feature_shards(split) -> list of Parquet shard paths of a split.
+
+DATASET = f"{RES}/datasets/{{label}}/{{part}}.tsv"
+
+
+def eval_split_shards(wildcards):
+    """Feature shards of the eval split (none without eval split: test held out from train)."""
+    return feature_shards("eval")
+
+
+rule dataset:
+    input:
+        train=lambda wildcards: feature_shards("train"),
+        eval=eval_split_shards,
+    output:
+        train=DATASET.replace("{part}", "train"),
+        val=DATASET.replace("{part}", "val"),
+        test=DATASET.replace("{part}", "test"),
+    log:
+        f"{RES}/logs/datasets/{{label}}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+    params:
+        train_dir=f"{RES}/features/train",
+        eval_dir=f"{RES}/features/eval",
+        use_eval=bool(config["metadata"].get("eval_segments")),
+        label=lambda wildcards: label_info(wildcards.label),
+        val_fraction=config["training"]["val_fraction"],
+        test_fraction=config["training"]["test_fraction"],
+        seed=config["selection"]["seed"],
+    script:
+        "../../scripts/make_dataset.py"
+
+
+rule train:
+    input:
+        train=rules.dataset.output.train,
+        val=rules.dataset.output.val,
+        test=rules.dataset.output.test,
+        train_features=lambda wildcards: feature_shards("train"),
+        eval_features=eval_split_shards,
+    output:
+        model=f"{RES}/models/{{label}}.pt",
+        metrics=f"{RES}/metrics/{{label}}.json",
+        roc_pr=report(
+            f"{RES}/plots/{{label}}/roc_pr.png",
+            caption="../report/roc_pr.rst",
+            category="Classifiers",
+            subcategory="{label}",
+        ),
+        confusion=report(
+            f"{RES}/plots/{{label}}/confusion.png",
+            caption="../report/confusion.rst",
+            category="Classifiers",
+            subcategory="{label}",
+        ),
+        curves=report(
+            f"{RES}/plots/{{label}}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Classifiers",
+            subcategory="{label}",
+        ),
+    log:
+        f"{RES}/logs/train/{{label}}.log",
+    conda:
+        ENV
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=8000,
+        gpu=config["training"].get("gpus", 0),
+    params:
+        train_dir=f"{RES}/features/train",
+        eval_dir=f"{RES}/features/eval",
+        label=lambda wildcards: {"slug": wildcards.label, **label_info(wildcards.label)},
+        training=config["training"],
+        features=config["features"],
+        sample_rate=config["audio"]["sample_rate"],
+        clip_seconds=config["audio"]["clip_seconds"],
+        seed=config["selection"]["seed"],
+    script:
+        "../../scripts/train_label.py"
+
+
+rule metrics_summary:
+    input:
+        metrics=expand(f"{RES}/metrics/{{label}}.json", label=LABEL_SLUGS),
+    output:
+        summary=report(
+            f"{RES}/metrics/summary.tsv",
+            caption="../report/summary.rst",
+            category="Metrics",
+        ),
+        plot=report(
+            f"{RES}/plots/summary.png",
+            caption="../report/summary_plot.rst",
+            category="Metrics",
+        ),
+    log:
+        f"{RES}/logs/metrics_summary.log",
+    conda:
+        ENV
+    script:
+        "../../scripts/summarize_metrics.py"
