@@ -28,7 +28,15 @@ from .io import atomic_path, atomic_write_text, write_tsv
 from .metadata import write_segments
 from .tools import ffmpeg_exe
 
-__all__ = ["DemoSpec", "corpus", "write_metadata", "synthesize", "write_media", "url_template", "CLASSES"]
+__all__ = [
+    "CLASSES",
+    "DemoSpec",
+    "corpus",
+    "synthesize",
+    "url_template",
+    "write_media",
+    "write_metadata",
+]
 
 CLASSES = {
     "speech": ("/m/09x0r", "Speech", 0),
