@@ -182,3 +182,92 @@ def test_kill_9_then_resume(tmp_path):
         assert not [p for p in leftovers if "features" in str(p)]
         proc = _snakemake(tmp_path, cfg, "-n")
         assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def _serve_dir(folder: Path):
+    """A plain loopback HTTP server for a folder (metadata fetching)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def test_missing_metadata_is_fetched_then_planned(tmp_path, data_dir):
+    src = tmp_path / "bucket"
+    src.mkdir()
+    for name, fixture in {
+        "balanced_train_segments.csv": "segments_small.csv",
+        "class_labels_indices.csv": "class_labels_small.csv",
+        "qa_true_counts.csv": "qa_true_counts_small.csv",
+    }.items():
+        (src / name).write_bytes((data_dir / fixture).read_bytes())
+    (src / "ontology.json").write_text("[]")
+    httpd = _serve_dir(src)
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "metadata": {"dir": "", "eval_segments": "", "base_url": base,
+                                 "qa_base_url": base, "ontology_url": base + "ontology.json"},
+                    "labels": ["Music"],
+                }
+            )
+        )  # fmt: skip
+        base_cmd = [
+            sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+            "--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml"), str(cfg),
+            "--cores", "1",
+        ]  # fmt: skip
+        first = subprocess.run(base_cmd, capture_output=True, text=True, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "run the same command again" in first.stderr
+        got = tmp_path / "resources" / "metadata"
+        assert (got / "balanced_train_segments.csv").read_bytes() == (
+            src / "balanced_train_segments.csv"
+        ).read_bytes()
+        second = subprocess.run([*base_cmd, "-n"], capture_output=True, text=True, cwd=tmp_path)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert "download" in second.stdout and "features" in second.stdout
+    finally:
+        httpd.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        ('abc, 0.000, 10.000, "/m/04rlf"', "balanced_train_segments.csv:5: malformed YTID 'abc'"),
+        ('abcdefghijk, 9.000, 3.000, "/m/04rlf"', "balanced_train_segments.csv:5: start >= end"),
+        ('abcdefghijk, 0.000, 10.000, "/m/0xxxx"', "balanced_train_segments.csv:5: unknown MID"),
+    ],
+)
+def test_bad_metadata_stops_with_one_line(tmp_path, data_dir, bad_line, message):
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    good = (data_dir / "segments_small.csv").read_text().splitlines()
+    (meta / "balanced_train_segments.csv").write_text("\n".join([*good[:4], bad_line]) + "\n")
+    (meta / "class_labels_indices.csv").write_bytes(
+        (data_dir / "class_labels_small.csv").read_bytes()
+    )
+    (meta / "ontology.json").write_text("[]")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {"metadata": {"dir": str(meta), "eval_segments": "", "qa_counts": ""},
+             "labels": ["Music"]}
+        )
+    )  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml"), str(cfg)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if message in ln]
+    assert lines, proc.stderr[-2000:]
