@@ -21,6 +21,7 @@ include: "workflow/rules/transcode.smk"
 include: "workflow/rules/trim.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:

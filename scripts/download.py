@@ -1,9 +1,9 @@
 """Snakemake adapter: write the shard manifest, download the shard (resumable per YTID) and
-update its retry marker."""
+write the token that tells the next run whether to retry."""
 
 from audiosetflow.download import DownloadConfig, download_shard
 from audiosetflow.logutil import setup_logging
-from audiosetflow.pipeline import manifest_from_param, update_retry_marker
+from audiosetflow.pipeline import manifest_from_param, write_retry_token
 
 log = setup_logging(snakemake.log[0], name="audiosetflow.download")
 manifest = manifest_from_param(
@@ -20,4 +20,9 @@ ledger = download_shard(
     cfg=cfg,
     log=log,
 )
-update_retry_marker(snakemake.params.marker, ledger, retry_permanent=cfg.retry_permanent)
+write_retry_token(
+    snakemake.params.token_file,
+    ledger,
+    current=snakemake.params.retry_token,
+    retry_permanent=cfg.retry_permanent,
+)

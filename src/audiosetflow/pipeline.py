@@ -360,21 +360,32 @@ def retryable(ledger: pd.DataFrame, *, retry_permanent: bool = False) -> pd.Data
     return ledger.loc[ledger["status"].isin(statuses)]
 
 
-def update_retry_marker(
-    marker: str | Path, ledger: pd.DataFrame, *, retry_permanent: bool = False
-) -> bool:
-    """Create (or refresh) the shard's retry marker when YTIDs remain to be retried, else
-    remove it. The marker is written *after* the ledger, so it is newer and the next run of
-    the workflow reruns the shard. Returns whether the marker exists now."""
+def next_retry_token(ledger: pd.DataFrame, *, current: str, retry_permanent: bool = False) -> str:
+    """The value of the download rule's ``retry_token`` parameter for the next run.
+
+    Snakemake reruns a job whose parameters changed since it last ran. So, when YTIDs remain
+    to be retried, the next token is new (derived from the ledger's content, which changes on
+    every attempt); when none remain, it is ``current``, the token this run was started with,
+    and a rerun after a complete run has nothing to do.
+    """
+    import hashlib
+
+    todo = retryable(ledger, retry_permanent=retry_permanent)
+    if not len(todo):
+        return current
+    digest = hashlib.sha1(ledger.to_csv(sep="\t", index=False).encode()).hexdigest()[:16]
+    return f"retry-{len(todo)}-{digest}"
+
+
+def write_retry_token(
+    path: str | Path, ledger: pd.DataFrame, *, current: str, retry_permanent: bool = False
+) -> str:
+    """Write :func:`next_retry_token` to ``path`` (atomically); return it."""
     from .io import atomic_write_text
 
-    marker = Path(marker)
-    todo = retryable(ledger, retry_permanent=retry_permanent)
-    if len(todo):
-        atomic_write_text(marker, "".join(f"{y}\n" for y in todo["ytid"]))
-        return True
-    marker.unlink(missing_ok=True)
-    return False
+    token = next_retry_token(ledger, current=current, retry_permanent=retry_permanent)
+    atomic_write_text(path, token + "\n")
+    return token
 
 
 def aggregate(

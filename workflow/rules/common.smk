@@ -69,6 +69,15 @@ if DEMO:
     DOWNLOAD_CFG["url_template"] = _demo.url_template(os.path.join(DEMO_DIR, "media"))
 
 
+LABEL_SLUGS = [lab.slug for lab in PLAN.labels] if PLAN is not None else []
+
+
+def label_info(slug):
+    """MID and display name of a target label, from its slug."""
+    lab = PLAN.label(slug)
+    return {"mid": lab.mid, "name": lab.name}
+
+
 def fetch_url(name):
     """Where the fetch_metadata rule downloads a metadata file from."""
     m = config["metadata"]
@@ -116,14 +125,22 @@ def manifest_rows(wildcards):
     )
 
 
-def retry_marker(wildcards):
-    """The shard's retry marker, if the last download run left transient failures behind.
+def retry_token_file(wildcards):
+    return os.path.splitext(LEDGER.format(**wildcards))[0] + ".token"
 
-    The download job (re)writes the marker after its ledger when YTIDs remain to be retried, so
-    the marker is newer than the ledger and the next run reruns the shard.
+
+def retry_token(wildcards):
+    """A param that changes exactly when the shard's last download run left YTIDs to retry.
+
+    The download job writes the token for the next run: a new value when YTIDs remain to be
+    retried (so the params rerun trigger fires), its own value when none remain (so a rerun
+    after a complete run has nothing to do). See audiosetflow.pipeline.next_retry_token.
     """
-    marker = os.path.splitext(LEDGER.format(**wildcards))[0] + ".retry"
-    return [marker] if os.path.exists(marker) else []
+    try:
+        with open(retry_token_file(wildcards)) as fh:
+            return fh.read().strip()
+    except FileNotFoundError:
+        return "new"
 
 
 def demo_media_flag(wildcards):
@@ -137,5 +154,7 @@ def all_targets():
         f"{RES}/reports/availability.tsv",
         f"{RES}/reports/download_ledger.tsv",
         f"{RES}/plots/availability_funnel.png",
+        *[f"{RES}/models/{slug}.pt" for slug in LABEL_SLUGS],
+        f"{RES}/metrics/summary.tsv",
         *[f for s in splits() for f in feature_shards(s)],
     ]

@@ -11,7 +11,6 @@ if config["cluster"]["download_local"]:
 
 rule download:
     input:
-        retry=retry_marker,
         demo=demo_media_flag,
     output:
         ledger=LEDGER,
@@ -27,6 +26,8 @@ rule download:
         rows=manifest_rows,
         cfg=DOWNLOAD_CFG,
         out_dir=lambda wildcards: f"{RES}/audio/download/{wildcards.split}",
-        marker=lambda wildcards, output: os.path.splitext(output.ledger)[0] + ".retry",
+        retry_token=retry_token,
+        token_file=lambda wildcards, output: os.path.splitext(output.ledger)[0]
+        + ".token",
     script:
         "../../scripts/download.py"
