@@ -1,0 +1,164 @@
+"""Command line: ``audiosetflow predict [--models DIR] FILE...``.
+
+Every checkpoint in the models folder is applied to every file. A file is decoded with the
+same ffmpeg decoding and feature code as in training (its first ``clip_seconds``, zero-padded
+when shorter). Output: a tab-separated table on stdout, one line per file and label.
+A file that cannot be decoded gives one error line on stderr naming it; the other files are
+still predicted and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "predict_files", "load_models"]
+
+PROG = "audiosetflow"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (sub-commands)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="AudioSet segment classifiers: predict labels of media files."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "predict",
+        help="probability of every trained label for media files",
+        description="Apply every checkpoint in --models to each FILE (any media ffmpeg reads; "
+        "its first clip_seconds are used).",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio or video files")
+    p.add_argument(
+        "--models",
+        default="results/models",
+        help="folder of {label}.pt checkpoints, or one .pt file (default: %(default)s)",
+    )
+    p.add_argument(
+        "--device", default="cpu", help="torch device: cpu, cuda or auto (default: %(default)s)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return parser
+
+
+def load_models(models: str | Path, *, device: str = "cpu") -> list:
+    """Load every checkpoint of a folder (sorted by name), or a single ``.pt`` file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no checkpoint.
+    """
+    from .training import load_checkpoint
+
+    path = Path(models)
+    files = [path] if path.is_file() else sorted(path.glob("*.pt")) if path.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{models}: no model checkpoints (*.pt); train them first")
+    return [load_checkpoint(f, device=device) for f in files]
+
+
+def _decode(path: str, *, sample_rate: int, clip_seconds: float) -> np.ndarray:
+    from .audio import load_clip
+
+    return load_clip(path, sample_rate=sample_rate, clip_seconds=clip_seconds)
+
+
+def predict_files(
+    files: Sequence[str], checkpoints: Sequence, *, device: str = "cpu"
+) -> tuple[list[dict], list[str]]:
+    """Probabilities of every checkpoint's label for every file.
+
+    Checkpoints sharing decoding and feature parameters share one decoding and feature
+    computation per file.
+
+    Returns
+    -------
+    rows : list of dict
+        ``file, label, mid, probability, predicted`` (predicted: probability >= the
+        checkpoint's threshold).
+    errors : list of str
+        One message per file that could not be decoded, naming the file.
+    """
+    from .audio import AudioError
+    from .features import FeatureParams, compute
+
+    groups: dict[str, list] = {}
+    for ck in checkpoints:
+        key = json.dumps([ck.feature_params, ck.sample_rate, ck.clip_seconds], sort_keys=True)
+        groups.setdefault(key, []).append(ck)
+    rows, errors = [], []
+    for f in files:
+        out = []
+        try:
+            for cks in groups.values():
+                ck0 = cks[0]
+                if not Path(f).is_file():
+                    raise AudioError(f"{f}: no such file")
+                y = _decode(f, sample_rate=ck0.sample_rate, clip_seconds=ck0.clip_seconds)
+                feats = compute(y, params=FeatureParams(**ck0.feature_params))
+                for ck in cks:
+                    p = float(ck.predict(ck.input_from_features(feats)[None], device=device)[0])
+                    out.append(
+                        {
+                            "file": f,
+                            "label": ck.label.get("name", ""),
+                            "mid": ck.label.get("mid", ""),
+                            "probability": p,
+                            "predicted": int(p >= ck.threshold),
+                        }
+                    )
+        except (AudioError, OSError, ValueError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            errors.append(msg if f in msg else f"{f}: {msg}")
+            continue
+        rows.extend(out)
+    return rows, errors
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .training import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = str(resolve_device(args.device))
+        checkpoints = load_models(args.models, device=device)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    rows, errors = [], []
+    print("file\tlabel\tmid\tprobability\tpredicted", flush=True)
+    for f in args.files:  # one file at a time: results appear as they are computed
+        r, e = predict_files([f], checkpoints, device=device)
+        for row in r:
+            print(
+                f"{row['file']}\t{row['label']}\t{row['mid']}\t{row['probability']:.4f}\t"
+                f"{row['predicted']}",
+                flush=True,
+            )
+        for msg in e:
+            print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
+        rows += r
+        errors += e
+    return 1 if errors else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``audiosetflow`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "predict":
+        return _cmd_predict(args)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Binary classification metrics, threshold choice, metric tables and plots.
+
+Plots use matplotlib's Agg backend and are written atomically (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import atomic_path, write_tsv
+
+__all__ = [
+    "choose_threshold",
+    "binary_metrics",
+    "summarize_metrics",
+    "plot_roc_pr",
+    "plot_confusion",
+    "plot_training_curves",
+    "plot_summary",
+    "SUMMARY_COLUMNS",
+]
+
+SUMMARY_COLUMNS = [
+    "label",
+    "name",
+    "mid",
+    "model",
+    "roc_auc",
+    "average_precision",
+    "f1",
+    "accuracy",
+    "precision",
+    "recall",
+    "log_loss",
+    "threshold",
+    "n_test",
+    "n_test_pos",
+    "test_source",
+]
+MODEL_TITLES = {"cnn": "CNN (log-mel)", "dense": "Dense (seed)", "logreg": "Logistic regression"}
+
+
+def choose_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Threshold that maximises F1 on ``(y_true, scores)`` (a clip is positive if
+    ``score >= threshold``).
+
+    The best F1 is reached for any threshold between the lowest score it predicts positive and
+    the next lower score; the midpoint of that gap is returned (less brittle than the score
+    itself on new data). Returns 0.5 when ``y_true`` has no positive or no negative example.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    y = np.asarray(y_true).astype(int)
+    s = np.asarray(scores, dtype=float)
+    if y.min(initial=1) == y.max(initial=0) or len(y) == 0:
+        return 0.5
+    prec, rec, thr = precision_recall_curve(y, s)
+    prec, rec = prec[:-1], rec[:-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
+    best = float(thr[int(np.argmax(f1))])
+    below = s[s < best]
+    return (best + float(below.max())) / 2 if len(below) else best
+
+
+def _nan_to_none(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _log_loss(y: np.ndarray, s: np.ndarray) -> float | None:
+    if len(y) == 0:
+        return None
+    p = np.clip(s, 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def binary_metrics(y_true: np.ndarray, scores: np.ndarray, *, threshold: float) -> dict:
+    """Metrics of scores (probabilities) against 0/1 targets.
+
+    Returns
+    -------
+    dict
+        ``roc_auc`` and ``average_precision`` (None when only one class is present), ``f1``,
+        ``accuracy``, ``precision``, ``recall`` at ``threshold``, ``log_loss`` (mean binary
+        cross-entropy of the scores, clipped to [1e-7, 1 - 1e-7]), ``threshold``, ``n``,
+        ``n_pos`` and ``confusion`` as ``[[tn, fp], [fn, tp]]`` (rows: truth, columns:
+        prediction).
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(y_true).astype(int)
+    s = np.asarray(scores, dtype=float)
+    pred = (s >= threshold).astype(int)
+    tp = int(((pred == 1) & (y == 1)).sum())
+    tn = int(((pred == 0) & (y == 0)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
+    both = 0 < y.sum() < len(y)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return {
+        "roc_auc": float(roc_auc_score(y, s)) if both else None,
+        "average_precision": float(average_precision_score(y, s)) if both else None,
+        "f1": float(f1),
+        "accuracy": float((tp + tn) / len(y)) if len(y) else None,
+        "precision": float(precision),
+        "recall": float(recall),
+        "log_loss": _log_loss(y, s),
+        "threshold": float(threshold),
+        "n": len(y),
+        "n_pos": int(y.sum()),
+        "confusion": [[tn, fp], [fn, tp]],
+    }
+
+
+def summarize_metrics(metrics_files: Sequence[str | Path], out: str | Path | None = None):
+    """Table of test metrics, one row per (label, model), from per-label metrics JSON files.
+
+    Writes it as TSV to ``out`` when given. Returns the DataFrame (columns
+    :data:`SUMMARY_COLUMNS`).
+    """
+    rows = []
+    for path in metrics_files:
+        m = json.loads(Path(path).read_text(encoding="utf-8"))
+        for model, res in m["models"].items():
+            t = res["test"]
+            rows.append(
+                {
+                    "label": m["label"],
+                    "name": m["name"],
+                    "mid": m["mid"],
+                    "model": model,
+                    "roc_auc": t["roc_auc"],
+                    "average_precision": t["average_precision"],
+                    "f1": t["f1"],
+                    "accuracy": t["accuracy"],
+                    "precision": t["precision"],
+                    "recall": t["recall"],
+                    "log_loss": t.get("log_loss"),
+                    "threshold": t["threshold"],
+                    "n_test": t["n"],
+                    "n_test_pos": t["n_pos"],
+                    "test_source": m["dataset"]["test_source"],
+                }
+            )
+    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    if out is not None:
+        write_tsv(out, df.round(4))
+    return df
+
+
+# --- plots ---------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+
+
+def plot_roc_pr(
+    y_true: np.ndarray, scores: Mapping[str, np.ndarray], out: str | Path, *, title: str = ""
+) -> None:
+    """ROC (left) and precision-recall (right) curves of every model on one figure.
+
+    ``scores`` maps a model name (``cnn``, ``dense``, ``logreg`` or any) to its test scores.
+    """
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
+
+    plt = _plt()
+    y = np.asarray(y_true).astype(int)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.4))
+    both = 0 < y.sum() < len(y)
+    for name, s in scores.items():
+        lab = MODEL_TITLES.get(name, name)
+        if not both:
+            continue
+        fpr, tpr, _ = roc_curve(y, s)
+        ax1.plot(fpr, tpr, label=f"{lab} (AUC {roc_auc_score(y, s):.3f})")
+        prec, rec, _ = precision_recall_curve(y, s)
+        ax2.step(rec, prec, where="post", label=f"{lab} (AP {average_precision_score(y, s):.3f})")
+    ax1.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax1.set(
+        xlabel="False positive rate",
+        ylabel="True positive rate",
+        title="ROC",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
+    base = y.mean() if len(y) else 0.0
+    ax2.axhline(base, color="grey", lw=0.8, ls="--")
+    ax2.set(
+        xlabel="Recall", ylabel="Precision", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.01)
+    )
+    for ax in (ax1, ax2):
+        if both:
+            ax.legend(loc="lower right" if ax is ax1 else "lower left", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "test set has one class only", ha="center", transform=ax.transAxes)
+    if title:
+        fig.suptitle(title)
+    _save(fig, out)
+
+
+def plot_confusion(
+    confusions: Mapping[str, Sequence[Sequence[int]]], out: str | Path, *, title: str = ""
+) -> None:
+    """One confusion matrix panel per model (``[[tn, fp], [fn, tp]]``), counts annotated."""
+    plt = _plt()
+    n = max(len(confusions), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.3), squeeze=False)
+    for ax, (name, cm) in zip(axes[0], confusions.items(), strict=False):
+        cm = np.asarray(cm)
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
+        for i in range(2):
+            for j in range(2):
+                dark = cm[i, j] > cm.max() / 2
+                ax.text(
+                    j,
+                    i,
+                    str(int(cm[i, j])),
+                    ha="center",
+                    va="center",
+                    color="white" if dark else "black",
+                )
+        ax.set_xticks([0, 1], ["neg", "pos"])
+        ax.set_yticks([0, 1], ["neg", "pos"])
+        ax.set(xlabel="Predicted", title=MODEL_TITLES.get(name, name))
+    axes[0][0].set_ylabel("True")
+    if title:
+        fig.suptitle(title)
+    _save(fig, out)
+
+
+def plot_training_curves(
+    histories: Mapping[str, Sequence[Mapping]], out: str | Path, *, title: str = ""
+) -> None:
+    """Training and validation loss (left) and validation ROC-AUC (right) per epoch.
+
+    ``histories`` maps a model name to its per-epoch records with keys ``epoch``,
+    ``train_loss``, ``val_loss``, ``val_auc`` (and optionally ``best``: the chosen epoch).
+    """
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, hist) in enumerate(histories.items()):
+        if not hist:
+            continue
+        c = colors[k % len(colors)]
+        h = pd.DataFrame(list(hist))
+        lab = MODEL_TITLES.get(name, name)
+        ax1.plot(h["epoch"], h["train_loss"], color=c, ls="--", label=f"{lab} train")
+        ax1.plot(h["epoch"], h["val_loss"], color=c, label=f"{lab} validation")
+        ax2.plot(h["epoch"], h["val_auc"].astype(float), color=c, label=lab)
+        if "best" in h and h["best"].any():
+            best = int(h.loc[h["best"].astype(bool), "epoch"].iloc[-1])
+            ax1.axvline(best, color=c, lw=0.8, ls=":")
+    ax1.set(xlabel="Epoch", ylabel="Binary cross-entropy", title="Loss")
+    ax2.set(xlabel="Epoch", ylabel="ROC-AUC", title="Validation ROC-AUC")
+    ax1.legend(fontsize=8)
+    ax2.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    _save(fig, out)
+
+
+def plot_summary(summary: pd.DataFrame, out: str | Path) -> None:
+    """Grouped bars of test ROC-AUC and average precision per label and model."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("roc_auc", "average_precision"), strict=True):
+        if len(summary):
+            wide = summary.pivot_table(index="name", columns="model", values=metric, sort=False)
+            wide = wide.rename(columns=lambda m: MODEL_TITLES.get(m, m))
+            wide.plot.bar(ax=ax, rot=0, ylim=(0, 1.05))
+            ax.legend(fontsize=8, loc="lower right")
+        ax.set(title=metric.replace("_", " "), xlabel="")
+    _save(fig, out)

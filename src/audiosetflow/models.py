@@ -1,0 +1,147 @@
+"""PyTorch models: a small CNN on log-mel (plus optional extra channels) and the seed's dense
+network on summary features.
+
+Both models hold their input normalisation (``mean``/``std`` buffers, fitted on the training
+set) so that a checkpoint's ``state_dict`` alone reproduces predictions. Both output one logit
+per example (binary classification of one label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["AudioCNN", "DenseNet", "build_model", "MODEL_KINDS"]
+
+MODEL_KINDS = ("cnn", "dense")
+
+
+class _Normalized(nn.Module):
+    """Mixin holding ``mean``/``std`` buffers of the input (broadcast against one example)."""
+
+    def _init_norm(self, shape: Sequence[int]) -> None:
+        self.register_buffer("mean", torch.zeros(*shape))
+        self.register_buffer("std", torch.ones(*shape))
+
+    def set_normalization(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor):
+        """Set the input mean and standard deviation (shape of one example or broadcastable).
+
+        Standard deviations below 1e-6 are replaced by 1.
+        """
+        mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32)).reshape(self.mean.shape)
+        std_t = torch.as_tensor(np.asarray(std, dtype=np.float32)).reshape(self.std.shape)
+        std_t = torch.where(std_t < 1e-6, torch.ones_like(std_t), std_t)
+        self.mean.copy_(mean_t)
+        self.std.copy_(std_t)
+        return self
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _block(c_in: int, c_out: int, *, kernel: int = 3, stride: int = 1, pool: int = 2):
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+    if pool > 1:
+        layers.append(nn.MaxPool2d(pool, ceil_mode=True))  # short inputs still work
+    return nn.Sequential(*layers)
+
+
+class AudioCNN(_Normalized):
+    """Small conv net for (channels, n_mels, frames) inputs, sized for CPU training.
+
+    A strided 5x5 convolution and max pooling reduce a 128 x 431 log-mel by 4 in both axes
+    before three 3x3 blocks; the frequency axis is then averaged and the time axis pooled
+    (mean and max concatenated), so any number of frames works.
+
+    Parameters
+    ----------
+    n_rows : int
+        Frequency rows of the input (``n_mels``).
+    in_channels : int
+        Input channels (1 for log-mel alone, plus one per extra feature).
+    width : int
+        Channels of the first block; later blocks have 2x, 4x and 4x.
+    dropout : float
+        Dropout before the output layer.
+    """
+
+    def __init__(
+        self, n_rows: int = 128, in_channels: int = 1, *, width: int = 16, dropout: float = 0.3
+    ):
+        super().__init__()
+        self.config = {
+            "n_rows": int(n_rows),
+            "in_channels": int(in_channels),
+            "width": int(width),
+            "dropout": float(dropout),
+        }
+        self._init_norm((in_channels, n_rows, 1))
+        w = width
+        self.features = nn.Sequential(
+            _block(in_channels, w, kernel=5, stride=2, pool=2),
+            _block(w, 2 * w, pool=2),
+            _block(2 * w, 4 * w, pool=2),
+            _block(4 * w, 4 * w, pool=1),
+        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(8 * w, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, n_rows, frames) -> logits (batch,)."""
+        h = self.features(self.normalize(x))
+        h = h.mean(dim=2)  # over frequency: (batch, ch, time)
+        h = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
+        return self.head(h).squeeze(1)
+
+
+class DenseNet(_Normalized):
+    """The seed project's approach: a dense network on a few summary features per clip.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Number of summary features.
+    hidden : sequence of int
+        Sizes of the hidden layers.
+    dropout : float
+        Dropout after every hidden layer.
+    """
+
+    def __init__(
+        self, n_inputs: int = 5, *, hidden: Sequence[int] = (64, 32), dropout: float = 0.2
+    ):
+        super().__init__()
+        self.config = {
+            "n_inputs": int(n_inputs),
+            "hidden": [int(h) for h in hidden],
+            "dropout": float(dropout),
+        }
+        self._init_norm((n_inputs,))
+        layers: list[nn.Module] = []
+        prev = n_inputs
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            prev = h
+        layers.append(nn.Linear(prev, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, n_inputs) -> logits (batch,)."""
+        return self.net(self.normalize(x)).squeeze(1)
+
+
+def build_model(kind: str, config: dict) -> nn.Module:
+    """Build a model from its kind (``"cnn"`` or ``"dense"``) and its ``config`` dict (as stored
+    in a checkpoint)."""
+    cfg = dict(config)
+    if kind == "cnn":
+        return AudioCNN(cfg.pop("n_rows"), cfg.pop("in_channels"), **cfg)
+    if kind == "dense":
+        return DenseNet(cfg.pop("n_inputs"), **cfg)
+    raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")

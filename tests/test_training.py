@@ -1,0 +1,263 @@
+"""Training loop, early stopping, checkpoints, metrics, plots and one label end to end."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from audiosetflow import evaluation as ev
+from audiosetflow.models import AudioCNN, DenseNet
+from audiosetflow.training import (
+    TrainSettings,
+    channel_stats,
+    fit_logreg,
+    fit_torch,
+    load_checkpoint,
+    predict_scores,
+    save_checkpoint,
+)
+
+
+def _separable(n: int, seed: int, frames: int = 24):
+    """Class 1 has a bright band at rows 10-14; class 0 at rows 2-6; plus noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    X = rng.normal(0, 1, size=(n, 1, 32, frames)).astype(np.float32)
+    for i, t in enumerate(y):
+        lo = 10 if t else 2
+        X[i, 0, lo : lo + 5] += 3.0
+    return X, y.astype(np.float32)
+
+
+def test_cnn_learns_separable_problem(caplog):
+    Xtr, ytr = _separable(64, 0)
+    Xva, yva = _separable(32, 1)
+    Xte, yte = _separable(32, 2)
+    m = AudioCNN(32, 1, width=8)
+    m.set_normalization(*channel_stats(Xtr))
+    with caplog.at_level(logging.INFO, logger="audiosetflow"):
+        res = fit_torch(
+            m,
+            Xtr,
+            ytr,
+            Xva,
+            yva,
+            epochs=8,
+            patience=3,
+            batch_size=16,
+            learning_rate=3e-3,
+            seed=0,
+            name="toy",
+        )
+    assert 1 <= res.best_epoch <= len(res.history) <= 8
+    assert sum(h["best"] for h in res.history) == 1
+    assert any("toy epoch 1/8" in r.getMessage() for r in caplog.records)
+    p = predict_scores(m, Xte)
+    metrics = ev.binary_metrics(yte, p, threshold=0.5)
+    assert metrics["roc_auc"] > 0.95
+
+
+def test_training_is_deterministic():
+    Xtr, ytr = _separable(32, 0, frames=12)
+    Xva, yva = _separable(16, 1, frames=12)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        m = AudioCNN(32, 1, width=4)
+        fit_torch(
+            m, Xtr, ytr, Xva, yva, epochs=2, patience=2, batch_size=8, learning_rate=1e-3, seed=7
+        )
+        outs.append(predict_scores(m, Xva))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5)
+
+
+def test_early_stopping_restores_best_epoch():
+    # labels are noise: validation loss stops improving quickly
+    rng = np.random.default_rng(0)
+    Xtr = rng.normal(size=(64, 5)).astype(np.float32)
+    ytr = rng.integers(0, 2, 64).astype(np.float32)
+    Xva = rng.normal(size=(64, 5)).astype(np.float32)
+    yva = rng.integers(0, 2, 64).astype(np.float32)
+    m = DenseNet(5, hidden=(128, 128), dropout=0.0)
+    res = fit_torch(
+        m, Xtr, ytr, Xva, yva, epochs=200, patience=3, batch_size=8, learning_rate=1e-2, seed=0
+    )
+    assert len(res.history) < 200
+    assert len(res.history) - res.best_epoch == 3
+    best = min(h["val_loss"] for h in res.history)
+    loss = torch.nn.functional.binary_cross_entropy(
+        torch.from_numpy(predict_scores(m, Xva)), torch.from_numpy(yva)
+    ).item()
+    assert loss == pytest.approx(best, rel=1e-4)
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    m = AudioCNN(16, 2, width=4)
+    m.set_normalization(np.full((2, 16, 1), 1.5), np.full((2, 16, 1), 2.0))
+    path = tmp_path / "models" / "music.pt"
+    fp = {"sample_rate": 16000, "n_fft": 512, "hop_length": 256, "n_mels": 16}
+    save_checkpoint(
+        path,
+        model=m,
+        label={"slug": "music", "name": "Music", "mid": "/m/04rlf"},
+        feature_params=fp,
+        sample_rate=16000,
+        clip_seconds=10.0,
+        extra_channels=["zcr"],
+        threshold=0.37,
+    )
+    ck = load_checkpoint(path)
+    assert ck.label == {"slug": "music", "name": "Music", "mid": "/m/04rlf"}
+    assert ck.feature_params == fp and ck.sample_rate == 16000 and ck.clip_seconds == 10.0
+    assert ck.extra_channels == ["zcr"] and ck.threshold == pytest.approx(0.37)
+    raw = torch.load(path, weights_only=True)
+    assert torch.allclose(raw["norm_mean"], torch.full((2, 16, 1), 1.5))
+    x = np.random.default_rng(0).normal(size=(3, 2, 16, 20)).astype(np.float32)
+    np.testing.assert_allclose(ck.predict(x), predict_scores(m, x), rtol=1e-6)
+    feats = {"log_mel": x[0, 0], "zcr": x[0, 1, :1]}
+    assert ck.input_from_features(feats).shape == (2, 16, 20)
+    (tmp_path / "bad.pt").write_text("nope")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_binary_metrics_known_values():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.6, 0.3, 0.8, 0.7, 0.4, 0.9])
+    m = ev.binary_metrics(y, s, threshold=0.5)
+    assert m["confusion"] == [[3, 1], [1, 3]]
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["f1"] == pytest.approx(0.75)
+    assert m["precision"] == pytest.approx(0.75) and m["recall"] == pytest.approx(0.75)
+    # pairs (pos > neg): 0.8,0.7,0.9 beat all 4 negatives; 0.4 beats 0.1,0.2,0.3 -> 15/16
+    assert m["roc_auc"] == pytest.approx(15 / 16)
+    # AP: ranks 0.9(P) 0.8(P) 0.7(P) 0.6(N) 0.4(P): (1 + 1 + 1 + 4/5) / 4
+    assert m["average_precision"] == pytest.approx(0.95)
+    want = -np.mean(np.where(y == 1, np.log(s), np.log(1 - s)))
+    assert m["log_loss"] == pytest.approx(want)
+    one = ev.binary_metrics(np.ones(3), np.array([0.2, 0.6, 0.9]), threshold=0.5)
+    assert one["roc_auc"] is None and one["confusion"] == [[0, 0], [1, 2]]
+
+
+def test_choose_threshold_maximises_f1():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = np.array([0.05, 0.1, 0.3, 0.25, 0.8, 0.9])
+    thr = ev.choose_threshold(y, s)
+    # best: positive from 0.25 up (all positives, one false positive: F1 = 6/7); the threshold
+    # is midway between 0.25 and the next lower score 0.1
+    assert thr == pytest.approx(0.175)
+    assert ev.binary_metrics(y, s, threshold=thr)["f1"] == pytest.approx(6 / 7)
+    assert ev.choose_threshold(np.zeros(4), np.random.default_rng(0).random(4)) == 0.5
+
+
+def test_logreg_baseline():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5)) * [1, 100, 1, 1, 1] + [0, 1e4, 0, 0, 0]
+    y = (X[:, 1] > 1e4).astype(int)
+    clf = fit_logreg(X[:100], y[:100])
+    assert (
+        ev.binary_metrics(y[100:], clf.predict_proba(X[100:])[:, 1], threshold=0.5)["accuracy"]
+        > 0.9
+    )
+
+
+def test_plots_written(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    scores = {"cnn": y * 0.6 + rng.random(40) * 0.5, "dense": rng.random(40)}
+    ev.plot_roc_pr(y, scores, tmp_path / "p/roc_pr.png", title="t")
+    ev.plot_confusion({"cnn": [[10, 2], [3, 9]], "dense": [[5, 5], [5, 5]]}, tmp_path / "c.png")
+    hist = [
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "val_loss": 1.2 / e,
+            "val_auc": 0.5 + e / 20,
+            "best": e == 3,
+        }
+        for e in range(1, 5)
+    ]
+    ev.plot_training_curves({"cnn": hist, "dense": hist}, tmp_path / "t.png")
+    for p in ("p/roc_pr.png", "c.png", "t.png"):
+        assert (tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.rglob(".*tmp*"))
+
+
+def test_train_settings_from_config():
+    s = TrainSettings.from_config({"epochs": 3, "extra_channels": ["zcr"], "gpus": 1}, seed=9)
+    assert s.epochs == 3 and s.extra_channels == ("zcr",) and s.seed == 9
+
+
+def test_run_train_end_to_end(tmp_path):
+    pytest.importorskip("audiosetflow.features")
+    from synth_features import POS_MID, write_split
+
+    from audiosetflow.datasets import run_dataset
+    from audiosetflow.training import run_train
+
+    write_split(tmp_path / "f/train", "train", n_pos=20, n_neg=20, seconds=2.0, seed=1)
+    write_split(tmp_path / "f/eval", "eval", n_pos=8, n_neg=8, seconds=2.0, seed=2)
+    run_dataset(
+        train_features=tmp_path / "f/train",
+        eval_features=tmp_path / "f/eval",
+        out_dir=tmp_path / "d",
+        mid=POS_MID,
+        val_fraction=0.25,
+        test_fraction=0.2,
+        seed=1,
+    )
+    plots = {k: tmp_path / f"plots/{k}.png" for k in ("roc_pr", "confusion", "curves")}
+    cfg = {
+        "epochs": 6,
+        "patience": 3,
+        "batch_size": 16,
+        "learning_rate": 0.002,
+        "threads": 2,
+        "extra_channels": ["spectral_centroid"],
+        "device": "cpu",
+    }
+    m = run_train(
+        dataset=tmp_path / "d",
+        train_features=tmp_path / "f/train",
+        eval_features=tmp_path / "f/eval",
+        model_out=tmp_path / "m/music.pt",
+        metrics_out=tmp_path / "metrics/music.json",
+        plots=plots,
+        label={"slug": "music", "name": "Music", "mid": POS_MID},
+        training_cfg=cfg,
+        features_cfg={},
+        sample_rate=22050,
+        clip_seconds=2.0,
+        seed=1,
+    )
+    assert set(m["models"]) == {"cnn", "dense", "logreg"}
+    assert m["dataset"] == {"n_train": 30, "n_val": 10, "n_test": 16, "test_source": "eval"}
+    assert m["models"]["cnn"]["test"]["roc_auc"] > 0.9
+    on_disk = json.loads((tmp_path / "metrics/music.json").read_text())
+    assert on_disk["models"]["cnn"]["test"] == m["models"]["cnn"]["test"]
+    ck = load_checkpoint(tmp_path / "m/music.pt")
+    assert ck.extra_channels == ["spectral_centroid"] and ck.clip_seconds == 2.0
+    assert ck.threshold == m["models"]["cnn"]["val"]["threshold"]
+    assert ck.feature_params["sample_rate"] == 22050
+    assert all(p.stat().st_size > 1000 for p in plots.values())
+    summary = ev.summarize_metrics([tmp_path / "metrics/music.json"], tmp_path / "summary.tsv")
+    back = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
+    assert list(back["model"]) == ["cnn", "dense", "logreg"] == list(summary["model"])
+    assert back.loc[0, "roc_auc"] == pytest.approx(m["models"]["cnn"]["test"]["roc_auc"], abs=1e-4)
+
+
+def test_seed_columns_default_and_other_params():
+    pytest.importorskip("audiosetflow.features")
+    from audiosetflow.features import SUMMARY_FEATURES, FeatureParams, summary_columns
+    from audiosetflow.training import seed_columns
+
+    assert seed_columns(summary_columns(FeatureParams())) == list(SUMMARY_FEATURES)
+    cols = seed_columns(summary_columns(FeatureParams(n_mfcc=13, n_mels=64)))
+    assert len(cols) == 13 + 1 + 1 + 12 + 1
+    assert not any("std" in c or c.startswith("log_mel") for c in cols)
