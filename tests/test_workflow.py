@@ -273,3 +273,38 @@ def test_bad_metadata_stops_with_one_line(tmp_path, data_dir, bad_line, message)
     assert proc.returncode != 0
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if message in ln]
     assert lines, proc.stderr[-2000:]
+
+
+def test_demo_to_report(tmp_path):
+    """The README's demo, smaller: generated corpus -> features -> models -> HTML report."""
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {"demo": {"clips_per_class": 10}, "shard_size": 16,
+             "training": {"epochs": 3, "patience": 2}}
+        )
+    )  # fmt: skip
+    base = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(tmp_path), "--cores", "2",
+        "--configfile", str(REPO / "config.yaml"), str(REPO / "config/demo.yaml"), str(cfg),
+    ]  # fmt: skip
+    run = subprocess.run(base, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr[-5000:]
+    res = tmp_path / "results"
+    summary = pd.read_csv(res / "metrics/summary.tsv", sep="\t")
+    assert set(summary["label"]) == {"music", "speech"}
+    assert set(summary["model"]) == {"cnn", "dense", "logreg"}
+    assert summary["roc_auc"].between(0, 1).all()
+    for label in ("music", "speech"):
+        assert (res / f"models/{label}.pt").stat().st_size > 10_000
+        assert (res / f"plots/{label}/roc_pr.png").exists()
+    feats = ds.dataset(res / "features/train", format="parquet").to_table(columns=["status"])
+    assert feats.num_rows > 0 and set(feats.column("status").to_pylist()) == {"ok"}
+    rep = subprocess.run(
+        [*base, "--report", str(res / "report.html")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    html = (res / "report.html").read_text(errors="replace")
+    assert "availability_funnel.png" in html and "roc_pr.png" in html
