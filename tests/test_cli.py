@@ -11,15 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from synth_features import SR, synth_clip
 
-pytest.importorskip("audiosetflow.features")
-
-from audiosetflow.features import FeatureParams, compute  # noqa: E402
-from synth_features import SR, synth_clip  # noqa: E402
-
-from audiosetflow.cli import main  # noqa: E402
-from audiosetflow.models import AudioCNN  # noqa: E402
-from audiosetflow.training import (  # noqa: E402
+from audiosetflow.cli import main
+from audiosetflow.features import FeatureParams, compute
+from audiosetflow.models import AudioCNN
+from audiosetflow.training import (
     channel_stats,
     fit_torch,
     save_checkpoint,

@@ -98,7 +98,6 @@ def test_write_read_roundtrip(tmp_path):
 
 
 def test_run_dataset_from_feature_shards(tmp_path):
-    pytest.importorskip("audiosetflow.features")
     from synth_features import write_split
 
     write_split(tmp_path / "features/train", "train", n_pos=6, n_neg=10, n_failed=2, seconds=1.0)

@@ -195,7 +195,6 @@ def test_train_settings_from_config():
 
 
 def test_run_train_end_to_end(tmp_path):
-    pytest.importorskip("audiosetflow.features")
     from synth_features import POS_MID, write_split
 
     from audiosetflow.datasets import run_dataset
@@ -253,7 +252,6 @@ def test_run_train_end_to_end(tmp_path):
 
 
 def test_seed_columns_default_and_other_params():
-    pytest.importorskip("audiosetflow.features")
     from audiosetflow.features import SUMMARY_FEATURES, FeatureParams, summary_columns
     from audiosetflow.training import seed_columns
 

@@ -1,0 +1,324 @@
+"""Throughput of the features stage, measured on the same synthetic clips in one run.
+
+Prints clips/s for
+
+(a) the seed's way: one librosa call per feature (melspectrogram + power_to_db, mfcc,
+    spectral_centroid, zero_crossing_rate, chroma_stft, spectral_rolloff), one clip after
+    another in one process;
+(b) this project's features stage: ``features.compute`` + ``features.write_shard`` (shards of
+    ``--shard-size`` clips), ``--procs`` processes with one BLAS thread each;
+(c) decode + trim + features from compressed media (Opus in WebM, 48 kHz stereo, the clip
+    at [margin, margin + 10 s) of a longer window as yt-dlp delivers it): ffmpeg decodes to
+    mono float32 PCM at 22050 Hz, the clip is cut in samples and padded, features computed and
+    written; ``--procs`` processes, with
+    (c1) one ffmpeg process per clip, and
+    (c2) one ffmpeg process per batch of ``--batch`` clips (one input and one raw output
+         file in /dev/shm per clip);
+
+Input seeking (``-ss`` before ``-i``, decoding only the clip plus 0.2 s) was tried and
+dropped: with Opus in WebM the decoded clip is shifted by ~22 samples at 22050 Hz and differs
+by up to 0.03 full scale after re-alignment, i.e. not the exact [start, end) of the window.
+
+and the ratio b / a. Usage::
+
+    .venv/bin/python benchmarks/bench_features.py [--clips 200] [--procs 2]
+"""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS/OpenMP thread per process, before numpy is imported (parallelism is by processes).
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from audiosetflow import features as ft  # noqa: E402
+from audiosetflow.tools import ffmpeg_exe  # noqa: E402
+
+SR = 22050
+CLIP = 10.0
+MARGIN = 1.0
+
+# Set in the parent before forking workers (inherited, no pickling of the waveforms).
+_CLIPS: list[np.ndarray] = []
+_MEDIA: list[Path] = []
+
+
+def synth(i: int, seconds: float, sr: int = SR) -> np.ndarray:
+    """Clip i: tones, noise, speech-like (AM harmonic + formant-ish emphasis) or chords."""
+    rng = np.random.default_rng(i)
+    t = np.arange(int(seconds * sr)) / sr
+    kind = i % 4
+    if kind == 0:
+        f = rng.uniform(100, 2000, 3)
+        y = sum(np.sin(2 * np.pi * fk * t) for fk in f) / 3
+    elif kind == 1:
+        y = 0.5 * rng.standard_normal(len(t))
+    elif kind == 2:
+        f0 = rng.uniform(90, 220)
+        env = np.clip(np.sin(2 * np.pi * rng.uniform(2, 5) * t), 0, None)
+        y = env * sum(
+            np.sin(2 * np.pi * k * f0 * t) * np.exp(-(((k * f0 - 800) / 600) ** 2))
+            for k in range(1, 25)
+        )
+    else:
+        root = rng.uniform(110, 330)
+        y = sum(np.sin(2 * np.pi * root * r * t) for r in (1, 1.26, 1.5, 2)) / 4
+    y = 0.3 * y / max(np.abs(y).max(), 1e-9) + 0.003 * rng.standard_normal(len(t))
+    return y.astype(np.float32)
+
+
+def meta_rows(idx: list[int]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "ytid": [f"bench{i:06d}" for i in idx],
+            "split": "train",
+            "start": MARGIN,
+            "end": MARGIN + CLIP,
+            "labels": [["/m/04rlf"] for _ in idx],
+            "label_names": [["Music"] for _ in idx],
+            "status": "ok",
+            "short": False,
+            "duration": CLIP,
+        }
+    )
+
+
+# --- (a) -----------------------------------------------------------------------------------
+
+
+def seed_features(y: np.ndarray, p: ft.FeatureParams) -> dict[str, np.ndarray]:
+    import librosa
+
+    kw = dict(y=y, sr=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length)
+    return {
+        "log_mel": librosa.power_to_db(librosa.feature.melspectrogram(**kw, n_mels=p.n_mels)),
+        "mfcc": librosa.feature.mfcc(**kw, n_mfcc=p.n_mfcc, n_mels=p.n_mels),
+        "spectral_centroid": librosa.feature.spectral_centroid(**kw),
+        "zcr": librosa.feature.zero_crossing_rate(
+            y=y, frame_length=p.n_fft, hop_length=p.hop_length
+        ),
+        "chroma": librosa.feature.chroma_stft(**kw, tuning=p.tuning),
+        "rolloff": librosa.feature.spectral_rolloff(**kw, roll_percent=p.roll_percent),
+    }
+
+
+# --- (b) and (c) workers --------------------------------------------------------------------
+
+
+def _shards(n: int, size: int) -> list[list[int]]:
+    return [list(range(lo, min(lo + size, n))) for lo in range(0, n, size)]
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its waited-for children (ffmpeg)."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
+def work_b(args) -> tuple[int, float]:
+    idx, out, p = args
+    c0 = _cpu()
+    feats = [ft.compute(_CLIPS[i], params=p) for i in idx]
+    ft.write_shard(out, meta=meta_rows(idx), features=feats, params=p)
+    return len(idx), _cpu() - c0
+
+
+def _trim(pcm: np.ndarray, p: ft.FeatureParams) -> np.ndarray:
+    """Samples [MARGIN, MARGIN + CLIP) of the decoded window, zero-padded at the end."""
+    lo = round(MARGIN * p.sample_rate)
+    n = round(CLIP * p.sample_rate)
+    y = pcm[lo : lo + n]
+    if len(y) < n:
+        y = np.concatenate([y, np.zeros(n - len(y), dtype=np.float32)])
+    return y
+
+
+_DECODE = ["-map", "0:a:0", "-ac", "1", "-ar", str(SR), "-f", "f32le"]
+
+
+def decode_one(path: Path) -> np.ndarray:
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-threads", "1", "-i", str(path)]
+    proc = subprocess.run([*cmd, *_DECODE, "-"], capture_output=True, check=True)
+    return np.frombuffer(proc.stdout, dtype=np.float32)
+
+
+def decode_batch(paths: list[Path], tmp: Path) -> list[np.ndarray]:
+    """Decode several files with ONE ffmpeg process: input k -> raw output file k."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-threads", "1"]
+    for path in paths:
+        cmd += ["-i", str(path)]
+    outs = [tmp / f"{k}.f32" for k in range(len(paths))]
+    for k, out in enumerate(outs):
+        cmd += ["-map", f"{k}:a:0", "-ac", "1", "-ar", str(SR), "-f", "f32le", "-y", str(out)]
+    subprocess.run(cmd, capture_output=True, check=True)
+    res = [np.fromfile(out, dtype=np.float32) for out in outs]
+    for out in outs:
+        out.unlink()
+    return res
+
+
+def work_c(args) -> tuple[int, float]:
+    idx, out, p, batch = args
+    c0 = _cpu()
+    if batch <= 1:
+        pcms = [decode_one(_MEDIA[i]) for i in idx]
+    else:
+        shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+        with tempfile.TemporaryDirectory(dir=shm) as tmp:
+            pcms = []
+            for lo in range(0, len(idx), batch):
+                paths = [_MEDIA[i] for i in idx[lo : lo + batch]]
+                pcms += decode_batch(paths, Path(tmp))
+    feats = [ft.compute(_trim(pcm, p), params=p) for pcm in pcms]
+    ft.write_shard(out, meta=meta_rows(idx), features=feats, params=p)
+    return len(idx), _cpu() - c0
+
+
+def run_pool(fn, tasks, procs: int) -> tuple[float, float]:
+    """(wall-clock clips/s, CPU-bound clips/s = clips / CPU seconds x procs)."""
+    ft._bank.cache_clear()  # each worker builds its filter banks, as a pipeline job does
+    ctx = mp.get_context("fork")
+    t0 = time.perf_counter()
+    with ctx.Pool(procs) as pool:
+        res = pool.map(fn, tasks, chunksize=1)
+    dt = time.perf_counter() - t0
+    n, cpu = sum(r[0] for r in res), sum(r[1] for r in res)
+    return n / dt, n / cpu * procs
+
+
+def best(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return max(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def encode_media(i: int, folder: Path) -> Path:
+    """A 12-s window (clip at [1, 11) s) as Opus in WebM, 48 kHz stereo, like YouTube audio."""
+    y = synth(i, CLIP + 2 * MARGIN)
+    out = folder / f"bench{i:06d}.webm"
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(SR)]
+    cmd += ["-ac", "1", "-i", "-", "-ar", "48000", "-ac", "2", "-c:a", "libopus", "-b:a", "128k"]
+    subprocess.run([*cmd, str(out)], input=y.tobytes(), check=True, capture_output=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=200)
+    ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--shard-size", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=25, help="clips per ffmpeg process in (c2)")
+    ap.add_argument("--seed-clips", type=int, default=0, help="clips for (a); 0: all")
+    ap.add_argument("--repeat", type=int, default=3, help="best of this many runs (b, c)")
+    args = ap.parse_args()
+    p = ft.FeatureParams(sample_rate=SR)
+    n = args.clips
+    print(f"load average before: {os.getloadavg()[0]:.2f}; figures are the best of "
+          f"{args.repeat} runs (a: of {args.repeat} chunks of the clips); 'CPU-bound' = clips "
+          "per CPU-second (ffmpeg children included) x processes: the rate on otherwise idle "
+          "cores")  # fmt: skip
+    print(f"{n} clips of {CLIP:.0f} s at {SR} Hz; {args.procs} processes x 1 thread; cores: "
+          f"{os.cpu_count()}; shards of {args.shard_size}")  # fmt: skip
+
+    global _CLIPS, _MEDIA
+    _CLIPS = [synth(i, CLIP) for i in range(n)]
+    work = Path(tempfile.mkdtemp(prefix="bench_features."))
+    try:
+        # (a) the seed's way
+        import librosa
+
+        n_a = args.seed_clips or n
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            seed_features(_CLIPS[0], p)  # warm-up: lazy imports, caches
+            # best of chunks of the clips (the machine may be shared: best = least disturbed)
+            rates, cpu_rates = [], []
+            step = max(1, n_a // args.repeat)
+            for lo in range(0, n_a, step):
+                chunk = _CLIPS[lo : min(lo + step, n_a)]
+                t0, c0 = time.perf_counter(), time.process_time()
+                for y in chunk:
+                    seed_features(y, p)
+                rates.append(len(chunk) / (time.perf_counter() - t0))
+                cpu_rates.append(len(chunk) / (time.process_time() - c0))
+            a, a_cpu = max(rates), max(cpu_rates)
+        print(f"(a) seed: one librosa {librosa.__version__} call per feature, 1 process: "
+              f"{a:8.1f} clips/s  ({1e3 / a:.1f} ms/clip; CPU-bound: {a_cpu:.1f})")  # fmt: skip
+
+        # parity spot check on the benchmark clips
+        for y in _CLIPS[:4]:
+            ours, ref = ft.compute(y, params=p), seed_features(y, p)
+            assert np.abs(ours["log_mel"] - ref["log_mel"]).max() < 1e-3
+            assert np.array_equal(ours["rolloff"], ref["rolloff"].astype(np.float32))
+
+        # single process, compute only (for reference)
+        t0 = time.perf_counter()
+        for y in _CLIPS:
+            ft.compute(y, params=p)
+        one = n / (time.perf_counter() - t0)
+        print(f"    compute() alone, 1 process:                   {one:8.1f} clips/s  "
+              f"({1e3 / one:.1f} ms/clip)")  # fmt: skip
+
+        # (b) features stage
+        shards = _shards(n, args.shard_size)
+        out_b = work / "b"
+        tasks = [(idx, out_b / f"shard-{k:04d}.parquet", p) for k, idx in enumerate(shards)]
+        b, b_cpu = best([run_pool(work_b, tasks, args.procs) for _ in range(args.repeat)])
+        mb = sum(f.stat().st_size for f in out_b.glob("*.parquet")) / 2**20
+        X, _ = ft.load_split(out_b)
+        assert X.shape[0] == n
+        print(f"(b) compute + write_shard, {args.procs} processes:           {b:8.1f} clips/s  "
+              f"(CPU-bound: {b_cpu:.1f}; Parquet {mb / n * 1024:.0f} KiB/clip)")  # fmt: skip
+        print(f"    ratio b / a: {b / a:.2f}x wall-clock, {b_cpu / a_cpu:.2f}x CPU-bound "
+              "(goal >= 6x)")  # fmt: skip
+
+        # (c) from compressed media
+        media_dir = work / "media"
+        media_dir.mkdir()
+        t0 = time.perf_counter()
+        with mp.get_context("fork").Pool(args.procs) as pool:
+            _MEDIA = pool.starmap(encode_media, [(i, media_dir) for i in range(n)])
+        print(f"    (encoded {n} Opus/WebM windows in {time.perf_counter() - t0:.1f} s)")
+        for label, batch in (("c1", 1), ("c2", args.batch)):
+            out_c = work / label
+            tasks = [
+                (idx, out_c / f"shard-{k:04d}.parquet", p, batch) for k, idx in enumerate(shards)
+            ]
+            reps = max(1, args.repeat - 1)
+            c, c_cpu = best([run_pool(work_c, tasks, args.procs) for _ in range(reps)])
+            how = "1 ffmpeg per clip" if batch == 1 else f"1 ffmpeg per {batch} clips"
+            print(f"({label}) decode + trim + features, {how:20s}: {c:8.1f} clips/s  "
+                  f"(CPU-bound: {c_cpu:.1f}; goal >= 60)")  # fmt: skip
+        # decode alone, per clip vs batched, single process
+        sample = _MEDIA[: min(n, 50)]
+        t0 = time.perf_counter()
+        for m in sample:
+            decode_one(m)
+        d1 = (time.perf_counter() - t0) / len(sample) * 1e3
+        with tempfile.TemporaryDirectory(
+            dir="/dev/shm" if Path("/dev/shm").is_dir() else None
+        ) as tmp:
+            t0 = time.perf_counter()
+            for lo in range(0, len(sample), args.batch):
+                decode_batch(sample[lo : lo + args.batch], Path(tmp))
+            d2 = (time.perf_counter() - t0) / len(sample) * 1e3
+        print(f"    decode only, 1 process: {d1:.1f} ms/clip (1 ffmpeg per clip), "
+              f"{d2:.1f} ms/clip (1 ffmpeg per {args.batch} clips)")  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
