@@ -154,6 +154,7 @@ def all_targets():
         f"{RES}/reports/availability.tsv",
         f"{RES}/reports/download_ledger.tsv",
         f"{RES}/plots/availability_funnel.png",
+        f"{RES}/plots/examples",
         *[f"{RES}/models/{slug}.pt" for slug in LABEL_SLUGS],
         f"{RES}/metrics/summary.tsv",
         *[f for s in splits() for f in feature_shards(s)],

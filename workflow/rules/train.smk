@@ -5,15 +5,10 @@
 DATASET = f"{RES}/datasets/{{label}}/{{part}}.tsv"
 
 
-def eval_split_shards(wildcards):
-    """Feature shards of the eval split (none without eval split: test held out from train)."""
-    return feature_shards("eval")
-
-
 rule dataset:
     input:
         train=lambda wildcards: feature_shards("train"),
-        eval=eval_split_shards,
+        eval=lambda wildcards: feature_shards("eval"),
     output:
         train=DATASET.replace("{part}", "train"),
         val=DATASET.replace("{part}", "val"),
@@ -42,7 +37,7 @@ rule train:
         val=rules.dataset.output.val,
         test=rules.dataset.output.test,
         train_features=lambda wildcards: feature_shards("train"),
-        eval_features=eval_split_shards,
+        eval_features=lambda wildcards: feature_shards("eval"),
     output:
         model=f"{RES}/models/{{label}}.pt",
         metrics=f"{RES}/metrics/{{label}}.json",
@@ -71,7 +66,7 @@ rule train:
     threads: config["training"]["threads"]
     resources:
         mem_mb=8000,
-        gpu=config["training"].get("gpus", 0),
+        gpu=config["training"]["gpus"],
     params:
         train_dir=f"{RES}/features/train",
         eval_dir=f"{RES}/features/eval",
