@@ -573,3 +573,27 @@ def test_mixed_run(tmp_path, server, sleeps):
         if r["status"] != "transient":
             assert second[y] == r
     assert {y: media_path(tmp_path / "out", y).stat().st_mtime_ns for y in good} == ok_files
+
+
+def test_media_lookup_by_name_and_by_listing(tmp_path) -> None:
+    import os
+
+    from audiosetflow.download import media_index
+
+    d = tmp_path / "dl"
+    d.mkdir()
+    for name in ("-aaaaaaaaaa.webm", "-aaaaaaaaaa.offset", "bbbbbbbbbbb.weird",
+                 "ccccccccccc.m4a.part", ".dl-ccccccccccc.m4a", "ddddddddddd.m4a",
+                 "ddddddddddd.opus"):  # fmt: skip
+        (d / name).write_bytes(b"x")
+    os.utime(d / "ddddddddddd.m4a", (1, 1))  # older: the .opus wins
+    want = ["-aaaaaaaaaa", "bbbbbbbbbbb", "ccccccccccc", "ddddddddddd", "eeeeeeeeeee"]
+    expected = {
+        "-aaaaaaaaaa": d / "-aaaaaaaaaa.webm",
+        "bbbbbbbbbbb": d / "bbbbbbbbbbb.weird",  # unusual extension: found by the listing
+        "ddddddddddd": d / "ddddddddddd.opus",
+    }
+    assert media_index(d, want) == expected
+    assert {y: media_path(d, y) for y in want} == {**expected, "ccccccccccc": None,
+                                                   "eeeeeeeeeee": None}  # fmt: skip
+    assert media_index(tmp_path / "missing", want) == {}

@@ -70,6 +70,7 @@ __all__ = [
     "STATUSES",
     "download_shard",
     "media_path",
+    "media_index",
     "classify_error",
     "MediaCheckError",
 ]
@@ -195,31 +196,65 @@ class DownloadConfig:
 # media files
 
 
+# Extensions yt-dlp gives audio; looked up by name first, so that finding a YTID's media does
+# not list a folder that may hold millions of files (the unbalanced set).
+_COMMON_EXTS = ("webm", "m4a", "opus", "mp4", "mp3", "ogg", "mka", "aac", "flac", "wav", "mkv")
+
+
+def _is_media_name(name: str, prefix: str) -> bool:
+    if not name.startswith(prefix) or name.startswith("."):
+        return False
+    ext = name[len(prefix) :]
+    return bool(ext) and "." not in ext and ext.lower() not in _SIDECARS
+
+
 def media_path(out_dir: str | Path, ytid: str) -> Path | None:
     """The finished media file ``out_dir/{ytid}.{ext}`` of a YTID, or ``None``.
 
     Temporary files (names starting with ``.``) and sidecars (``.offset``, ``.part``, ...) are
-    never returned. Where several exist, the newest wins.
+    never returned. Where several exist, the newest wins. Common audio extensions are tried by
+    name; the folder is listed only when none of them exists (see :func:`media_index` to look
+    up many YTIDs with one listing).
     """
     out_dir = Path(out_dir)
-    prefix = f"{ytid}."
-    found: list[Path] = []
+    found = []
+    for ext in _COMMON_EXTS:
+        p = out_dir / f"{ytid}.{ext}"
+        try:
+            found.append((p.stat().st_mtime, p))
+        except OSError:
+            continue
+    if found:
+        return max(found)[1]
+    return media_index(out_dir, [ytid]).get(ytid)
+
+
+def media_index(out_dir: str | Path, ytids) -> dict[str, Path]:
+    """Finished media of many YTIDs with one listing of ``out_dir``: YTID to path (newest).
+
+    YTIDs without media are absent from the result.
+    """
+    out_dir = Path(out_dir)
+    wanted = set(ytids)
+    best: dict[str, tuple[float, Path]] = {}
     try:
-        entries = list(os.scandir(out_dir))
+        entries = os.scandir(out_dir)
     except FileNotFoundError:
-        return None
-    for e in entries:
-        name = e.name
-        if not name.startswith(prefix) or name.startswith("."):
-            continue
-        ext = name[len(prefix) :]
-        if not ext or "." in ext or ext.lower() in _SIDECARS:
-            continue
-        if e.is_file():
-            found.append(out_dir / name)
-    if not found:
-        return None
-    return max(found, key=lambda p: p.stat().st_mtime)
+        return {}
+    with entries:
+        for e in entries:
+            y = e.name.split(".", 1)[0]
+            if y not in wanted or not _is_media_name(e.name, f"{y}."):
+                continue
+            try:
+                if not e.is_file():
+                    continue
+                m = e.stat().st_mtime
+            except OSError:
+                continue
+            if y not in best or m > best[y][0]:
+                best[y] = (m, out_dir / e.name)
+    return {y: p for y, (_, p) in best.items()}
 
 
 class MediaCheckError(RuntimeError):
@@ -779,6 +814,7 @@ def download_shard(
     previous = _load_ledger(ledger_path)
     ytids = man["ytid"].tolist()
     _clean_stale_tmp(out_dir, set(ytids))
+    finished = media_index(out_dir, ytids)  # one listing of the folder for the whole shard
     split = str(man["split"].iloc[0]) if len(man) and "split" in man else ""
     shard = man["shard"].iloc[0] if len(man) and "shard" in man else ""
     tag = f"[shard {split}/{shard}]" if split else f"[shard {shard}]"
@@ -796,7 +832,7 @@ def download_shard(
             "attempts": attempts,
             "updated": prev.get("updated") or _now(),
         }
-        done = media_path(out_dir, y)
+        done = finished.get(y)
         pstatus = prev.get("status", "")
         if done is not None:
             reason = prev.get("reason", "") if pstatus == "ok" else "found finished media"
