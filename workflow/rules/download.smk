@@ -7,6 +7,7 @@ if config["cluster"]["download_local"]:
 
     localrules:
         download,
+        fetch_metadata,
 
 
 rule download:
