@@ -96,6 +96,20 @@ def test_early_stopping_restores_best_epoch():
     assert loss == pytest.approx(best, rel=1e-4)
 
 
+@pytest.mark.parametrize("min_epochs", [0, 12, 25])
+def test_early_stopping_waits_for_min_epochs(min_epochs):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(4, 64, 5)).astype(np.float32)
+    y = rng.integers(0, 2, (4, 64)).astype(np.float32)  # noise: nothing to learn
+    kw = dict(epochs=40, patience=2, min_epochs=min_epochs, batch_size=8, learning_rate=1e-2)
+    res = fit_torch(DenseNet(5, hidden=(64,), dropout=0.0), X[0], y[0], X[1], y[1], **kw)
+    n = len(res.history)
+    assert n >= min_epochs and n < 40
+    assert n - res.best_epoch >= 2  # stopped for lack of improvement, not by the epoch limit
+    if min_epochs == 25:
+        assert res.best_epoch < n - 2  # it would have stopped earlier without min_epochs
+
+
 def test_checkpoint_roundtrip(tmp_path):
     torch.manual_seed(0)
     m = AudioCNN(16, 2, width=4)

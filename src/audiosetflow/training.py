@@ -61,6 +61,7 @@ class TrainSettings:
 
     epochs: int = 30
     patience: int = 5
+    min_epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 1e-3
     threads: int = 2
@@ -74,6 +75,7 @@ class TrainSettings:
         types = {
             "epochs": int,
             "patience": int,
+            "min_epochs": int,
             "batch_size": int,
             "learning_rate": float,
             "threads": int,
@@ -201,6 +203,7 @@ def fit_torch(
     patience: int,
     batch_size: int,
     learning_rate: float,
+    min_epochs: int = 0,
     device: torch.device | str = "cpu",
     seed: int = 0,
     weight_decay: float = 1e-4,
@@ -210,7 +213,9 @@ def fit_torch(
     """Train a binary classifier (one logit per example) with Adam and early stopping.
 
     Early stopping watches the validation loss: training stops after ``patience`` epochs
-    without improvement and the weights of the best epoch are restored into ``model``. Without
+    without improvement, but never before epoch ``min_epochs`` (with few batches per epoch
+    BatchNorm's running statistics lag, and the validation loss of the first epochs says little),
+    and the weights of the best epoch are restored into ``model``. Without
     validation examples all ``epochs`` run and the last weights are kept. One progress line
     per epoch is logged.
 
@@ -281,7 +286,7 @@ def fit_torch(
             len(order) / max(secs, 1e-9),
             " *" if improved else "",
         )
-        if len(Xv) and waited >= patience:
+        if len(Xv) and waited >= patience and epoch >= min_epochs:
             logger.info(
                 "%s: early stop after epoch %d (best epoch %d, val loss %.4f)",
                 name,
@@ -593,6 +598,7 @@ def run_train(
     fit_kw = dict(
         epochs=cfg.epochs,
         patience=cfg.patience,
+        min_epochs=cfg.min_epochs,
         batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         device=device,
