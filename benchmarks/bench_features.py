@@ -15,8 +15,14 @@ Prints clips/s for
     (c2) one ffmpeg process per batch of ``--batch`` clips (one input and one raw output
          file in /dev/shm per clip), both as a lower bound of what decoding costs, and
     (c3) the workflow's own stage functions, exactly what the transcode, trim and features
-         rules run for a shard (``pipeline.run_transcode`` -> FLAC window, ``run_trim`` ->
-         FLAC clip, ``run_features`` -> Parquet), one shard per process;
+         rules run for a shard (``pipeline.run_transcode`` -> WAV window, ``audio.
+         transcode_many``: 20 YTIDs per ffmpeg process, decoding inside a libavfilter graph;
+         ``run_trim`` -> FLAC clip; ``run_features`` -> Parquet), one shard per process, with
+         the CPU time of each stage;
+
+and what decoding alone costs (CPU time, one process): ffmpeg per clip, per batch, the
+workflow's transcode, and its floor: the same ffmpeg graphs with every frame dropped at their
+end (decode + down-mix + resample), and without the resampler (reading + Opus decoding alone).
 
 Input seeking (``-ss`` before ``-i``, decoding only the clip plus 0.2 s) was tried and
 dropped: with Opus in WebM the decoded clip is shifted by ~22 samples at 22050 Hz and differs
@@ -192,13 +198,14 @@ def work_c(args) -> tuple[int, float]:
     return len(idx), _cpu() - c0
 
 
-def work_c3(args) -> tuple[int, float]:
+def work_c3(args) -> tuple[int, float, dict[str, float]]:
     """transcode + trim + features of one shard with the workflow's stage functions."""
     from audiosetflow import pipeline
     from audiosetflow.io import write_tsv
 
     idx, shard_dir, media_dir, p = args
     c0 = _cpu()
+    stages = {}
     shard_dir.mkdir(parents=True)
     ytids = [f"bench{i:06d}" for i in idx]
     write_tsv(shard_dir / "download.tsv", pd.DataFrame({"ytid": ytids, "status": "ok"}))
@@ -210,12 +217,15 @@ def work_c3(args) -> tuple[int, float]:
     dirs = {"pcm_dir": shard_dir / "pcm", "clips_dir": shard_dir / "clips"}
     quiet = logging.getLogger("bench")
     quiet.setLevel(logging.WARNING)
+    c = _cpu()
     pipeline.run_transcode(ledger=shard_dir / "download.tsv", download_dir=media_dir,
                            out=shard_dir / "transcode.tsv", sample_rate=p.sample_rate,
                            logger=quiet, **dirs)  # fmt: skip
+    stages["transcode"], c = _cpu() - c, _cpu()
     pipeline.run_trim(transcoded=shard_dir / "transcode.tsv", manifest=shard_dir / "manifest.tsv",
                       download_dir=media_dir, out=shard_dir / "trim.tsv", clip_seconds=CLIP,
                       logger=quiet, **dirs)  # fmt: skip
+    stages["trim"], c = _cpu() - c, _cpu()
     meta = pipeline.run_features(
         manifest=shard_dir / "manifest.tsv", ledger=shard_dir / "download.tsv",
         transcoded=shard_dir / "transcode.tsv", trimmed=shard_dir / "trim.tsv",
@@ -225,7 +235,11 @@ def work_c3(args) -> tuple[int, float]:
         sample_rate=p.sample_rate, names={"/m/04rlf": "Music"}, logger=quiet,
     )  # fmt: skip
     assert (meta["status"] == "ok").all(), meta["status"].tolist()
-    return len(idx), _cpu() - c0
+    stages["features"] = _cpu() - c
+    return len(idx), _cpu() - c0, stages
+
+
+_STAGES: list[dict[str, float]] = []  # CPU ms/clip per stage of each run_pool call (c3)
 
 
 def run_pool(fn, tasks, procs: int) -> tuple[float, float]:
@@ -237,11 +251,72 @@ def run_pool(fn, tasks, procs: int) -> tuple[float, float]:
         res = pool.map(fn, tasks, chunksize=1)
     dt = time.perf_counter() - t0
     n, cpu = sum(r[0] for r in res), sum(r[1] for r in res)
+    if len(res[0]) > 2:
+        _STAGES.append({k: sum(r[2][k] for r in res) / n * 1e3 for k in res[0][2]})
     return n / dt, n / cpu * procs
 
 
 def best(runs: list[tuple[float, float]]) -> tuple[float, float]:
     return max(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def _cpu_ms_per_clip(fn, n: int, repeat: int) -> float:
+    """Least CPU time (this process and its children) of ``repeat`` calls of ``fn``, per clip."""
+    costs = []
+    for _ in range(repeat):
+        c0 = _cpu()
+        fn()
+        costs.append((_cpu() - c0) / n * 1e3)
+    return min(costs)
+
+
+def decode_costs(sample: list[Path], batch: int, repeat: int) -> None:
+    """CPU ms per clip of decoding alone, one process; and the clips/s it leaves possible."""
+    from audiosetflow import audio
+
+    n = len(sample)
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(dir=shm) as tmp:
+        tmp = Path(tmp)
+
+        def batched() -> None:
+            for lo in range(0, n, batch):
+                decode_batch(sample[lo : lo + batch], tmp)
+
+        def workflow() -> None:
+            audio.transcode_many([(m, tmp / f"{m.stem}.wav") for m in sample], sample_rate=SR)
+
+        def floor(resample: bool) -> None:
+            # transcode_many's own ffmpeg graph, 20 files a process, every frame dropped at the end
+            for lo in range(0, n, 20):
+                graphs = []
+                for k, m in enumerate(sample[lo : lo + 20]):
+                    g = audio._lavfi_graph(m.absolute(), SR).split(",asetnsamples=")[0]
+                    if not resample:
+                        g = g.split(",aresample=")[0]
+                    graphs.append(f"{g},aselect=0[out{k}]")
+                cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-cpucount", "1", "-threads", "1"]
+                cmd += ["-f", "lavfi", "-i", ";".join(graphs)]
+                for k in range(len(graphs)):
+                    cmd += ["-map", f"0:a:{k}", "-f", "null", "-"]
+                subprocess.run(cmd, check=True, capture_output=True)
+
+        costs = {
+            "1 ffmpeg per clip, f32 pipe": _cpu_ms_per_clip(
+                lambda: [decode_one(m) for m in sample], n, repeat
+            ),
+            f"1 ffmpeg per {batch} clips, f32 files": _cpu_ms_per_clip(batched, n, repeat),
+            "audio.transcode_many -> WAV windows": _cpu_ms_per_clip(workflow, n, repeat),
+            "its floor: decode + down-mix + resample, no output": _cpu_ms_per_clip(
+                lambda: floor(True), n, repeat
+            ),
+            "Opus decoding alone (read + decode, no output)": _cpu_ms_per_clip(
+                lambda: floor(False), n, repeat
+            ),
+        }
+    print("    decode only, CPU ms/clip, 1 process (clips/s on 2 idle cores if nothing else):")
+    for k, v in costs.items():
+        print(f"      {k:52s} {v:5.1f} ms  ({2e3 / v:5.0f} clips/s)")
 
 
 def encode_media(i: int, folder: Path) -> Path:
@@ -350,21 +425,11 @@ def main() -> None:
         c3, c3_cpu = best(runs)
         print(f"(c3) the workflow's transcode + trim + features stages: {c3:8.1f} clips/s  "
               f"(CPU-bound: {c3_cpu:.1f}; goal >= 60)")  # fmt: skip
-        # decode alone, per clip vs batched, single process
-        sample = _MEDIA[: min(n, 50)]
-        t0 = time.perf_counter()
-        for m in sample:
-            decode_one(m)
-        d1 = (time.perf_counter() - t0) / len(sample) * 1e3
-        with tempfile.TemporaryDirectory(
-            dir="/dev/shm" if Path("/dev/shm").is_dir() else None
-        ) as tmp:
-            t0 = time.perf_counter()
-            for lo in range(0, len(sample), args.batch):
-                decode_batch(sample[lo : lo + args.batch], Path(tmp))
-            d2 = (time.perf_counter() - t0) / len(sample) * 1e3
-        print(f"    decode only, 1 process: {d1:.1f} ms/clip (1 ffmpeg per clip), "
-              f"{d2:.1f} ms/clip (1 ffmpeg per {args.batch} clips)")  # fmt: skip
+        st = min(_STAGES, key=lambda d: sum(d.values()))
+        print("     CPU ms/clip by stage (least disturbed run): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in st.items())
+              + f"; total {sum(st.values()):.1f}")  # fmt: skip
+        decode_costs(_MEDIA[: min(n, 60)], args.batch, args.repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

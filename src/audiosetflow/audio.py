@@ -2,7 +2,9 @@
 
 Conventions
 -----------
-* PCM files are mono 16-bit FLAC at the configured sample rate.
+* PCM files are mono 16-bit FLAC or WAV (chosen by the file's suffix) at the configured
+  sample rate. Clips are FLAC; the transcoded window, an intermediate, is WAV (cheapest to write
+  and to cut).
 * The transcoded *window* of a YTID starts at ``offset`` seconds of the source video (the
   download stage fetches ``[start - margin, end + margin]`` where it can cut the source, the
   whole video otherwise); the offset is stored next to the media as ``{ytid}.offset``.
@@ -13,7 +15,12 @@ Conventions
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,16 +30,37 @@ import soundfile as sf
 from .io import atomic_path
 from .tools import ffmpeg_exe
 
-__all__ = ["AudioError", "decode", "transcode", "trim", "load_clip", "TrimResult", "read_offset"]
+__all__ = [
+    "AudioError",
+    "decode",
+    "transcode",
+    "transcode_many",
+    "trim",
+    "load_clip",
+    "TrimResult",
+    "read_offset",
+]
 
 
 class AudioError(RuntimeError):
     """A media file could not be decoded; the message names the file and ffmpeg's reason."""
 
 
+# ffmpeg's log context ("[dec:aac @ 0x55d...] "): its address differs from run to run
+_LOG_CONTEXT = re.compile(r"\[[^\]]* @ 0x[0-9a-f]+\] ")
+# lines of ffmpeg >= 7 that only say that a thread ended because of the error logged before
+_TEARDOWN = re.compile(r"^(Task finished with error code|Terminating thread with return code)")
+
+
 def _ffmpeg_error(path: Path, stderr: bytes) -> AudioError:
-    lines = [ln for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    reason = lines[-1].strip() if lines else "ffmpeg failed"
+    """``{path}: cannot decode audio: {reason}`` with ffmpeg's last meaningful line as the
+    reason, free of memory addresses (so that equal reasons read, and count, as equal)."""
+    lines = [
+        _LOG_CONTEXT.sub("", ln).strip() for ln in stderr.decode("utf-8", "replace").splitlines()
+    ]
+    lines = [ln for ln in lines if ln]
+    reasons = [ln for ln in lines if not _TEARDOWN.match(ln)] or lines
+    reason = reasons[-1] if reasons else "ffmpeg failed"
     return AudioError(f"{path}: cannot decode audio: {reason}")
 
 
@@ -93,21 +121,54 @@ def read_offset(media: str | Path) -> float:
         return 0.0
 
 
+# RF64 only where a window passes 4 GiB (27 h at 22050 Hz); libsndfile reads both.
+_WAV_MUXER = ["-f", "wav", "-rf64", "auto"]
+# Output options by suffix: mono 16-bit PCM.
+_OUTPUT_ARGS = {
+    ".flac": ["-c:a", "flac", "-sample_fmt", "s16", "-f", "flac"],
+    ".wav": ["-c:a", "pcm_s16le", *_WAV_MUXER],
+}
+
+
+def _output_args(dst: Path) -> list[str]:
+    try:
+        return _OUTPUT_ARGS[dst.suffix.lower()]
+    except KeyError:
+        raise ValueError(f"{dst}: PCM output must end in .flac or .wav") from None
+
+
+def _reserve_tmp(dst: Path) -> Path:
+    """An empty temporary file next to ``dst``, named as :func:`io.atomic_path` names them
+    (``.{name}.XXXX.tmp{suffix}``): never taken for a finished file."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=f".tmp{dst.suffix}", dir=dst.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o644)
+    return Path(tmp)
+
+
 def transcode(src: str | Path, dst: str | Path, *, sample_rate: int) -> float:
-    """Transcode ``src`` to mono 16-bit FLAC at ``sample_rate`` (atomically); return seconds.
+    """Transcode ``src`` to mono 16-bit PCM at ``sample_rate`` (atomically); return seconds.
+
+    One ffmpeg process for this one file. ``dst`` ends in ``.flac`` or ``.wav``, which sets the
+    format. :func:`transcode_many` writes the same samples at a fraction of the cost.
 
     Raises
     ------
     AudioError
-        When ffmpeg cannot decode ``src``.
+        When ffmpeg cannot decode ``src``: ``"{src}: cannot decode audio: {reason}"``.
+    ValueError
+        When ``dst`` has another suffix.
     """
-    src = Path(src).absolute()
+    src = Path(src).absolute()  # absolute: a name starting with '-' is never an option
     dst = Path(dst).absolute()
+    out_args = _output_args(dst)
     with atomic_path(dst) as tmp:
         cmd = [
-            ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(src),
-            "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate),
-            "-c:a", "flac", "-sample_fmt", "s16", str(tmp),
+            ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-filter_threads", "1",
+            "-threads", "1", "-i", str(src),
+            "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-threads", "1",
+            *out_args, str(tmp),
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, check=False)
         if proc.returncode != 0:
@@ -116,6 +177,196 @@ def transcode(src: str | Path, dst: str | Path, *, sample_rate: int) -> float:
         if info.frames == 0:
             raise AudioError(f"{src}: cannot decode audio: no samples")
     return info.frames / info.samplerate
+
+
+# Samples per frame handed between ffmpeg's threads on the batch route: large enough that the
+# hand-offs cost little (per 20-ms packet they cost as much as the decoding), small enough that
+# frames stay below glibc's mmap threshold (no page faults per frame).
+_FRAME_SAMPLES = 16384
+
+
+def _graph_quote(text: str) -> str:
+    """Quote ``text`` for one level of ffmpeg's filter-graph syntax (everything literal)."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _lavfi_graph(src: Path, sample_rate: int) -> str:
+    """A libavfilter graph that decodes ``src`` (the ``amovie`` source) to the window's format.
+
+    Demuxing, decoding, down-mixing and resampling then run in the graph's thread, and the
+    resampler (one ``aresample``, the conversion ffmpeg inserts for ``-ac 1 -ar SR
+    -sample_fmt s16``) yields the same samples as a plain ``-i src``. Frames of
+    ``_FRAME_SAMPLES`` instead of one per packet cut the hand-offs between the threads of
+    ffmpeg >= 7 (demuxer, decoder, filters, encoder, muxer), which with a plain input cost about
+    as much CPU as the decoding itself. ``s=a`` takes the first audio stream, like
+    ``-map 0:a:0``.
+    """
+    movie = _graph_quote(f"filename={_graph_quote(str(src))}:s=a:dec_threads=1")
+    return (
+        f"amovie={movie},aresample=osr={sample_rate}:ochl=mono:osf=s16,"
+        f"asetnsamples=n={_FRAME_SAMPLES}:p=0"
+    )
+
+
+# Longest filter graph passed as one argument (Linux takes at most 128 KiB per argument).
+_MAX_GRAPH_CHARS = 100_000
+
+
+def _batch_cmd(pairs: Sequence[tuple[Path, Path]], sample_rate: int, *, lavfi: bool) -> list[str]:
+    """One ffmpeg command: media ``pairs[k][0]`` -> PCM file ``pairs[k][1]``.
+
+    ``lavfi``: all files are decoded by ONE libavfilter graph (one ``-f lavfi`` input with an
+    output ``out{k}`` per file), so the decoding of a batch runs in one thread, one file after
+    another, and WAV outputs are the graph's PCM copied as it is; otherwise one plain ``-i``
+    input per file.
+    """
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-filter_threads", "1"]
+    if lavfi:
+        cmd += ["-cpucount", "1"]  # no thread pools anywhere, the lavfi graph's included
+        graphs = [_lavfi_graph(src, sample_rate) for src, _ in pairs]
+        graph = ";".join(f"{g}[out{k}]" for k, g in enumerate(graphs))
+        if len(graph) <= _MAX_GRAPH_CHARS:
+            cmd += ["-threads", "1", "-f", "lavfi", "-i", graph]
+            streams = [f"0:a:{k}" for k in range(len(pairs))]
+        else:  # very long paths: a graph per input (its one output is out0)
+            for g in graphs:
+                cmd += ["-threads", "1", "-f", "lavfi", "-i", g]
+            streams = [f"{k}:a:0" for k in range(len(pairs))]
+    else:
+        for src, _ in pairs:
+            cmd += ["-threads", "1", "-i", str(src)]
+        streams = [f"{k}:a:0" for k in range(len(pairs))]
+    for stream, (_, out) in zip(streams, pairs, strict=True):
+        cmd += ["-map", stream]
+        if lavfi and out.suffix.lower() == ".wav":
+            # the graph's output is the window's PCM already: copied, not decoded + encoded
+            cmd += ["-c:a", "copy", *_WAV_MUXER]
+        else:
+            cmd += ["-ac", "1", "-ar", str(sample_rate), "-threads", "1", *_output_args(out)]
+        cmd.append(str(out))
+    return cmd
+
+
+@functools.cache
+def _lavfi_route_ok(ffmpeg: str) -> bool:
+    """Whether this ffmpeg runs the ``amovie`` route (lavfi device, ``ochl``, ``-cpucount``)
+    and gives the same samples as plain inputs; checked once per process on two tiny files."""
+    del ffmpeg  # the cache key: AUDIOSETFLOW_FFMPEG may name another one
+    sr = 8000
+    y = (np.sin(np.arange(3000) * 0.05) * 8000).astype(np.int16)
+    with tempfile.TemporaryDirectory(prefix="audiosetflow-probe.") as tmp:
+        srcs = [Path(tmp, "-'in, [x]:y.wav"), Path(tmp, "b.wav")]
+        sf.write(str(srcs[0]), np.stack([y, y[::-1]], axis=1), 44100, subtype="PCM_16")
+        sf.write(str(srcs[1]), y[::2], 22050, subtype="PCM_16")
+        outs = [Path(tmp, "out0.wav"), Path(tmp, "out1.wav")]
+        try:
+            cmd = _batch_cmd(list(zip(srcs, outs, strict=True)), sr, lavfi=True)
+            proc = subprocess.run(cmd, capture_output=True, check=False)
+            if proc.returncode != 0 or proc.stderr.strip():
+                return False
+            for k, (src, out) in enumerate(zip(srcs, outs, strict=True)):
+                ref = Path(tmp, f"ref{k}.wav")
+                transcode(src, ref, sample_rate=sr)
+                got, want = sf.read(str(out), dtype="int16")[0], sf.read(str(ref), dtype="int16")[0]
+                if not np.array_equal(got, want):
+                    return False
+            return True
+        except (OSError, RuntimeError):
+            return False
+
+
+def _transcode_batch(pairs: Sequence[tuple[Path, Path]], sample_rate: int) -> list[float] | None:
+    """Transcode ``pairs`` with one ffmpeg process; ``None`` when anything at all went wrong
+    (non-zero exit, any message at ``-v error``, an empty output): nothing is then written."""
+    tmps: list[Path] = []
+    try:
+        for _, dst in pairs:
+            tmps.append(_reserve_tmp(dst))
+        lavfi = _lavfi_route_ok(ffmpeg_exe())
+        cmd = _batch_cmd([(src, tmp) for (src, _), tmp in zip(pairs, tmps, strict=True)],
+                         sample_rate, lavfi=lavfi)  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, check=False)
+        if proc.returncode != 0 or proc.stderr.strip():
+            return None
+        seconds = []
+        for tmp in tmps:
+            info = sf.info(str(tmp))
+            if info.frames == 0:
+                return None
+            seconds.append(info.frames / info.samplerate)
+        for (_, dst), tmp in zip(pairs, tmps, strict=True):
+            os.replace(tmp, dst)
+        return seconds
+    except (OSError, RuntimeError):  # soundfile's errors are RuntimeErrors
+        return None
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def _transcode_or_error(src: Path, dst: Path, sample_rate: int) -> float | AudioError:
+    try:
+        return transcode(src, dst, sample_rate=sample_rate)
+    except AudioError as exc:
+        return exc
+
+
+def transcode_many(
+    pairs: Iterable[tuple[str | Path, str | Path]],
+    *,
+    sample_rate: int,
+    batch: int = 20,
+) -> list[float | AudioError]:
+    """Transcode many media files like :func:`transcode`, ``batch`` files per ffmpeg process.
+
+    Each output is written under a temporary name and renamed into place once its batch has
+    finished, so no half-written file ever has a final name. Where a batch goes wrong in any
+    way (one undecodable input fails the whole process), its files are transcoded again one
+    process each, so that exactly the bad ones fail, each with :func:`transcode`'s own error.
+    The samples written are those :func:`transcode` writes.
+
+    Parameters
+    ----------
+    pairs : iterable of (str or Path, str or Path), length n
+        ``(src, dst)``: media file in, PCM file out (``.flac`` or ``.wav``, see
+        :func:`transcode`); destinations must differ.
+    sample_rate : int
+        Output sample rate in Hz.
+    batch : int
+        Files per ffmpeg process (>= 1).
+
+    Returns
+    -------
+    list of (float or AudioError), length n
+        For pair ``k``: the seconds of audio written to its ``dst``, or the :class:`AudioError`
+        that ``transcode(src, dst)`` raises (nothing written then).
+
+    Raises
+    ------
+    ValueError
+        When a ``dst`` ends in neither ``.flac`` nor ``.wav``, or ``batch < 1``.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, not {batch}")
+    # absolute: a name starting with '-' is never an option
+    items = [(Path(s).absolute(), Path(d).absolute()) for s, d in pairs]
+    for _, dst in items:
+        _output_args(dst)
+    results: list[float | AudioError | None] = [None] * len(items)
+    present = []
+    for k, (src, dst) in enumerate(items):
+        if src.is_file():
+            present.append(k)
+        else:  # fails at once, with transcode's own message
+            results[k] = _transcode_or_error(src, dst, sample_rate)
+    for lo in range(0, len(present), batch):
+        ks = present[lo : lo + batch]
+        done = _transcode_batch([items[k] for k in ks], sample_rate)
+        if done is None:
+            done = [_transcode_or_error(*items[k], sample_rate) for k in ks]
+        for k, r in zip(ks, done, strict=True):
+            results[k] = r
+    return results  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -161,21 +412,28 @@ def trim(
     -------
     TrimResult
     """
-    y, sr = sf.read(str(window), dtype="float32", always_2d=False)
-    if y.ndim > 1:
-        y = y.mean(axis=1)
-    first = int(round((start - offset) * sr))
-    want = int(round((end - start) * sr))
-    if first < 0:
-        raise AudioError(
-            f"{window}: window starts at {offset:.3f} s, after the segment start {start:.3f} s"
-        )
-    seg = y[first : first + want]
+    with sf.SoundFile(str(window)) as f:
+        sr, n_window = f.samplerate, f.frames
+        first = int(round((start - offset) * sr))
+        want = int(round((end - start) * sr))
+        if first < 0:
+            raise AudioError(
+                f"{window}: window starts at {offset:.3f} s, after the segment start {start:.3f} s"
+            )
+        if f.channels == 1 and f.subtype == "PCM_16":
+            # only the segment, as integers: the very samples of the window
+            n_seg = max(0, min(want, n_window - first))
+            if n_seg:
+                f.seek(first)
+            seg = f.read(n_seg, dtype="int16")
+        else:
+            y = f.read(dtype="float32", always_2d=True).mean(axis=1, dtype=np.float32)
+            seg = y[first : first + want]
     n_out = max(want, int(round(clip_seconds * sr)))
     short = len(seg) < n_out
     duration = len(seg) / sr
     if short:
-        seg = np.concatenate([seg, np.zeros(n_out - len(seg), dtype=np.float32)])
+        seg = np.concatenate([seg, np.zeros(n_out - len(seg), dtype=seg.dtype)])
     with atomic_path(dst) as tmp:
         sf.write(str(tmp), seg, sr, subtype="PCM_16", format="FLAC")
     return TrimResult(duration=duration, short=short)

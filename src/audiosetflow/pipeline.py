@@ -2,7 +2,8 @@
 
 Each runner takes the previous stage's per-YTID table for one shard, skips every YTID whose
 output already exists (so reruns and resumes cost nothing for finished clips), processes the
-others one by one, and writes its own table (``ytid, status, reason, ...``) atomically.
+others (transcode: a batch of YTIDs per ffmpeg process; every file is still renamed into place
+on its own), and writes its own table (``ytid, status, reason, ...``) atomically.
 A YTID that failed a stage is recorded with the reason and dropped from later stages.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .audio import AudioError, read_offset, transcode, trim
+from .audio import AudioError, read_offset, transcode_many, trim
 from .io import read_tsv, write_tsv
 
 __all__ = [
@@ -67,6 +68,30 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return read_tsv(path, dtype={"ytid": str, "labels": str})
 
 
+# The transcoded window of a YTID: an intermediate (deleted by trim unless
+# audio.keep_intermediate), 16-bit WAV since it is cheaper than FLAC to write and to cut.
+WINDOW_SUFFIX = ".wav"
+_LEGACY_WINDOW_SUFFIXES = (".flac",)  # windows of earlier versions are still used
+
+
+def _window(pcm_dir: Path, ytid: str) -> Path | None:
+    """The existing transcoded window of ``ytid`` (``{ytid}.wav``, or an older ``.flac``)."""
+    for suffix in (WINDOW_SUFFIX, *_LEGACY_WINDOW_SUFFIXES):
+        p = pcm_dir / f"{ytid}{suffix}"
+        if p.exists():
+            return p
+    return None
+
+
+def _reason(exc: AudioError, media: Path) -> str:
+    """The reason of a transcode error, without the leading file name."""
+    msg = str(exc)
+    for prefix in (f"{media.absolute()}: ", f"{media}: "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg.split(": ", 1)[-1]
+
+
 def run_transcode(
     *,
     ledger: str | Path,
@@ -75,13 +100,17 @@ def run_transcode(
     clips_dir: str | Path,
     out: str | Path,
     sample_rate: int,
+    batch: int = 20,
     name: str = "transcode",
     logger: logging.Logger | None = None,
 ) -> pd.DataFrame:
-    """Transcode every downloaded YTID of a shard to mono FLAC at ``sample_rate``.
+    """Transcode every downloaded YTID of a shard to a mono 16-bit window at ``sample_rate``.
 
-    A YTID whose window (``pcm_dir/{ytid}.flac``) or final clip (``clips_dir/{ytid}.flac``)
-    exists is not transcoded again.
+    The window is ``pcm_dir/{ytid}.wav``. A YTID whose window (also an older
+    ``pcm_dir/{ytid}.flac``) or final clip (``clips_dir/{ytid}.flac``) exists is not
+    transcoded again. ``batch`` YTIDs share one ffmpeg process (:func:`audio.transcode_many`);
+    each window is renamed into place on its own, so an interrupted run keeps every finished
+    window and leaves nothing half-written under a final name.
 
     Returns
     -------
@@ -93,22 +122,40 @@ def run_transcode(
     led = read_tsv(ledger)
     todo = led.loc[led["status"] == "ok", "ytid"].tolist()
     prog = _Progress(name, len(todo), logger)
-    rows = []
-    for i, ytid in enumerate(todo, start=1):
-        dst = pcm_dir / f"{ytid}.flac"
-        if dst.exists() or (clips_dir / f"{ytid}.flac").exists():
-            rows.append((ytid, "ok", "reused"))
-        else:
-            media = _media_file(download_dir, ytid)
-            if media is None:
-                rows.append((ytid, "failed", "downloaded media missing (rerun the download)"))
+    rows: list[tuple[str, str, str] | None] = [None] * len(todo)
+    pending: list[tuple[int, Path, Path]] = []  # (row, media, window)
+    done = 0
+
+    def record(k: int, row: tuple[str, str, str]) -> None:
+        nonlocal done
+        rows[k] = row
+        done += 1
+        prog.step(done, row[1])
+
+    def flush() -> None:
+        results = transcode_many(
+            [(media, dst) for _, media, dst in pending], sample_rate=sample_rate, batch=batch
+        )
+        for (k, media, _), res in zip(pending, results, strict=True):
+            if isinstance(res, AudioError):
+                record(k, (todo[k], "failed", _reason(res, media)))
             else:
-                try:
-                    transcode(media, dst, sample_rate=sample_rate)
-                    rows.append((ytid, "ok", ""))
-                except AudioError as exc:
-                    rows.append((ytid, "failed", str(exc).split(": ", 1)[-1]))
-        prog.step(i, rows[-1][1])
+                record(k, (todo[k], "ok", ""))
+        pending.clear()
+
+    for k, ytid in enumerate(todo):
+        if _window(pcm_dir, ytid) is not None or (clips_dir / f"{ytid}.flac").exists():
+            record(k, (ytid, "ok", "reused"))
+            continue
+        media = _media_file(download_dir, ytid)
+        if media is None:
+            record(k, (ytid, "failed", "downloaded media missing (rerun the download)"))
+            continue
+        pending.append((k, media, pcm_dir / f"{ytid}{WINDOW_SUFFIX}"))
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
     table = pd.DataFrame(rows, columns=["ytid", "status", "reason"])
     write_tsv(out, table)
     return table
@@ -129,6 +176,9 @@ def run_trim(
 ) -> pd.DataFrame:
     """Cut each transcoded window to exactly ``[start, end)``, padding short clips.
 
+    Clips are ``clips_dir/{ytid}.flac`` (mono 16-bit); the window (``pcm_dir/{ytid}.wav`` or an
+    older ``.flac``) is deleted once its clip is written unless ``keep_intermediate``.
+
     Returns
     -------
     DataFrame
@@ -144,11 +194,11 @@ def run_trim(
     for i, ytid in enumerate(todo, start=1):
         seg = man.loc[ytid]
         dst = clips_dir / f"{ytid}.flac"
-        window = pcm_dir / f"{ytid}.flac"
+        window = _window(pcm_dir, ytid)
         duration = _read_trim_meta(dst)
         if dst.exists() and duration is not None:
             rows.append((ytid, "ok", "reused", duration, bool(duration < clip_seconds - 1e-6)))
-        elif not window.exists():
+        elif window is None:
             rows.append((ytid, "failed", "transcoded window missing", np.nan, False))
         else:
             try:
@@ -187,14 +237,26 @@ def _read_trim_meta(clip: Path) -> float | None:
         return None
 
 
-def _failure_status(ytid: str, tables: Sequence[tuple[str, pd.DataFrame]]) -> str:
-    for stage, t in tables:
-        hit = t.loc[t["ytid"] == ytid]
-        if hit.empty:
+def _first_rows(table: pd.DataFrame) -> dict[str, dict]:
+    """YTID to its first row (as a dict) of a per-shard stage table."""
+    out: dict[str, dict] = {}
+    for row in table.to_dict("records"):
+        out.setdefault(str(row["ytid"]), row)
+    return out
+
+
+def _failure_status(ytid: str, tables: Sequence[tuple[str, dict[str, dict]]]) -> str:
+    """``ok``, or the first stage where a YTID failed or that it never reached, with the reason.
+
+    ``tables`` holds ``(stage, {ytid: row})`` in stage order (see :func:`_first_rows`).
+    """
+    for stage, rows in tables:
+        row = rows.get(ytid)
+        if row is None:
             return f"{stage}: not reached"
-        row = hit.iloc[0]
         if row["status"] != "ok":
-            reason = str(row.get("reason", "") or "")
+            reason = row.get("reason", "")
+            reason = "" if reason is None or pd.isna(reason) else str(reason)
             return f"{stage}: {row['status']}: {reason}".rstrip(": ")
     return "ok"
 
@@ -236,8 +298,9 @@ def run_features(
     led = read_tsv(ledger)
     tr = read_tsv(transcoded)
     tm = read_tsv(trimmed)
-    trim_info = tm.set_index("ytid")
-    tables = [("download", led), ("transcode", tr), ("trim", tm)]
+    tables = [("download", _first_rows(led)), ("transcode", _first_rows(tr)),
+              ("trim", _first_rows(tm))]  # fmt: skip
+    trim_info = tables[2][1]
     prog = _Progress(name, len(man), logger)
     metas, feats = [], []
     with threadpool_limits(limits=threads):
@@ -246,7 +309,7 @@ def run_features(
             status = _failure_status(seg.ytid, tables)
             short, duration, f = False, float("nan"), None
             if status == "ok":
-                info = trim_info.loc[seg.ytid]
+                info = trim_info[seg.ytid]
                 short, duration = bool(info["short"]), float(info["duration"])
                 try:
                     y, sr = sf.read(str(clips_dir / f"{seg.ytid}.flac"), dtype="float32")

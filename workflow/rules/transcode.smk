@@ -1,4 +1,4 @@
-# Stage 2: transcode downloaded media to mono PCM (FLAC) at audio.sample_rate.
+# Stage 2: transcode downloaded media to mono 16-bit PCM (WAV window) at audio.sample_rate.
 
 
 rule transcode:
