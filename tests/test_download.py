@@ -425,6 +425,23 @@ def test_rerun_retries_only_transient(tmp_path, server, sleeps):
     assert third["e404_b"]["attempts"] == 2 and third["e404_b"]["status"] == "permanent"
 
 
+def test_auth_rows_retried_once_cookies_are_set(tmp_path, server, sleeps):
+    ytids = ["ok_a", "e401_b", "e404_c"]
+    cfg = make_cfg(server.url_template(), retries=0)
+    first = by_ytid(run(tmp_path, manifest(ytids), cfg))
+    assert first["e401_b"]["status"] == "auth" and "download.cookies" in first["e401_b"]["reason"]
+    server.reset_counts()
+    run(tmp_path, manifest(ytids), cfg)  # without cookies: not tried again
+    assert dict(server.requests) == {}
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\n")
+    third = by_ytid(run(tmp_path, manifest(ytids), make_cfg(server.url_template(), retries=0,
+                                                             cookies=str(cookies))))  # fmt: skip
+    assert set(server.requests) == {"e401_b"}  # the permanent one stays untouched
+    assert third["e401_b"]["attempts"] == 2 and third["e401_b"]["status"] == "auth"
+    assert third["e404_c"] == first["e404_c"]
+
+
 def test_finished_media_never_downloaded_again(tmp_path, server):
     out = tmp_path / "out"
     out.mkdir()

@@ -15,19 +15,20 @@ Design
 
   ``permanent``
       the video is gone: unavailable, private, removed, account terminated, blocked on copyright,
-      geo-restricted, HTTP 404/410, unsupported URL, no audio stream, source shorter than the
+      geo-restricted, HTTP 404/410, no audio stream, source shorter than the
       segment start. Not retried (unless ``retry_permanent``).
   ``auth``
       YouTube wants a signed-in user: "Sign in to confirm you're not a bot", age checks,
-      members-only. Not retried (unless ``retry_permanent``); the reason says to configure
-      ``download.cookies``.
+      members-only. Not retried while ``cookies`` is unset (unless ``retry_permanent``); the
+      reason says to configure ``download.cookies``, and once it is set they are tried again.
   ``transient``
       anything that may heal: HTTP 429/403/5xx, timeouts, refused or reset connections,
       truncated bodies, media that decode shorter than the segment, content that is not media,
       "try again later", and errors nobody recognised (nothing is lost by trying again).
 
   Transient failures are retried inside the job with exponential backoff
-  (``backoff_initial * 2**k`` capped at ``backoff_max``, at least a server's ``Retry-After``).
+  (``backoff_initial * 2**k`` capped at ``backoff_max``; a server's ``Retry-After`` is honoured
+  up to ``backoff_max``).
   Rate limiting (HTTP 429, "try again later", "rate-limited") is not retried: the job waits
   ``cooldown`` seconds and stops the shard early; the YTIDs not attempted are recorded as
   ``transient`` with the reason ``not attempted: shard stopped after rate limiting``.
@@ -838,7 +839,10 @@ def download_shard(
             reason = prev.get("reason", "") if pstatus == "ok" else "found finished media"
             rows[y] = {**base, "status": "ok", "reason": reason, "bytes": done.stat().st_size}
             continue
-        if pstatus in ("permanent", "auth") and not cfg.retry_permanent:
+        # auth failures are retried once cookies are configured (that is their fix: setting
+        # download.cookies changes the rule's parameters, so every download job runs again)
+        keep = pstatus == "permanent" or (pstatus == "auth" and not cfg.cookies)
+        if keep and not cfg.retry_permanent:
             rows[y] = {**base, "status": pstatus, "reason": prev.get("reason", ""), "bytes": 0}
             continue
         reason = prev.get("reason", "") if pstatus == "transient" else "pending"
