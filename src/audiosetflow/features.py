@@ -52,6 +52,7 @@ __all__ = [
     "read_params",
     "load_split",
     "load_summary",
+    "load_meta",
     "mel_filterbank",
     "chroma_filterbank",
     "hann_window",
@@ -820,6 +821,29 @@ def load_split(
         valid = ~col.is_null().to_numpy(zero_copy_only=False)
         X[valid] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, rows, t)
     return np.ascontiguousarray(X, dtype=np.float32), meta
+
+
+def load_meta(
+    features_dir: str | Path, *, status: str | None = "ok"
+) -> tuple[pd.DataFrame, FeatureParams]:
+    """Only the metadata columns of a folder of shards, and the parameters they share.
+
+    Parameters
+    ----------
+    features_dir : path
+        Folder holding ``shard-*.parquet``.
+    status : str or None
+        Keep only rows with this status (None: every row).
+
+    Returns
+    -------
+    meta : DataFrame
+        :data:`META_COLUMNS`, one row per clip.
+    params : FeatureParams
+        The feature parameters every shard was computed with.
+    """
+    table, params = _read(features_dir, list(META_COLUMNS), status)
+    return _to_pandas_meta(table), params
 
 
 def load_summary(features_dir: str | Path, *, status: str | None = "ok") -> pd.DataFrame:

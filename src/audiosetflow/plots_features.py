@@ -158,7 +158,7 @@ def choose_examples(
     ----------
     meta : DataFrame
         Metadata of the finished clips (``ytid``, ``split``, ``labels`` as lists of MIDs), e.g.
-        from :func:`audiosetflow.features.load_summary`.
+        from :func:`audiosetflow.features.load_meta`.
     labels : mapping
         Target label MID to display name.
     example_clips : sequence of str
@@ -236,10 +236,10 @@ def plot_examples(
     metas, params = [], None
     for d in features_dirs:
         try:
-            metas.append(ft.load_summary(d))
+            meta, params = ft.load_meta(d)
         except FileNotFoundError:
             continue
-        params = ft.read_params(sorted(Path(d).glob("shard-*.parquet"))[0])[1]
+        metas.append(meta)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

@@ -92,6 +92,11 @@ def shard_name(n):
     return f"{int(n):04d}"
 
 
+def audio_dir(kind):
+    """Input function: the per-split folder of one kind of audio (download, pcm, clips)."""
+    return lambda wildcards: f"{RES}/audio/{kind}/{wildcards.split}"
+
+
 def splits():
     return PLAN.splits if PLAN is not None else []
 

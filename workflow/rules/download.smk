@@ -26,7 +26,7 @@ rule download:
     params:
         rows=manifest_rows,
         cfg=DOWNLOAD_CFG,
-        out_dir=lambda wildcards: f"{RES}/audio/download/{wildcards.split}",
+        out_dir=audio_dir("download"),
         retry_token=retry_token,
         token_file=lambda wildcards, output: os.path.splitext(output.ledger)[0]
         + ".token",

@@ -17,10 +17,10 @@ rule features:
     resources:
         mem_mb=2000,
     params:
-        clips_dir=lambda wildcards: f"{RES}/audio/clips/{wildcards.split}",
+        clips_dir=audio_dir("clips"),
         features=config["features"],
         sample_rate=config["audio"]["sample_rate"],
-        names=lambda wildcards: {m: PLAN.names[m] for m in PLAN.names},
+        names=lambda wildcards: dict(PLAN.names),
     script:
         "../../scripts/features.py"
 

@@ -13,9 +13,9 @@ rule transcode:
     resources:
         mem_mb=1000,
     params:
-        download_dir=lambda wildcards: f"{RES}/audio/download/{wildcards.split}",
-        pcm_dir=lambda wildcards: f"{RES}/audio/pcm/{wildcards.split}",
-        clips_dir=lambda wildcards: f"{RES}/audio/clips/{wildcards.split}",
+        download_dir=audio_dir("download"),
+        pcm_dir=audio_dir("pcm"),
+        clips_dir=audio_dir("clips"),
         sample_rate=config["audio"]["sample_rate"],
     script:
         "../../scripts/transcode.py"
