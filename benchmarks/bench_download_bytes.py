@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from faultserver import FaultServer, make_media  # noqa: E402
 
-from audiosetflow import download as dl  # noqa: E402
+from audiosetflow.acquisition import download as dl  # noqa: E402
 
 SOURCE_SECONDS = 300.0
 START, END, MARGIN = 120.0, 130.0, 1.0

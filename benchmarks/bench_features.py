@@ -55,7 +55,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from audiosetflow import features as ft  # noqa: E402
+from audiosetflow.audio import features as ft  # noqa: E402
 from audiosetflow.tools import ffmpeg_exe  # noqa: E402
 
 SR = 22050
@@ -272,7 +272,7 @@ def _cpu_ms_per_clip(fn, n: int, repeat: int) -> float:
 
 def decode_costs(sample: list[Path], batch: int, repeat: int) -> None:
     """CPU ms per clip of decoding alone, one process; and the clips/s it leaves possible."""
-    from audiosetflow import audio
+    from audiosetflow.audio import codec as audio
 
     n = len(sample)
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None

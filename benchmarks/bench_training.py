@@ -16,8 +16,8 @@ import logging
 import numpy as np
 import torch
 
-from audiosetflow.models import AudioCNN
-from audiosetflow.training import channel_stats, fit_torch
+from audiosetflow.learning.models import AudioCNN
+from audiosetflow.learning.training import channel_stats, fit_torch
 
 N_MELS, FRAMES = 128, 431  # 10 s at 22050 Hz, hop 512
 

@@ -1,7 +1,7 @@
 """Snakemake adapter: write the shard manifest, download the shard (resumable per YTID) and
 write the token that tells the next run whether to retry."""
 
-from audiosetflow.download import DownloadConfig, download_shard
+from audiosetflow.acquisition.download import DownloadConfig, download_shard
 from audiosetflow.logutil import setup_logging
 from audiosetflow.pipeline import manifest_from_param, write_retry_token
 

@@ -1,7 +1,7 @@
 """Snakemake adapter: example-clip figures (waveform and every frame-level feature)."""
 
 from audiosetflow.logutil import setup_logging
-from audiosetflow.plots_features import plot_examples
+from audiosetflow.reporting.examples import plot_examples
 
 setup_logging(snakemake.log[0])
 plot_examples(

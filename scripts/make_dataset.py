@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from audiosetflow.datasets import run_dataset
+from audiosetflow.learning.datasets import run_dataset
 from audiosetflow.logutil import setup_logging
 
 label = snakemake.params.label

@@ -1,6 +1,6 @@
 """Snakemake adapter: test metrics of every label and model in one table and one figure."""
 
-from audiosetflow.evaluation import plot_summary, summarize_metrics
+from audiosetflow.learning.evaluation import plot_summary, summarize_metrics
 from audiosetflow.logutil import setup_logging
 
 logger = setup_logging(snakemake.log[0], name="audiosetflow.evaluation")

@@ -1,7 +1,7 @@
 """Snakemake adapter: train and evaluate one label's CNN and baselines."""
 
+from audiosetflow.learning.training import run_train
 from audiosetflow.logutil import setup_logging
-from audiosetflow.training import run_train
 
 run_train(
     dataset={p: snakemake.input[p] for p in ("train", "val", "test")},

@@ -44,7 +44,7 @@ def write_split(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Write ``folder/shard-NNNN.parquet`` files of a split through features.write_shard."""
-    from audiosetflow.features import FeatureParams, compute, write_shard
+    from audiosetflow.audio.features import FeatureParams, compute, write_shard
 
     params = FeatureParams.from_config({}, sample_rate=SR)
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from audiosetflow import audio, pipeline
-from audiosetflow.audio import AudioError, decode, load_clip, transcode, transcode_many, trim
+from audiosetflow import pipeline
+from audiosetflow.audio import codec as audio
+from audiosetflow.audio.codec import AudioError, decode, load_clip, transcode, transcode_many, trim
 from audiosetflow.io import write_tsv
 from audiosetflow.tools import ffmpeg_exe
 
@@ -306,7 +307,7 @@ def test_transcode_many_rejects_unknown_formats(tmp_path):
 _KILLED_RUN = """
 import sys
 from pathlib import Path
-from audiosetflow.audio import transcode_many
+from audiosetflow.audio.codec import transcode_many
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 print("start", flush=True)
 transcode_many([(src, out / f"{k:03d}.wav") for k in range(400)], sample_rate=22050, batch=4)

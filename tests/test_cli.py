@@ -13,10 +13,10 @@ import pytest
 import soundfile as sf
 from synth_features import SR, synth_clip
 
+from audiosetflow.audio.features import FeatureParams, compute
 from audiosetflow.cli import main
-from audiosetflow.features import FeatureParams, compute
-from audiosetflow.models import AudioCNN
-from audiosetflow.training import (
+from audiosetflow.learning.models import AudioCNN
+from audiosetflow.learning.training import (
     channel_stats,
     fit_torch,
     save_checkpoint,

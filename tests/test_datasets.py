@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audiosetflow import datasets as ds
+from audiosetflow.learning import datasets as ds
 
 MID = "/m/04rlf"
 

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audiosetflow import audio, demo
+from audiosetflow import demo
 from audiosetflow import metadata as md
+from audiosetflow.audio import codec as audio
 
 SPEECH, MUSIC, VEHICLE = (demo.CLASSES[k][0] for k in ("speech", "music", "other"))
 SR = demo.MEDIA_SR

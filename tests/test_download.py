@@ -24,9 +24,8 @@ from yt_dlp.networking import Response
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError
 
-from audiosetflow import download as dl
-from audiosetflow.audio import decode
-from audiosetflow.download import (
+from audiosetflow.acquisition import download as dl
+from audiosetflow.acquisition.download import (
     LEDGER_COLUMNS,
     NOT_ATTEMPTED,
     DownloadConfig,
@@ -36,6 +35,7 @@ from audiosetflow.download import (
     download_shard,
     media_path,
 )
+from audiosetflow.audio.codec import decode
 from audiosetflow.io import read_tsv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -499,7 +499,7 @@ _KILL_SCRIPT = textwrap.dedent(
     """
     import sys
     import pandas as pd
-    from audiosetflow.download import DownloadConfig, download_shard
+    from audiosetflow.acquisition.download import DownloadConfig, download_shard
     url, out, ledger = sys.argv[1:4]
     ytids = [f"slow_{i:02d}" for i in range(12)]
     man = pd.DataFrame({"ytid": ytids, "split": "train", "shard": 0, "start": 10.0,
@@ -595,7 +595,7 @@ def test_mixed_run(tmp_path, server, sleeps):
 def test_media_lookup_by_name_and_by_listing(tmp_path) -> None:
     import os
 
-    from audiosetflow.download import media_index
+    from audiosetflow.acquisition.download import media_index
 
     d = tmp_path / "dl"
     d.mkdir()

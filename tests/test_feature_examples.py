@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from audiosetflow.features import FeatureParams, compute, write_shard
-from audiosetflow.plots_features import choose_examples, plot_examples
+from audiosetflow.audio.features import FeatureParams, compute, write_shard
+from audiosetflow.reporting.examples import choose_examples, plot_examples
 
 SR = 22050
 PARAMS = FeatureParams(sample_rate=SR)

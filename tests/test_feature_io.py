@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from audiosetflow.features import (
+from audiosetflow.audio.features import (
     FRAME_FEATURES,
     SCHEMA_VERSION,
     SUMMARY_FEATURES,

@@ -9,7 +9,7 @@ import librosa
 import numpy as np
 import pytest
 
-from audiosetflow.features import (
+from audiosetflow.audio.features import (
     FRAME_FEATURES,
     SUMMARY_FEATURES,
     FeatureParams,
@@ -235,7 +235,7 @@ def test_summary_feature_names() -> None:
 
 
 def test_plot_clip_writes_png(tmp_path) -> None:
-    from audiosetflow.plots_features import plot_clip
+    from audiosetflow.reporting.examples import plot_clip
 
     p = FeatureParams()
     y = SIGNALS["music_like"].astype(np.float32)
@@ -257,7 +257,7 @@ def test_plot_clip_writes_png(tmp_path) -> None:
 def test_filter_banks_equal_librosa(sr, n_fft, n_mels, fmin, fmax, n_chroma, tuning) -> None:
     import scipy.signal
 
-    from audiosetflow.features import chroma_filterbank, hann_window, mel_filterbank
+    from audiosetflow.audio.features import chroma_filterbank, hann_window, mel_filterbank
 
     ours = mel_filterbank(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
     ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
@@ -276,7 +276,7 @@ def test_compute_does_not_import_librosa() -> None:
 
     code = (
         "import sys, numpy as np\n"
-        "from audiosetflow.features import FeatureParams, compute\n"
+        "from audiosetflow.audio.features import FeatureParams, compute\n"
         "compute(np.ones(5000, dtype=np.float32), params=FeatureParams())\n"
         "bad = [m for m in ('librosa', 'scipy.signal', 'numba') if m in sys.modules]\n"
         "assert not bad, bad\n"

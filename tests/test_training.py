@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from audiosetflow import evaluation as ev
-from audiosetflow.models import AudioCNN, DenseNet
-from audiosetflow.training import (
+from audiosetflow.learning import evaluation as ev
+from audiosetflow.learning.models import AudioCNN, DenseNet
+from audiosetflow.learning.training import (
     TrainSettings,
     channel_stats,
     fit_logreg,
@@ -211,8 +211,8 @@ def test_train_settings_from_config():
 def test_run_train_end_to_end(tmp_path):
     from synth_features import POS_MID, write_split
 
-    from audiosetflow.datasets import run_dataset
-    from audiosetflow.training import run_train
+    from audiosetflow.learning.datasets import run_dataset
+    from audiosetflow.learning.training import run_train
 
     write_split(tmp_path / "f/train", "train", n_pos=20, n_neg=20, seconds=2.0, seed=1)
     write_split(tmp_path / "f/eval", "eval", n_pos=8, n_neg=8, seconds=2.0, seed=2)
@@ -266,8 +266,8 @@ def test_run_train_end_to_end(tmp_path):
 
 
 def test_seed_columns_default_and_other_params():
-    from audiosetflow.features import SUMMARY_FEATURES, FeatureParams, summary_columns
-    from audiosetflow.training import seed_columns
+    from audiosetflow.audio.features import SUMMARY_FEATURES, FeatureParams, summary_columns
+    from audiosetflow.learning.training import seed_columns
 
     assert seed_columns(summary_columns(FeatureParams())) == list(SUMMARY_FEATURES)
     cols = seed_columns(summary_columns(FeatureParams(n_mfcc=13, n_mels=64)))

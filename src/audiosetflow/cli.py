@@ -55,7 +55,7 @@ def load_models(models: str | Path, *, device: str = "cpu") -> list:
     FileNotFoundError
         If there is no checkpoint.
     """
-    from .training import load_checkpoint
+    from .learning.training import load_checkpoint
 
     path = Path(models)
     files = [path] if path.is_file() else sorted(path.glob("*.pt")) if path.is_dir() else []
@@ -65,7 +65,7 @@ def load_models(models: str | Path, *, device: str = "cpu") -> list:
 
 
 def _decode(path: str, *, sample_rate: int, clip_seconds: float) -> np.ndarray:
-    from .audio import load_clip
+    from .audio.codec import load_clip
 
     return load_clip(path, sample_rate=sample_rate, clip_seconds=clip_seconds)
 
@@ -86,8 +86,8 @@ def predict_files(
     errors : list of str
         One message per file that could not be decoded, naming the file.
     """
-    from .audio import AudioError
-    from .features import FeatureParams, compute
+    from .audio.codec import AudioError
+    from .audio.features import FeatureParams, compute
 
     groups: dict[str, list] = {}
     for ck in checkpoints:
@@ -125,7 +125,7 @@ def predict_files(
 def _cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from .training import resolve_device
+    from .learning.training import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .audio import AudioError, read_offset, transcode_many, trim
+from .audio.codec import AudioError, read_offset, transcode_many, trim
 from .io import read_tsv, write_tsv
 
 __all__ = [
@@ -36,7 +36,7 @@ MANIFEST_COLUMNS = ["ytid", "split", "shard", "start", "end", "labels"]
 
 
 def _media_file(download_dir: Path, ytid: str) -> Path | None:
-    from .download import media_path
+    from .acquisition.download import media_path
 
     return media_path(download_dir, ytid)
 
@@ -289,7 +289,7 @@ def run_features(
     import soundfile as sf
     from threadpoolctl import threadpool_limits
 
-    from . import features as ft
+    from .audio import features as ft
 
     logger = logger or log
     clips_dir = Path(clips_dir)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .io import atomic_path
-from .tools import ffmpeg_exe
+from ..io import atomic_path
+from ..tools import ffmpeg_exe
 
 __all__ = [
     "AudioError",

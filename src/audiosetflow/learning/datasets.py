@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import read_tsv, write_tsv
+from ..io import read_tsv, write_tsv
 
 __all__ = [
     "PARTS",
@@ -210,7 +210,7 @@ def run_dataset(
     use_eval : bool
         False: ignore the eval split even if present (test set held out from train).
     """
-    from .features import load_summary
+    from ..audio.features import load_summary
 
     logger = logger or log
     train_meta = load_summary(train_features)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import atomic_path
+from ..io import atomic_path
 
 __all__ = ["plot_funnel"]
 
 
 def plot_funnel(availability: pd.DataFrame, path: str | Path) -> None:
-    """Plot ``availability.tsv`` (see :func:`audiosetflow.pipeline.availability`) as one bar
-    chart per split: clips done after each stage, failures stacked on top, the commonest
+    """Plot ``availability.tsv`` (see :func:`audiosetflow.reporting.aggregate.availability`)
+    as one bar chart per split: clips done after each stage, failures stacked on top, the commonest
     failure reasons written under the chart. Saved atomically as PNG."""
     import matplotlib
 

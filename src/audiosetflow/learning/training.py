@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..io import atomic_path, atomic_write_text
 from .evaluation import (
     binary_metrics,
     choose_threshold,
@@ -29,7 +30,6 @@ from .evaluation import (
     plot_roc_pr,
     plot_training_curves,
 )
-from .io import atomic_path, atomic_write_text
 from .models import AudioCNN, DenseNet, build_model
 
 __all__ = [
@@ -454,7 +454,7 @@ class _SplitFeatures:
         self._summary: pd.DataFrame | None = None
 
     def frames(self, feature: str, ytids: Sequence[str]) -> np.ndarray:
-        from .features import load_split
+        from ..audio.features import load_split
 
         if feature not in self._frames:
             X, meta = load_split(self.dir, feature=feature)
@@ -464,7 +464,7 @@ class _SplitFeatures:
 
     def summary(self, columns: Sequence[str] | None, ytids: Sequence[str]) -> np.ndarray:
         """Summary columns (None: :func:`seed_columns`) of the clips, in ``ytids`` order."""
-        from .features import load_summary
+        from ..audio.features import load_summary
 
         if self._summary is None:
             self._summary = load_summary(self.dir)
@@ -482,7 +482,7 @@ def seed_columns(columns: Sequence[str]) -> list[str]:
     :data:`audiosetflow.features.SUMMARY_FEATURES` when all present (default feature
     parameters), else the same features picked by name (e.g. another ``n_mfcc``).
     """
-    from .features import SUMMARY_FEATURES
+    from ..audio.features import SUMMARY_FEATURES
 
     cols = list(columns)
     if set(SUMMARY_FEATURES) <= set(cols):
@@ -563,8 +563,8 @@ def run_train(
     """
     from dataclasses import asdict
 
+    from ..audio.features import FeatureParams
     from .datasets import read_dataset
-    from .features import FeatureParams
 
     logger = logger or log
     cfg = TrainSettings.from_config(training_cfg, seed=seed)

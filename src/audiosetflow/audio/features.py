@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path
+from ..io import atomic_path
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path, write_tsv
+from ..io import atomic_path, write_tsv
 
 __all__ = [
     "choose_threshold",

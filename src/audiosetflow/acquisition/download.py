@@ -62,8 +62,8 @@ from typing import Any
 
 import pandas as pd
 
-from .io import read_tsv, write_tsv
-from .tools import ensure_ffmpeg_on_path, ffmpeg_exe
+from ..io import read_tsv, write_tsv
+from ..tools import ensure_ffmpeg_on_path, ffmpeg_exe
 
 __all__ = [
     "DownloadConfig",
@@ -84,7 +84,7 @@ NOT_ATTEMPTED = "not attempted: shard stopped after rate limiting"
 _SIDECARS = {"offset", "part", "ytdl", "json", "tmp", "temp", "lock"}
 _TMP_PREFIX = ".dl-"
 
-log_default = logging.getLogger(__name__)
+log_default = logging.getLogger("audiosetflow.download")
 
 # Indirection so tests can record the waits instead of sleeping.
 _sleep = time.sleep

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import FeatureParams
-from .io import atomic_path
+from ..audio.features import FeatureParams
+from ..io import atomic_path
 
 __all__ = ["plot_clip", "choose_examples", "plot_examples"]
 
@@ -231,7 +231,7 @@ def plot_examples(
     import pandas as pd
     import soundfile as sf
 
-    from . import features as ft
+    from ..audio import features as ft
 
     metas, params = [], None
     for d in features_dirs:

@@ -1,0 +1,1 @@
+"""Getting each YTID's audio: the download stage (yt-dlp) and its failure classes."""

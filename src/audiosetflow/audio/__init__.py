@@ -1,0 +1,1 @@
+"""Audio stages: decoding and transcoding (codec), trim, and librosa-style features."""

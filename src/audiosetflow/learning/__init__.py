@@ -1,0 +1,1 @@
+"""Learning: per-label datasets, models, training and evaluation."""

@@ -1,0 +1,1 @@
+"""Reports: availability funnel, download ledger, example figures."""
