@@ -1,13 +1,10 @@
 """Snakemake adapter: availability funnel and download ledger over all shards."""
 
 from audiosetflow.logutil import setup_logging
-from audiosetflow.pipeline import aggregate
+from audiosetflow.reporting.aggregate import aggregate
 
 aggregate(
-    manifests=snakemake.input.manifests,
-    ledgers=snakemake.input.ledgers,
-    transcoded=snakemake.input.transcoded,
-    trimmed=snakemake.input.trimmed,
+    tables=snakemake.input.tables,
     features=snakemake.input.features,
     availability_out=snakemake.output.availability,
     ledger_out=snakemake.output.ledger,

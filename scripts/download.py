@@ -1,28 +1,22 @@
-"""Snakemake adapter: write the shard manifest, download the shard (resumable per YTID) and
-write the token that tells the next run whether to retry."""
+"""Snakemake adapter: download one shard (resumable per YTID) and write the token that tells
+the next run whether to retry."""
 
 from audiosetflow.acquisition.download import DownloadConfig, download_shard
 from audiosetflow.logutil import setup_logging
-from audiosetflow.pipeline import manifest_from_param, write_retry_token
+from audiosetflow.shard import Layout, ShardTable
+from audiosetflow.smk import manifest_from_param, stage_job, write_retry_token
 
 log = setup_logging(snakemake.log[0], name="audiosetflow.download")
-manifest = manifest_from_param(
-    snakemake.output.manifest,
-    snakemake.params.rows,
-    split=snakemake.wildcards.split,
-    shard=int(snakemake.wildcards.shard),
-)
-cfg = DownloadConfig.from_config(snakemake.params.cfg)
-ledger = download_shard(
-    manifest,
-    out_dir=snakemake.params.out_dir,
-    ledger_path=snakemake.output.ledger,
-    cfg=cfg,
-    log=log,
-)
-write_retry_token(
-    snakemake.params.token_file,
-    ledger,
-    current=snakemake.params.retry_token,
-    retry_permanent=cfg.retry_permanent,
-)
+split, n = snakemake.wildcards.split, int(snakemake.wildcards.shard)
+shard = Layout(snakemake.params.results).shard(split, n)
+with stage_job("download", log):
+    cfg = DownloadConfig.from_config(snakemake.params.cfg)
+    manifest = manifest_from_param(snakemake.params.rows, split=split, shard=n)
+    table = download_shard(
+        ShardTable.from_manifest(manifest),
+        shard=shard,
+        cfg=cfg,
+        out=snakemake.output.table,
+        log=log,
+    )
+    write_retry_token(shard.token, table, current=snakemake.params.retry_token, cfg=cfg)

@@ -2,11 +2,12 @@
 
 from audiosetflow.logutil import setup_logging
 from audiosetflow.reporting.examples import plot_examples
+from audiosetflow.shard import Layout
 
 setup_logging(snakemake.log[0])
 plot_examples(
-    features_dirs=snakemake.params.features_dirs,
-    clips_root=snakemake.params.clips_root,
+    features=snakemake.input.features,
+    layout=Layout(snakemake.params.results),
     out_dir=snakemake.output[0],
     labels=snakemake.params.labels,
     names=snakemake.params.names,

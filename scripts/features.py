@@ -1,19 +1,21 @@
 """Snakemake adapter: features of one shard into Parquet."""
 
+from audiosetflow.audio.features import FeatureParams, run_features
 from audiosetflow.logutil import setup_logging
-from audiosetflow.pipeline import run_features
+from audiosetflow.shard import Layout
+from audiosetflow.smk import stage_job
 
-run_features(
-    manifest=snakemake.input.manifest,
-    ledger=snakemake.input.ledger,
-    transcoded=snakemake.input.transcoded,
-    trimmed=snakemake.input.trimmed,
-    clips_dir=snakemake.params.clips_dir,
-    out=snakemake.output.parquet,
-    features_cfg=snakemake.params.features,
-    sample_rate=snakemake.params.sample_rate,
-    names=snakemake.params.names,
-    threads=snakemake.threads,
-    name=f"features {snakemake.wildcards.split}/{snakemake.wildcards.shard}",
-    logger=setup_logging(snakemake.log[0], name="audiosetflow.features"),
-)
+log = setup_logging(snakemake.log[0], name="audiosetflow.features")
+with stage_job("features", log):
+    run_features(
+        snakemake.input.table,
+        shard=Layout(snakemake.params.results).shard(**snakemake.wildcards),
+        out=snakemake.output.parquet,
+        out_table=snakemake.output.table,
+        params=FeatureParams.from_config(
+            snakemake.params.features, sample_rate=snakemake.params.sample_rate
+        ),
+        names=snakemake.params.names,
+        threads=snakemake.threads,
+        logger=log,
+    )

@@ -7,8 +7,8 @@ from audiosetflow.logutil import setup_logging
 
 label = snakemake.params.label
 run_dataset(
-    train_features=snakemake.params.train_dir,
-    eval_features=snakemake.params.eval_dir if snakemake.input.eval else None,
+    train_features=snakemake.input.train,
+    eval_features=snakemake.input.eval or None,
     out_dir=Path(snakemake.output.train).parent,
     mid=label["mid"],
     name=label["name"],

@@ -5,8 +5,8 @@ from audiosetflow.logutil import setup_logging
 
 run_train(
     dataset={p: snakemake.input[p] for p in ("train", "val", "test")},
-    train_features=snakemake.params.train_dir,
-    eval_features=snakemake.params.eval_dir,
+    train_features=snakemake.input.train_features,
+    eval_features=snakemake.input.eval_features or None,
     model_out=snakemake.output.model,
     metrics_out=snakemake.output.metrics,
     plots={p: snakemake.output[p] for p in ("roc_pr", "confusion", "curves")},

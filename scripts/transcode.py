@@ -1,16 +1,16 @@
 """Snakemake adapter: transcode one shard."""
 
+from audiosetflow.audio.transcode import run_transcode
 from audiosetflow.logutil import setup_logging
-from audiosetflow.pipeline import run_transcode
+from audiosetflow.shard import Layout
+from audiosetflow.smk import stage_job
 
-name = f"transcode {snakemake.wildcards.split}/{snakemake.wildcards.shard}"
-run_transcode(
-    ledger=snakemake.input.ledger,
-    download_dir=snakemake.params.download_dir,
-    pcm_dir=snakemake.params.pcm_dir,
-    clips_dir=snakemake.params.clips_dir,
-    out=snakemake.output.table,
-    sample_rate=snakemake.params.sample_rate,
-    name=name,
-    logger=setup_logging(snakemake.log[0], name="audiosetflow.transcode"),
-)
+log = setup_logging(snakemake.log[0], name="audiosetflow.transcode")
+with stage_job("transcode", log):
+    run_transcode(
+        snakemake.input.table,
+        shard=Layout(snakemake.params.results).shard(**snakemake.wildcards),
+        out=snakemake.output.table,
+        sample_rate=snakemake.params.sample_rate,
+        logger=log,
+    )

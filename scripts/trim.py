@@ -1,17 +1,17 @@
 """Snakemake adapter: trim one shard."""
 
+from audiosetflow.audio.trim import run_trim
 from audiosetflow.logutil import setup_logging
-from audiosetflow.pipeline import run_trim
+from audiosetflow.shard import Layout
+from audiosetflow.smk import stage_job
 
-run_trim(
-    transcoded=snakemake.input.transcoded,
-    manifest=snakemake.input.manifest,
-    download_dir=snakemake.params.download_dir,
-    pcm_dir=snakemake.params.pcm_dir,
-    clips_dir=snakemake.params.clips_dir,
-    out=snakemake.output.table,
-    clip_seconds=snakemake.params.clip_seconds,
-    keep_intermediate=snakemake.params.keep_intermediate,
-    name=f"trim {snakemake.wildcards.split}/{snakemake.wildcards.shard}",
-    logger=setup_logging(snakemake.log[0], name="audiosetflow.trim"),
-)
+log = setup_logging(snakemake.log[0], name="audiosetflow.trim")
+with stage_job("trim", log):
+    run_trim(
+        snakemake.input.table,
+        shard=Layout(snakemake.params.results).shard(**snakemake.wildcards),
+        out=snakemake.output.table,
+        clip_seconds=snakemake.params.clip_seconds,
+        keep_intermediate=snakemake.params.keep_intermediate,
+        logger=log,
+    )

@@ -61,7 +61,8 @@ def write_split(
                 "end": seconds,
                 "labels": mids,
                 "label_names": ["Music" if pos else "Vehicle"],
-                "status": "download: failed: gone" if failed else "ok",
+                "status": "permanent" if failed else "ok",
+                "reason": "download: gone" if failed else "",
                 "short": False,
                 "duration": float("nan") if failed else seconds,
             }

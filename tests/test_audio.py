@@ -9,14 +9,11 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import soundfile as sf
 
-from audiosetflow import pipeline
 from audiosetflow.audio import codec as audio
 from audiosetflow.audio.codec import AudioError, decode, load_clip, transcode, transcode_many, trim
-from audiosetflow.io import write_tsv
 from audiosetflow.tools import ffmpeg_exe
 
 SR = 22050
@@ -340,60 +337,3 @@ def test_kill_9_leaves_nothing_half_written(tmp_path):
     todo = [k for k in range(400) if not (out / f"{k:03d}.wav").exists()][:12]
     got = transcode_many([(src, out / f"{k:03d}.wav") for k in todo], sample_rate=SR, batch=4)
     assert all(isinstance(r, float) for r in got)
-
-
-# --- the transcode and trim stages ------------------------------------------------------------
-
-
-def test_stages_batch_reuse_and_report_per_ytid(tmp_path):
-    dl, pcm, clips = tmp_path / "download", tmp_path / "pcm", tmp_path / "clips"
-    dl.mkdir()
-    ytids = [f"yt{k:09d}" for k in range(7)]
-    for k, y in enumerate(ytids[:5]):
-        _media(dl, y, ["libopus", "aac"][k % 2], seed=k, seconds=12.0)
-    (dl / f"{ytids[5]}.m4a").write_text("<html>not media</html>")  # ytids[6]: no media
-    # ytids[1]: a window of an earlier version (FLAC); ytids[2]: its clip already exists
-    transcode(dl / f"{ytids[1]}.m4a", pcm / f"{ytids[1]}.flac", sample_rate=SR)
-    before = sf.read(pcm / f"{ytids[1]}.flac", dtype="int16")[0]
-    clips.mkdir()
-    (clips / f"{ytids[2]}.flac").write_bytes(b"")
-    write_tsv(tmp_path / "dl.tsv", pd.DataFrame({"ytid": ytids, "status": "ok"}))
-    manifest = pd.DataFrame(
-        {"ytid": ytids, "split": "train", "shard": 0, "start": 1.0, "end": 11.0, "labels": "x"}
-    )
-    pipeline.write_manifest(tmp_path / "manifest.tsv", manifest)
-    dirs = {"download_dir": dl, "pcm_dir": pcm, "clips_dir": clips}
-    tr = pipeline.run_transcode(
-        ledger=tmp_path / "dl.tsv", out=tmp_path / "tr.tsv", sample_rate=SR, batch=2, **dirs
-    )
-    assert tr["ytid"].tolist() == ytids
-    assert tr["status"].tolist() == ["ok"] * 5 + ["failed"] * 2
-    assert tr["reason"].tolist()[:5] == ["", "reused", "reused", "", ""]
-    assert tr["reason"][5].startswith("cannot decode audio: ")
-    assert tr["reason"][6] == "downloaded media missing (rerun the download)"
-    assert sorted(p.name for p in pcm.iterdir()) == sorted(
-        [f"{ytids[1]}.flac"] + [f"{y}.wav" for y in (ytids[0], ytids[3], ytids[4])]
-    )
-    for y in (ytids[0], ytids[3], ytids[4]):
-        ref = tmp_path / "ref" / f"{y}.flac"
-        transcode(next(dl.glob(f"{y}.*")), ref, sample_rate=SR)
-        assert np.array_equal(
-            sf.read(pcm / f"{y}.wav", dtype="int16")[0], sf.read(ref, dtype="int16")[0]
-        )
-    (clips / f"{ytids[2]}.flac").unlink()  # (an empty stand-in; trim needs a window for it)
-    tr.loc[2, ["status", "reason"]] = ["failed", "test"]
-    write_tsv(tmp_path / "tr.tsv", tr)
-    tm = pipeline.run_trim(
-        transcoded=tmp_path / "tr.tsv", manifest=tmp_path / "manifest.tsv",
-        out=tmp_path / "tm.tsv", clip_seconds=10.0, **dirs,
-    )  # fmt: skip
-    assert tm["ytid"].tolist() == [ytids[k] for k in (0, 1, 3, 4)]
-    assert (tm["status"] == "ok").all() and not tm["short"].any()
-    assert not list(pcm.iterdir())  # windows deleted once cut
-    clip = sf.read(clips / f"{ytids[1]}.flac", dtype="int16")[0]
-    assert np.array_equal(clip, before[SR : 11 * SR])
-    # a rerun reuses everything
-    tr2 = pipeline.run_transcode(
-        ledger=tmp_path / "dl.tsv", out=tmp_path / "tr2.tsv", sample_rate=SR, **dirs
-    )
-    assert tr2["reason"].tolist()[:5] == ["reused"] * 2 + [""] + ["reused"] * 2

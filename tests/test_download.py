@@ -25,18 +25,11 @@ from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError
 
 from audiosetflow.acquisition import download as dl
-from audiosetflow.acquisition.download import (
-    LEDGER_COLUMNS,
-    NOT_ATTEMPTED,
-    DownloadConfig,
-    MediaCheckError,
-    classify_error,
-    decoded_duration,
-    download_shard,
-    media_path,
-)
+from audiosetflow.acquisition.classify import MediaCheckError, classify, classify_error
+from audiosetflow.acquisition.download import NOT_ATTEMPTED, DownloadConfig, download_shard
+from audiosetflow.acquisition.ytdlp import YtdlpFetcher, decoded_duration
 from audiosetflow.audio.codec import decode
-from audiosetflow.io import read_tsv
+from audiosetflow.shard import LEDGER_COLUMNS, Layout, ShardTable
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE_SECONDS = 30.0
@@ -101,10 +94,32 @@ def manifest(ytids, start=START, end=END, split="train", shard=0) -> pd.DataFram
     )
 
 
+def shard_of(tmp_path, split="train", shard=0):
+    return Layout(tmp_path / "results").shard(split, shard)
+
+
+def out(tmp_path, split="train") -> Path:
+    """The media folder of the shards of ``run``."""
+    return shard_of(tmp_path, split).download_dir
+
+
+def record(tmp_path, split="train", shard=0) -> pd.DataFrame:
+    """The ledger view of the shard's record (what survives a rerun)."""
+    return ShardTable.read(shard_of(tmp_path, split, shard).record).ledger()
+
+
+def media_path(folder: Path, ytid: str) -> Path | None:
+    """The finished media of ``ytid`` in a media folder ``.../audio/download/{split}``."""
+    return Layout(folder.parents[2]).shard(folder.name, 0).media(ytid)
+
+
 def run(tmp_path, man, cfg, **kw) -> pd.DataFrame:
-    return download_shard(
-        man, out_dir=tmp_path / "out", ledger_path=tmp_path / "ledger.tsv", cfg=cfg, **kw
+    """Download a shard; return its ledger (the download columns of the shard table)."""
+    split, n = str(man["split"].iloc[0]), int(man["shard"].iloc[0])
+    table = download_shard(
+        ShardTable.from_manifest(man), shard=shard_of(tmp_path, split, n), cfg=cfg, **kw
     )
+    return table.ledger()
 
 
 def by_ytid(df: pd.DataFrame) -> dict[str, dict]:
@@ -143,7 +158,7 @@ def test_ytdlp_options_pass_through(tmp_path):
         js_runtimes={"deno": {}},
         ytdlp_options={"format_sort": ["abr"], "socket_timeout": 7},
     )
-    opts = dl._Downloader(cfg, tmp_path, dl.log_default).options(tmp_path, None)
+    opts = YtdlpFetcher(cfg, shard_of(tmp_path), dl.log_default).options(tmp_path, None)
     assert opts["cookiefile"] == "/x/cookies.txt"
     assert opts["proxy"] == "socks5://127.0.0.1:1080"
     assert opts["js_runtimes"] == {"deno": {}}
@@ -212,7 +227,7 @@ def test_classify_messages(msg, status, needle):
 def test_classify_http_status_from_chain(code, status, rate):
     # The message says nothing: the status comes from the HTTPError in the chain.
     exc = _ydl_error("Unable to download webpage", cause=_http(code, {"Retry-After": "7"}))
-    f = dl._classify(exc)
+    f = classify(exc)
     assert (f.status, f.rate_limited) == (status, rate)
     if status == "transient":
         assert f.retry_after == 7.0
@@ -237,19 +252,19 @@ def test_classify_exception_types():
 def test_section_download_ok(tmp_path, server):
     cfg = make_cfg(server.url_template())
     led = run(tmp_path, manifest(["ok_a", "-dash_first"]), cfg)
-    assert list(led.columns) == LEDGER_COLUMNS
+    assert list(led.columns) == list(LEDGER_COLUMNS)
     assert led["status"].tolist() == ["ok", "ok"]
-    pd.testing.assert_frame_equal(read_tsv(tmp_path / "ledger.tsv"), led, check_dtype=False)
+    pd.testing.assert_frame_equal(record(tmp_path), led, check_dtype=False)
     for y in ("ok_a", "-dash_first"):
-        f = media_path(tmp_path / "out", y)
+        f = media_path(out(tmp_path), y)
         assert f is not None and f.name == f"{y}.m4a"
         # [start - margin, end + margin] of the source, and its offset next to it
         assert decoded_duration(f) == pytest.approx(12.0, abs=0.1)
-        assert float((tmp_path / "out" / f"{y}.offset").read_text()) == pytest.approx(9.0)
+        assert float((out(tmp_path) / f"{y}.offset").read_text()) == pytest.approx(9.0)
         assert by_ytid(led)[y]["bytes"] == f.stat().st_size
     # the media came as ranged requests (sections), not as one full download
     assert server.ranged["ok_a"] >= 1
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (out(tmp_path)).iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize("ext", ["m4a", "webm"])
@@ -257,8 +272,8 @@ def test_section_is_aligned_with_its_offset(tmp_path, server, media_dir, ext):
     """Sample i of the section is sample offset*sr + i of the source (cuts are exact)."""
     led = run(tmp_path, manifest(["ok_al"]), make_cfg(server.url_template(ext)))
     assert led["status"].tolist() == ["ok"]
-    f = media_path(tmp_path / "out", "ok_al")
-    offset = float((tmp_path / "out" / "ok_al.offset").read_text())
+    f = media_path(out(tmp_path), "ok_al")
+    offset = float((out(tmp_path) / "ok_al.offset").read_text())
     sr, pad = 16000, 800
     src = decode(media_dir / f"default.{ext}", sample_rate=sr)
     sec = decode(f, sample_rate=sr)[2 * sr : 8 * sr]
@@ -273,9 +288,9 @@ def test_webm_section_and_margin_clamped_at_zero(tmp_path, server):
     cfg = make_cfg(server.url_template("webm"))
     led = run(tmp_path, manifest(["ok_w"], start=0.5, end=10.5), cfg)
     assert led["status"].tolist() == ["ok"], led.to_string()
-    f = media_path(tmp_path / "out", "ok_w")
+    f = media_path(out(tmp_path), "ok_w")
     assert f.suffix == ".webm"
-    assert float((tmp_path / "out" / "ok_w.offset").read_text()) == 0.0
+    assert float((out(tmp_path) / "ok_w.offset").read_text()) == 0.0
     assert decoded_duration(f) == pytest.approx(11.5, abs=0.1)
 
 
@@ -304,10 +319,10 @@ def test_failure_classes_end_to_end(tmp_path, server, sleeps):
         assert needle in rows[y]["reason"].lower(), (y, rows[y]["reason"])
         assert rows[y]["attempts"] == 1
         if status != "ok":
-            assert media_path(tmp_path / "out", y) is None
+            assert media_path(out(tmp_path), y) is None
     assert time.monotonic() - t0 < 60
     # the short source was fetched to its end: [9, 15) of a 15-s source
-    short = media_path(tmp_path / "out", "ok_short")
+    short = media_path(out(tmp_path), "ok_short")
     assert decoded_duration(short) == pytest.approx(6.0, abs=0.1)
 
 
@@ -327,7 +342,7 @@ def test_transient_retried_with_backoff_heals_in_one_job(tmp_path, server, sleep
     row = by_ytid(led)["flaky2_a"]
     assert (row["status"], row["attempts"]) == ("ok", 3)
     assert sleeps == [0.01, 0.015]  # backoff_initial * 2**k, capped at backoff_max
-    assert media_path(tmp_path / "out", "flaky2_a") is not None
+    assert media_path(out(tmp_path), "flaky2_a") is not None
 
 
 def test_truncated_section_is_detected_and_retried(tmp_path, server, sleeps):
@@ -335,7 +350,7 @@ def test_truncated_section_is_detected_and_retried(tmp_path, server, sleeps):
     led = run(tmp_path, manifest(["cut1_a"]), make_cfg(server.url_template(), retries=2))
     row = by_ytid(led)["cut1_a"]
     assert (row["status"], row["attempts"]) == ("ok", 2)
-    assert decoded_duration(media_path(tmp_path / "out", "cut1_a")) == pytest.approx(12, abs=0.1)
+    assert decoded_duration(media_path(out(tmp_path), "cut1_a")) == pytest.approx(12, abs=0.1)
 
 
 def test_permanent_not_retried_in_job(tmp_path, server, sleeps):
@@ -360,14 +375,19 @@ def test_rate_limit_cools_down_and_stops_shard(tmp_path, server, sleeps, caplog)
         assert server.requests[y] == 0
     assert sleeps == [0.001, 123.0]  # sleep_between, then the cool-down
     assert "cooling down" in caplog.text
-    # the next run tries the rate-limited YTID again (not the finished one) and, still
-    # limited, stops again; with the limit gone (e429_a dropped) it finishes the rest
+    assert rows["e429_a"]["runs"] == 1 and rows["ok_b"]["runs"] == 0
+    # A YTID that keeps answering 429 does not starve the shard: the next run tries it last,
+    # after the others (not the finished one); still limited, it stops there again.
     server.reset_counts()
     led2 = by_ytid(run(tmp_path, manifest(ytids), cfg))
+    assert list(dict.fromkeys(r[0] for r in server.log)) == ["ok_b", "ok_c", "e429_a"]
+    assert led2["ok_b"]["status"] == led2["ok_c"]["status"] == "ok"
+    assert led2["e429_a"]["status"] == "transient" and led2["e429_a"]["attempts"] == 2
+    assert [led2[y]["runs"] for y in ytids] == [1, 2, 1, 1]  # runs in which each was tried
+    server.reset_counts()
+    led3 = by_ytid(run(tmp_path, manifest(ytids), cfg))
     assert dict(server.requests) == {"e429_a": 1}
-    assert led2["e429_a"]["attempts"] == 2 and led2["ok_b"]["reason"] == NOT_ATTEMPTED
-    led3 = by_ytid(run(tmp_path, manifest(["ok_a", "ok_b", "ok_c"]), cfg))
-    assert all(r["status"] == "ok" for r in led3.values())
+    assert [led3[y]["runs"] for y in ytids] == [1, 3, 1, 1]
     assert server.requests["ok_a"] == 0
 
 
@@ -375,8 +395,8 @@ def test_progress_lines(tmp_path, server, caplog):
     with caplog.at_level("INFO", logger="audiosetflow.download"):
         run(tmp_path, manifest(["ok_a", "e404_b"], split="eval", shard=3), make_cfg(
             server.url_template()))  # fmt: skip
-    assert "[shard eval/3] 1/2 ok=1 permanent=0 auth=0 transient=1" in caplog.text
-    assert "[shard eval/3] 2/2 ok=1 permanent=1 auth=0 transient=0" in caplog.text
+    assert "[shard eval/0003] 1/2 ok=1 permanent=0 auth=0 transient=0 pending=1" in caplog.text
+    assert "[shard eval/0003] 2/2 ok=1 permanent=1 auth=0 transient=0 pending=0" in caplog.text
 
 
 def test_ledger_written_after_every_ytid(tmp_path, server, monkeypatch):
@@ -384,15 +404,15 @@ def test_ledger_written_after_every_ytid(tmp_path, server, monkeypatch):
     real = dl._download_one
 
     def spy(*a, **k):
-        seen.append(read_tsv(tmp_path / "ledger.tsv")["status"].tolist())
+        seen.append(record(tmp_path)["status"].tolist())
         return real(*a, **k)
 
     monkeypatch.setattr(dl, "_download_one", spy)
     run(tmp_path, manifest(["ok_a", "e404_b", "ok_c"]), make_cfg(server.url_template()))
     assert seen == [
-        ["transient", "transient", "transient"],
-        ["ok", "transient", "transient"],
-        ["ok", "permanent", "transient"],
+        ["pending", "pending", "pending"],
+        ["ok", "pending", "pending"],
+        ["ok", "permanent", "pending"],
     ]
 
 
@@ -408,7 +428,7 @@ def test_rerun_retries_only_transient(tmp_path, server, sleeps):
         "ok_a": "ok", "e404_b": "permanent", "flaky1_c": "transient", "ok_short1": "ok",
         "ok_tiny1": "permanent",
     }  # fmt: skip
-    mtime = media_path(tmp_path / "out", "ok_a").stat().st_mtime_ns
+    mtime = media_path(out(tmp_path), "ok_a").stat().st_mtime_ns
     server.reset_counts()
     second = by_ytid(run(tmp_path, manifest(ytids), cfg))
     assert dict(server.requests) == {"flaky1_c": server.requests["flaky1_c"]}
@@ -416,7 +436,7 @@ def test_rerun_retries_only_transient(tmp_path, server, sleeps):
     assert second["e404_b"] == first["e404_b"]  # untouched, same timestamp
     assert second["ok_a"]["reason"] == first["ok_a"]["reason"]
     assert second["ok_short1"]["reason"].startswith("short source")
-    assert media_path(tmp_path / "out", "ok_a").stat().st_mtime_ns == mtime
+    assert media_path(out(tmp_path), "ok_a").stat().st_mtime_ns == mtime
     # retry_permanent: permanent rows are tried again (and stay permanent)
     server.reset_counts()
     cfg_p = make_cfg(server.url_template(), retry_permanent=True)
@@ -443,21 +463,21 @@ def test_auth_rows_retried_once_cookies_are_set(tmp_path, server, sleeps):
 
 
 def test_finished_media_never_downloaded_again(tmp_path, server):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "ok_a.m4a").write_bytes(b"finished earlier")  # e.g. killed before the ledger write
-    (out / ".dl-ok_b.999").mkdir()  # stale temp folder of a killed run
-    (out / ".dl-ok_b.999" / "media.m4a").write_bytes(b"partial")
+    d = out(tmp_path)
+    d.mkdir(parents=True)
+    (d / "ok_a.m4a").write_bytes(b"finished earlier")  # e.g. killed before the ledger write
+    (d / ".dl-ok_b.999").mkdir()  # stale temp folder of a killed run
+    (d / ".dl-ok_b.999" / "media.m4a").write_bytes(b"partial")
     led = by_ytid(run(tmp_path, manifest(["ok_a", "ok_b"]), make_cfg(server.url_template())))
     assert led["ok_a"]["status"] == "ok" and server.requests["ok_a"] == 0
     assert led["ok_b"]["status"] == "ok"
-    assert not (out / ".dl-ok_b.999").exists()
+    assert not (d / ".dl-ok_b.999").exists()
 
 
 def test_ok_row_with_missing_file_is_downloaded_again(tmp_path, server):
     cfg = make_cfg(server.url_template())
     run(tmp_path, manifest(["ok_a"]), cfg)
-    media_path(tmp_path / "out", "ok_a").unlink()
+    media_path(out(tmp_path), "ok_a").unlink()
     server.reset_counts()
     led = by_ytid(run(tmp_path, manifest(["ok_a"]), cfg))
     assert led["ok_a"]["status"] == "ok" and led["ok_a"]["attempts"] == 2
@@ -465,12 +485,14 @@ def test_ok_row_with_missing_file_is_downloaded_again(tmp_path, server):
 
 
 def test_media_path_ignores_temporary_and_sidecar_files(tmp_path):
-    assert media_path(tmp_path / "missing", "x") is None
+    d = out(tmp_path)
+    assert media_path(d, "x") is None
+    d.mkdir(parents=True)
     for name in (".x.m4a.tmp", "x.offset", "x.m4a.part", "x.part", "xy.m4a", ".dl-x.1"):
-        (tmp_path / name).write_text("")
-    assert media_path(tmp_path, "x") is None
-    (tmp_path / "x.webm").write_text("")
-    assert media_path(tmp_path, "x") == tmp_path / "x.webm"
+        (d / name).write_text("")
+    assert media_path(d, "x") is None
+    (d / "x.webm").write_text("")
+    assert media_path(d, "x") == d / "x.webm"
 
 
 def test_file_urls_fall_back_to_full_download(tmp_path, media_dir, caplog):
@@ -483,9 +505,9 @@ def test_file_urls_fall_back_to_full_download(tmp_path, media_dir, caplog):
     assert "cannot be cut" in caplog.text
     for y in ("-local1", "local2"):
         assert led[y]["status"] == "ok", led[y]["reason"]
-        f = media_path(tmp_path / "out", y)
+        f = media_path(out(tmp_path), y)
         assert decoded_duration(f) == pytest.approx(20.0, abs=0.1)  # the whole source
-        assert float((tmp_path / "out" / f"{y}.offset").read_text()) == 0.0
+        assert float((out(tmp_path) / f"{y}.offset").read_text()) == 0.0
     assert led["gone"]["status"] == "permanent"
     # a full download of a source shorter than the segment: short clip / nothing of it
     make_media(src / "shortf.m4a", 14.0)
@@ -500,27 +522,28 @@ _KILL_SCRIPT = textwrap.dedent(
     import sys
     import pandas as pd
     from audiosetflow.acquisition.download import DownloadConfig, download_shard
-    url, out, ledger = sys.argv[1:4]
+    from audiosetflow.shard import Layout, ShardTable
+    url, root = sys.argv[1:3]
     ytids = [f"slow_{i:02d}" for i in range(12)]
     man = pd.DataFrame({"ytid": ytids, "split": "train", "shard": 0, "start": 10.0,
                         "end": 20.0, "labels": ""})
     cfg = DownloadConfig.from_config({"url_template": url, "socket_timeout": 5, "retries": 0})
-    download_shard(man, out_dir=out, ledger_path=ledger, cfg=cfg)
+    download_shard(ShardTable.from_manifest(man), shard=Layout(root).shard("train", 0), cfg=cfg)
     """
 )
 
 
 def test_kill_9_then_resume_loses_nothing(tmp_path, server):
-    out, ledger = tmp_path / "out", tmp_path / "ledger.tsv"
+    d, ledger = out(tmp_path), shard_of(tmp_path).record
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILL_SCRIPT, server.url_template(), str(out), str(ledger)],
+        [sys.executable, "-c", _KILL_SCRIPT, server.url_template(), str(tmp_path / "results")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if ledger.exists() and (read_tsv(ledger)["status"] == "ok").sum() >= 3:
+            if ledger.exists() and (record(tmp_path)["status"] == "ok").sum() >= 3:
                 break
             time.sleep(0.05)
         else:
@@ -534,23 +557,23 @@ def test_kill_9_then_resume_loses_nothing(tmp_path, server):
     finally:
         proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
-    assert [p for p in out.iterdir() if p.name.startswith(".dl-")]  # killed mid-download
-    before = read_tsv(ledger)  # a complete, parseable table
-    assert list(before.columns) == LEDGER_COLUMNS and len(before) == 12
+    assert [p for p in d.iterdir() if p.name.startswith(".dl-")]  # killed mid-download
+    before = record(tmp_path)  # a complete, parseable table
+    assert list(before.columns) == list(LEDGER_COLUMNS) and len(before) == 12
     done = set(before.loc[before["status"] == "ok", "ytid"])
     assert 3 <= len(done) < 12
     # every finished media decodes to the full window; nothing partial has a final name
-    finished = {y for y in before["ytid"] if media_path(out, y) is not None}
+    finished = {y for y in before["ytid"] if media_path(d, y) is not None}
     assert done <= finished and len(finished - done) <= 1
     for y in finished:
-        assert decoded_duration(media_path(out, y)) == pytest.approx(12.0, abs=0.1)
+        assert decoded_duration(media_path(d, y)) == pytest.approx(12.0, abs=0.1)
     server.reset_counts()
     cfg = make_cfg(server.url_template(), socket_timeout=5)
     man = manifest([f"slow_{i:02d}" for i in range(12)])
     after = run(tmp_path, man, cfg)
     assert (after["status"] == "ok").all(), after.to_string()
     assert not set(server.requests) & finished  # finished ones were not fetched again
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]
 
 
 def test_mixed_run(tmp_path, server, sleeps):
@@ -576,7 +599,7 @@ def test_mixed_run(tmp_path, server, sleeps):
             want = "permanent"
         assert row["status"] == want, (y, row["reason"])
     assert first["ok_short2"]["reason"].startswith("short source")
-    ok_files = {y: media_path(tmp_path / "out", y).stat().st_mtime_ns for y in good}
+    ok_files = {y: media_path(out(tmp_path), y).stat().st_mtime_ns for y in good}
 
     server.reset_counts()
     second = by_ytid(run(tmp_path, manifest(ytids), cfg))
@@ -589,16 +612,14 @@ def test_mixed_run(tmp_path, server, sleeps):
     for y, r in first.items():
         if r["status"] != "transient":
             assert second[y] == r
-    assert {y: media_path(tmp_path / "out", y).stat().st_mtime_ns for y in good} == ok_files
+    assert {y: media_path(out(tmp_path), y).stat().st_mtime_ns for y in good} == ok_files
 
 
 def test_media_lookup_by_name_and_by_listing(tmp_path) -> None:
     import os
 
-    from audiosetflow.acquisition.download import media_index
-
-    d = tmp_path / "dl"
-    d.mkdir()
+    d = out(tmp_path)
+    d.mkdir(parents=True)
     for name in ("-aaaaaaaaaa.webm", "-aaaaaaaaaa.offset", "bbbbbbbbbbb.weird",
                  "ccccccccccc.m4a.part", ".dl-ccccccccccc.m4a", "ddddddddddd.m4a",
                  "ddddddddddd.opus"):  # fmt: skip
@@ -610,7 +631,7 @@ def test_media_lookup_by_name_and_by_listing(tmp_path) -> None:
         "bbbbbbbbbbb": d / "bbbbbbbbbbb.weird",  # unusual extension: found by the listing
         "ddddddddddd": d / "ddddddddddd.opus",
     }
-    assert media_index(d, want) == expected
+    assert shard_of(tmp_path).media_index(want) == expected
     assert {y: media_path(d, y) for y in want} == {**expected, "ccccccccccc": None,
                                                    "eeeeeeeeeee": None}  # fmt: skip
-    assert media_index(tmp_path / "missing", want) == {}
+    assert shard_of(tmp_path / "missing").media_index(want) == {}

@@ -9,6 +9,7 @@ import soundfile as sf
 
 from audiosetflow.audio.features import FeatureParams, compute, write_shard
 from audiosetflow.reporting.examples import choose_examples, plot_examples
+from audiosetflow.shard import Layout
 
 SR = 22050
 PARAMS = FeatureParams(sample_rate=SR)
@@ -56,11 +57,11 @@ def test_plot_examples_writes_one_png_per_clip_and_replaces_the_folder(tmp_path)
         "Ccccccccccc": np.zeros(len(t)),  # silence must not break the figure
     }
     labels = {"Aaaaaaaaaaa": [MUSIC], "Bbbbbbbbbbb": [SPEECH], "Ccccccccccc": [VEHICLE]}
-    (tmp_path / "clips" / "train").mkdir(parents=True)
+    Layout(tmp_path).audio_dir("clips", "train").mkdir(parents=True)
     rows, feats = [], []
     for ytid, y in clips.items():
         y = y.astype(np.float32)
-        sf.write(tmp_path / "clips" / "train" / f"{ytid}.flac", y, SR, subtype="PCM_16")
+        sf.write(Layout(tmp_path).clip("train", ytid), y, SR, subtype="PCM_16")
         rows.append(
             {
                 "ytid": ytid,
@@ -70,6 +71,7 @@ def test_plot_examples_writes_one_png_per_clip_and_replaces_the_folder(tmp_path)
                 "labels": labels[ytid],
                 "label_names": [NAMES[m] for m in labels[ytid]],
                 "status": "ok",
+                "reason": "",
                 "short": False,
                 "duration": 2.0,
             }
@@ -84,8 +86,8 @@ def test_plot_examples_writes_one_png_per_clip_and_replaces_the_folder(tmp_path)
     (out / "stale.png").write_bytes(b"old")
 
     written = plot_examples(
-        features_dirs=[feats_dir, tmp_path / "features" / "eval"],  # eval: no shards
-        clips_root=tmp_path / "clips",
+        features=[feats_dir / "shard-0000.parquet"],
+        layout=Layout(tmp_path),
         out_dir=out,
         labels={MUSIC: "Music", SPEECH: "Speech", VEHICLE: "Vehicle"},
         names=NAMES,

@@ -47,7 +47,8 @@ def _shard(n: int, failed: set[int] = frozenset(), prefix: str = "a", split: str
                 "end": 40.0 + i,
                 "labels": ["/m/04rlf", "/m/09x0r"] if i % 2 else ["/m/07yv9"],
                 "label_names": ["Music", "Speech"] if i % 2 else ["Vehicle"],
-                "status": "download: failed: Video unavailable" if bad else "ok",
+                "status": "permanent" if bad else "ok",
+                "reason": "download: Video unavailable" if bad else "",
                 "short": i == 1,
                 "duration": float("nan") if bad else 10.0 - (i == 1),
             }
@@ -90,14 +91,15 @@ def test_failed_rows_are_kept_with_null_features(tmp_path) -> None:
     write_shard(tmp_path / "shard-0000.parquet", meta=meta, features=feats, params=PARAMS)
     s = load_summary(tmp_path, status=None)
     assert len(s) == 5
-    assert s["status"].tolist()[0] == "download: failed: Video unavailable"
+    assert s["status"].tolist()[0] == "permanent"
+    assert s["reason"].tolist()[:2] == ["download: Video unavailable", ""]
     assert s.loc[[0, 3], SUMMARY_FEATURES].isna().all().all()
     assert s.loc[[1, 2, 4], SUMMARY_FEATURES].notna().all().all()
     X, m = load_split(tmp_path, feature="mfcc", status=None)
     assert X.shape[0] == 5 and np.isnan(X[[0, 3]]).all() and np.isfinite(X[[1, 2, 4]]).all()
     t = pq.read_table(tmp_path / "shard-0000.parquet")
     assert t.column("log_mel").null_count == 2 and t.column("n_frames").null_count == 2
-    only_failed = load_summary(tmp_path, status="download: failed: Video unavailable")
+    only_failed = load_summary(tmp_path, status="permanent")
     assert only_failed["ytid"].tolist() == [meta["ytid"][0], meta["ytid"][3]]
 
 
@@ -123,8 +125,8 @@ def test_file_schema_and_key_value_metadata(tmp_path) -> None:
 
 def test_empty_shard_has_full_schema(tmp_path) -> None:
     meta = pd.DataFrame(
-        columns=["ytid", "split", "start", "end", "labels", "label_names", "status", "short",
-                 "duration"]
+        columns=["ytid", "split", "start", "end", "labels", "label_names", "status", "reason",
+                 "short", "duration"]
     )  # fmt: skip
     path = tmp_path / "shard-0000.parquet"
     write_shard(path, meta=meta, features=[], params=PARAMS)
@@ -160,7 +162,7 @@ def test_duckdb_reads_the_shards(tmp_path) -> None:
     q = f"""select status, count(*) n, avg(zcr_mean) z, max(len(log_mel)) l
             from read_parquet('{tmp_path}/shard-*.parquet') group by status order by n"""
     rows = duckdb.sql(q).fetchall()
-    assert rows[0][:2] == ("download: failed: Video unavailable", 1) and rows[0][2] is None
+    assert rows[0][:2] == ("permanent", 1) and rows[0][2] is None
     assert rows[1][:2] == ("ok", 3) and rows[1][3] == 128 * (1 + SR // 512)
 
 

@@ -104,8 +104,9 @@ def test_workflow_over_http_with_faults_and_rerun(tmp_path):
         # features: one row per selected YTID, the failed ones flagged, the rest with data
         feats = ds.dataset(tmp_path / "results/features/train", format="parquet").to_table()
         fdf = feats.to_pandas().set_index("ytid")
-        assert fdf.loc[PERMANENT, "status"].startswith("download: permanent")
-        assert fdf.loc[TRANSIENT, "status"].startswith("download: transient")
+        assert fdf.loc[PERMANENT, "status"] == "permanent"
+        assert fdf.loc[TRANSIENT, "status"] == "transient"
+        assert fdf.loc[PERMANENT, "reason"].startswith("download: HTTP 404")
         train_ok = set(corpus.loc[corpus["split"] == "train", "ytid"])
         assert set(fdf.index[fdf["status"] == "ok"]) == train_ok
         ev = ds.dataset(tmp_path / "results/features/eval", format="parquet").count_rows()

@@ -9,6 +9,16 @@ from pathlib import Path
 __all__ = ["setup_logging"]
 
 
+class _LogFile(logging.FileHandler):
+    """A log file that, when it cannot be written (a full disk), says so once on stderr in one
+    line and is then left alone, instead of printing a traceback for every record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        exc = sys.exc_info()[1]
+        print(f"audiosetflow: cannot write the log {self.baseFilename}: {exc}", file=sys.stderr)
+        self.setLevel(logging.CRITICAL + 1)
+
+
 def setup_logging(
     log_path: str | Path | None = None, *, name: str = "audiosetflow"
 ) -> logging.Logger:
@@ -23,7 +33,7 @@ def setup_logging(
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, encoding="utf-8"))
+        handlers.append(_LogFile(log_path, encoding="utf-8"))
     for h in handlers:
         h.setFormatter(fmt)
         logger.addHandler(h)

@@ -3,16 +3,15 @@
 
 rule aggregate:
     input:
-        manifests=per_shard(MANIFEST),
-        ledgers=per_shard(LEDGER),
-        transcoded=per_shard(TRANSCODED),
-        trimmed=per_shard(TRIMMED),
+        tables=per_shard(FEATURED),
         features=per_shard(FEATURES),
     output:
         availability=f"{RES}/reports/availability.tsv",
         ledger=f"{RES}/reports/download_ledger.tsv",
     log:
         f"{RES}/logs/aggregate.log",
+    benchmark:
+        f"{RES}/benchmarks/aggregate.tsv"
     localrule: True
     conda:
         ENV
@@ -31,6 +30,8 @@ rule funnel:
         ),
     log:
         f"{RES}/logs/funnel.log",
+    benchmark:
+        f"{RES}/benchmarks/funnel.tsv"
     localrule: True
     conda:
         ENV

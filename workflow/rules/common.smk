@@ -8,7 +8,9 @@ from snakemake.exceptions import WorkflowError
 
 from audiosetflow import demo as _demo
 from audiosetflow import plan as _plan
+from audiosetflow import smk as _smk
 from audiosetflow.metadata import MetadataError
+from audiosetflow.shard import Layout
 
 
 wildcard_constraints:
@@ -19,12 +21,14 @@ wildcard_constraints:
 
 RES = "results"
 ENV = "../../environment.yml"
-# Per-shard files of each stage (patterns with {split} and {shard}).
-MANIFEST = f"{RES}/selection/{{split}}/shard-{{shard}}.tsv"
-LEDGER = f"{RES}/shards/{{split}}/shard-{{shard}}/download.tsv"
-TRANSCODED = f"{RES}/shards/{{split}}/shard-{{shard}}/transcode.tsv"
-TRIMMED = f"{RES}/shards/{{split}}/shard-{{shard}}/trim.tsv"
-FEATURES = f"{RES}/features/{{split}}/shard-{{shard}}.parquet"
+# Every per-shard and per-YTID path comes from one layout (audiosetflow.shard.Layout).
+LAYOUT = Layout(RES)
+# The shard table each stage writes, and the features shard (patterns with {split}, {shard}).
+DOWNLOADED = LAYOUT.pattern("download")
+TRANSCODED = LAYOUT.pattern("transcode")
+TRIMMED = LAYOUT.pattern("trim")
+FEATURED = LAYOUT.pattern("features")
+FEATURES = LAYOUT.pattern("parquet")
 DEMO = config["demo"]["enabled"]
 DEMO_DIR = config["demo"]["dir"]
 
@@ -92,11 +96,6 @@ def shard_name(n):
     return f"{int(n):04d}"
 
 
-def audio_dir(kind):
-    """Input function: the per-split folder of one kind of audio (download, pcm, clips)."""
-    return lambda wildcards: f"{RES}/audio/{kind}/{wildcards.split}"
-
-
 def splits():
     return PLAN.splits if PLAN is not None else []
 
@@ -121,31 +120,13 @@ def feature_shards(split):
 
 def manifest_rows(wildcards):
     """The shard's segments as one compact string (a param, so that a change reruns the shard)."""
-    rows = PLAN.shard_rows(wildcards.split, int(wildcards.shard))
-    return ";".join(
-        f"{y},{s:.3f},{e:.3f},{lab}"
-        for y, s, e, lab in rows[["ytid", "start", "end", "labels"]].itertuples(
-            index=False
-        )
-    )
-
-
-def retry_token_file(wildcards):
-    return os.path.splitext(LEDGER.format(**wildcards))[0] + ".token"
+    return _smk.manifest_param(PLAN.shard_rows(wildcards.split, int(wildcards.shard)))
 
 
 def retry_token(wildcards):
-    """A param that changes exactly when the shard's last download run left YTIDs to retry.
-
-    The download job writes the token for the next run: a new value when YTIDs remain to be
-    retried (so the params rerun trigger fires), its own value when none remain (so a rerun
-    after a complete run has nothing to do). See audiosetflow.pipeline.next_retry_token.
-    """
-    try:
-        with open(retry_token_file(wildcards)) as fh:
-            return fh.read().strip()
-    except FileNotFoundError:
-        return "new"
+    """A param that changes exactly when the shard's last download run left YTIDs to retry
+    (see audiosetflow.smk.next_retry_token)."""
+    return _smk.read_retry_token(LAYOUT.shard(wildcards.split, wildcards.shard).token)
 
 
 def demo_media_flag(wildcards):

@@ -1,6 +1,6 @@
 # Stage 1: download the labelled segments of one shard with yt-dlp (resumable per YTID).
 # The shard's segments come in as a parameter, so a change of the selection reruns exactly the
-# shards it touches; the job writes them out as the shard's manifest for the later stages.
+# shards it touches; the job writes the shard table that the later stages read and extend.
 
 
 if config["cluster"]["download_local"]:
@@ -14,10 +14,11 @@ rule download:
     input:
         demo=demo_media_flag,
     output:
-        ledger=LEDGER,
-        manifest=MANIFEST,
+        table=DOWNLOADED,
     log:
         f"{RES}/logs/download/{{split}}/shard-{{shard}}.log",
+    benchmark:
+        f"{RES}/benchmarks/download/{{split}}/shard-{{shard}}.tsv"
     conda:
         ENV
     resources:
@@ -26,9 +27,7 @@ rule download:
     params:
         rows=manifest_rows,
         cfg=DOWNLOAD_CFG,
-        out_dir=audio_dir("download"),
+        results=RES,
         retry_token=retry_token,
-        token_file=lambda wildcards, output: os.path.splitext(output.ledger)[0]
-        + ".token",
     script:
         "../../scripts/download.py"

@@ -3,21 +3,21 @@
 
 rule features:
     input:
-        manifest=MANIFEST,
-        ledger=LEDGER,
-        transcoded=TRANSCODED,
-        trimmed=TRIMMED,
+        table=TRIMMED,
     output:
         parquet=FEATURES,
+        table=FEATURED,
     log:
         f"{RES}/logs/features/{{split}}/shard-{{shard}}.log",
+    benchmark:
+        f"{RES}/benchmarks/features/{{split}}/shard-{{shard}}.tsv"
     conda:
         ENV
     threads: config["features"]["threads"]
     resources:
         mem_mb=2000,
     params:
-        clips_dir=audio_dir("clips"),
+        results=RES,
         features=config["features"],
         sample_rate=config["audio"]["sample_rate"],
         names=lambda wildcards: dict(PLAN.names),
@@ -38,11 +38,12 @@ rule feature_examples:
         ),
     log:
         f"{RES}/logs/feature_examples.log",
+    benchmark:
+        f"{RES}/benchmarks/feature_examples.tsv"
     conda:
         ENV
     params:
-        features_dirs=lambda wildcards: [f"{RES}/features/{s}" for s in splits()],
-        clips_root=f"{RES}/audio/clips",
+        results=RES,
         labels=lambda wildcards: {lab.mid: lab.name for lab in PLAN.labels},
         names=lambda wildcards: dict(PLAN.names),
         example_clips=config["features"]["example_clips"],

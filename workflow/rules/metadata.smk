@@ -6,6 +6,8 @@ rule fetch_metadata:
         "resources/metadata/{name}",
     log:
         "results/logs/fetch_metadata/{name}.log",
+    benchmark:
+        "results/benchmarks/fetch_metadata/{name}.tsv"
     wildcard_constraints:
         name=r"[A-Za-z0-9_.-]+\.(csv|json)",
     conda:
@@ -23,6 +25,8 @@ rule demo_media:
         flag=f"{DEMO_DIR}/media/.done",
     log:
         "results/logs/demo_media.log",
+    benchmark:
+        "results/benchmarks/demo_media.tsv"
     conda:
         ENV
     threads: 2

@@ -15,13 +15,13 @@ rule dataset:
         test=DATASET.replace("{part}", "test"),
     log:
         f"{RES}/logs/datasets/{{label}}.log",
+    benchmark:
+        f"{RES}/benchmarks/dataset/{{label}}.tsv"
     conda:
         ENV
     resources:
         mem_mb=2000,
     params:
-        train_dir=f"{RES}/features/train",
-        eval_dir=f"{RES}/features/eval",
         use_eval=bool(config["metadata"].get("eval_segments")),
         label=lambda wildcards: label_info(wildcards.label),
         val_fraction=config["training"]["val_fraction"],
@@ -61,6 +61,8 @@ rule train:
         ),
     log:
         f"{RES}/logs/train/{{label}}.log",
+    benchmark:
+        f"{RES}/benchmarks/train/{{label}}.tsv"
     conda:
         ENV
     threads: config["training"]["threads"]
@@ -68,8 +70,6 @@ rule train:
         mem_mb=8000,
         gpu=config["training"]["gpus"],
     params:
-        train_dir=f"{RES}/features/train",
-        eval_dir=f"{RES}/features/eval",
         label=lambda wildcards: {"slug": wildcards.label, **label_info(wildcards.label)},
         training=config["training"],
         features=config["features"],
@@ -96,6 +96,8 @@ rule metrics_summary:
         ),
     log:
         f"{RES}/logs/metrics_summary.log",
+    benchmark:
+        f"{RES}/benchmarks/metrics_summary.tsv"
     conda:
         ENV
     script:

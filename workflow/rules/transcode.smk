@@ -3,19 +3,19 @@
 
 rule transcode:
     input:
-        ledger=LEDGER,
+        table=DOWNLOADED,
     output:
         table=TRANSCODED,
     log:
         f"{RES}/logs/transcode/{{split}}/shard-{{shard}}.log",
+    benchmark:
+        f"{RES}/benchmarks/transcode/{{split}}/shard-{{shard}}.tsv"
     conda:
         ENV
     resources:
         mem_mb=1000,
     params:
-        download_dir=audio_dir("download"),
-        pcm_dir=audio_dir("pcm"),
-        clips_dir=audio_dir("clips"),
+        results=RES,
         sample_rate=config["audio"]["sample_rate"],
     script:
         "../../scripts/transcode.py"

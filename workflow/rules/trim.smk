@@ -3,20 +3,19 @@
 
 rule trim:
     input:
-        transcoded=TRANSCODED,
-        manifest=MANIFEST,
+        table=TRANSCODED,
     output:
         table=TRIMMED,
     log:
         f"{RES}/logs/trim/{{split}}/shard-{{shard}}.log",
+    benchmark:
+        f"{RES}/benchmarks/trim/{{split}}/shard-{{shard}}.tsv"
     conda:
         ENV
     resources:
         mem_mb=1000,
     params:
-        download_dir=audio_dir("download"),
-        pcm_dir=audio_dir("pcm"),
-        clips_dir=audio_dir("clips"),
+        results=RES,
         clip_seconds=config["audio"]["clip_seconds"],
         keep_intermediate=config["audio"]["keep_intermediate"],
     script:

@@ -1,97 +1,48 @@
-"""Download stage: fetch the labelled segment of every YTID of a shard with yt-dlp.
+"""The download stage: fetch the labelled segment of every YTID of a shard, resumable per YTID.
 
-Design
-------
-* Only ``[start - margin, end + margin]`` of a source is fetched where yt-dlp can cut it
-  (``download_ranges``: ffmpeg reads the section with HTTP Range requests). Sources that cannot be
-  cut (``file://`` URLs, some protocols) fall back to a full download. The offset of the fetched
-  window within its source is written next to the media as ``{ytid}.offset`` (see
-  :func:`audiosetflow.audio.read_offset`), *before* the media is renamed into place.
-* yt-dlp writes into a private temporary folder ``out_dir/.dl-{ytid}.{pid}/``; the result is
-  decoded with ffmpeg, its duration checked against the segment, and only then renamed to
-  ``out_dir/{ytid}.{ext}``. A file with that name is finished by construction and is never
-  downloaded again (:func:`media_path`).
-* Every failure is classified (:func:`classify_error`) as
-
-  ``permanent``
-      the video is gone: unavailable, private, removed, account terminated, blocked on copyright,
-      geo-restricted, HTTP 404/410, no audio stream, source shorter than the
-      segment start. Not retried (unless ``retry_permanent``).
-  ``auth``
-      YouTube wants a signed-in user: "Sign in to confirm you're not a bot", age checks,
-      members-only. Not retried while ``cookies`` is unset (unless ``retry_permanent``); the
-      reason says to configure ``download.cookies``, and once it is set they are tried again.
-  ``transient``
-      anything that may heal: HTTP 429/403/5xx, timeouts, refused or reset connections,
-      truncated bodies, media that decode shorter than the segment, content that is not media,
-      "try again later", and errors nobody recognised (nothing is lost by trying again).
-
-  Transient failures are retried inside the job with exponential backoff
+* Each YTID is fetched by :class:`~audiosetflow.acquisition.ytdlp.YtdlpFetcher` (sections
+  where the source can be cut, whole files otherwise) and every failure is classified
+  (:mod:`audiosetflow.acquisition.classify`) as ``permanent``, ``auth`` or ``transient``.
+* Transient failures are retried inside the job with exponential backoff
   (``backoff_initial * 2**k`` capped at ``backoff_max``; a server's ``Retry-After`` is honoured
-  up to ``backoff_max``).
-  Rate limiting (HTTP 429, "try again later", "rate-limited") is not retried: the job waits
-  ``cooldown`` seconds and stops the shard early; the YTIDs not attempted are recorded as
-  ``transient`` with the reason ``not attempted: shard stopped after rate limiting``.
-* Short sources: when the source itself ends inside the segment (its duration is known from
-  the extractor, from probing the URL with ffmpeg, or because the whole file was downloaded),
-  the YTID is ``ok`` when the download covers the source up to its end (the trim stage pads and
-  flags the clip as short; the ledger reason says ``short source``), and ``permanent`` ("source
-  shorter than segment") when the source ends before the segment starts. A section that decodes
-  shorter than requested while the source goes on is a truncated transfer: ``transient``.
-* The ledger (one row per YTID, :data:`LEDGER_COLUMNS`) is read first when it exists and
-  rewritten atomically after every YTID, so a killed job loses nothing: the next run re-uses the
-  ``ok`` rows whose media still exist, skips ``permanent``/``auth`` rows and tries the rest.
+  up to ``backoff_max``). Rate limiting is not retried: the job waits ``cooldown`` seconds and
+  stops the shard early; the YTIDs not attempted stay ``transient`` (``not attempted: shard
+  stopped after rate limiting``), and the rate-limited YTID goes last in the next run, so one
+  YTID that keeps answering HTTP 429 never starves the others.
+* What to try again is one policy, :func:`retry_wanted`: finished media is never fetched again,
+  ``permanent`` YTIDs are not retried (unless ``retry_permanent``), ``auth`` YTIDs once
+  ``cookies`` is set, everything else is.
+* The shard's state lives in its :class:`~audiosetflow.shard.ShardTable`: the download columns
+  are restored from the shard's record (which Snakemake never deletes) and the record is
+  rewritten atomically after every YTID, so neither a rerun nor a killed job loses what failed
+  for good or what was tried (``attempts``: yt-dlp calls; ``runs``: runs that tried the YTID).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import math
-import os
-import re
-import shutil
-import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+from ..errors import MachineError
+from ..shard import ShardLayout, ShardTable, Status
+from .classify import classify
+from .ytdlp import YtdlpFetcher
 
-from ..io import read_tsv, write_tsv
-from ..tools import ensure_ffmpeg_on_path, ffmpeg_exe
+__all__ = ["DownloadConfig", "NOT_ATTEMPTED", "download_shard", "retry_wanted"]
 
-__all__ = [
-    "DownloadConfig",
-    "LEDGER_COLUMNS",
-    "STATUSES",
-    "download_shard",
-    "media_path",
-    "media_index",
-    "classify_error",
-    "MediaCheckError",
-]
-
-LEDGER_COLUMNS = ["ytid", "split", "shard", "status", "reason", "attempts", "bytes", "updated"]
-STATUSES = ("ok", "permanent", "auth", "transient")
 NOT_ATTEMPTED = "not attempted: shard stopped after rate limiting"
-
-#: File suffixes next to the media that are not media themselves.
-_SIDECARS = {"offset", "part", "ytdl", "json", "tmp", "temp", "lock"}
-_TMP_PREFIX = ".dl-"
+#: Statuses in the order progress lines count them.
+_COUNTED = (Status.OK, Status.PERMANENT, Status.AUTH, Status.TRANSIENT, Status.PENDING)
 
 log_default = logging.getLogger("audiosetflow.download")
 
 # Indirection so tests can record the waits instead of sleeping.
 _sleep = time.sleep
-
-
-# --------------------------------------------------------------------------------------------
-# configuration
 
 
 @dataclass(frozen=True)
@@ -194,725 +145,159 @@ class DownloadConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# media files
 
 
-# Extensions yt-dlp gives audio; looked up by name first, so that finding a YTID's media does
-# not list a folder that may hold millions of files (the unbalanced set).
-_COMMON_EXTS = ("webm", "m4a", "opus", "mp4", "mp3", "ogg", "mka", "aac", "flac", "wav", "mkv")
+def retry_wanted(status: Status | str, *, cfg: DownloadConfig, rerun: bool = False) -> bool:
+    """Whether a YTID whose last download status is ``status`` is tried again.
 
-
-def _is_media_name(name: str, prefix: str) -> bool:
-    if not name.startswith(prefix) or name.startswith("."):
-        return False
-    ext = name[len(prefix) :]
-    return bool(ext) and "." not in ext and ext.lower() not in _SIDECARS
-
-
-def media_path(out_dir: str | Path, ytid: str) -> Path | None:
-    """The finished media file ``out_dir/{ytid}.{ext}`` of a YTID, or ``None``.
-
-    Temporary files (names starting with ``.``) and sidecars (``.offset``, ``.part``, ...) are
-    never returned. Where several exist, the newest wins. Common audio extensions are tried by
-    name; the folder is listed only when none of them exists (see :func:`media_index` to look
-    up many YTIDs with one listing).
-    """
-    out_dir = Path(out_dir)
-    found = []
-    for ext in _COMMON_EXTS:
-        p = out_dir / f"{ytid}.{ext}"
-        try:
-            found.append((p.stat().st_mtime, p))
-        except OSError:
-            continue
-    if found:
-        return max(found)[1]
-    return media_index(out_dir, [ytid]).get(ytid)
-
-
-def media_index(out_dir: str | Path, ytids) -> dict[str, Path]:
-    """Finished media of many YTIDs with one listing of ``out_dir``: YTID to path (newest).
-
-    YTIDs without media are absent from the result.
-    """
-    out_dir = Path(out_dir)
-    wanted = set(ytids)
-    best: dict[str, tuple[float, Path]] = {}
-    try:
-        entries = os.scandir(out_dir)
-    except FileNotFoundError:
-        return {}
-    with entries:
-        for e in entries:
-            y = e.name.split(".", 1)[0]
-            if y not in wanted or not _is_media_name(e.name, f"{y}."):
-                continue
-            try:
-                if not e.is_file():
-                    continue
-                m = e.stat().st_mtime
-            except OSError:
-                continue
-            if y not in best or m > best[y][0]:
-                best[y] = (m, out_dir / e.name)
-    return {y: p for y, (_, p) in best.items()}
-
-
-class MediaCheckError(RuntimeError):
-    """A downloaded file failed verification.
-
-    Attributes
+    Parameters
     ----------
-    status : str
-        ``transient`` or ``permanent``.
-    """
-
-    def __init__(self, message: str, status: str = "transient"):
-        super().__init__(message)
-        self.status = status
-
-
-_TIME_RE = re.compile(r"out_time_us=(\d+)")
-_DURATION_RE = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
-
-
-def decoded_duration(path: str | Path, *, timeout: float = 600.0) -> float:
-    """Seconds of audio ffmpeg decodes from ``path`` (first audio stream).
-
-    Raises
-    ------
-    MediaCheckError
-        ``transient`` when the file is not media (HTML, garbage, truncated header) or decodes
-        to nothing; ``permanent`` when it is media without an audio stream.
-    """
-    path = Path(path).absolute()  # absolute: a name starting with '-' is never an option
-    cmd = [
-        ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-v", "error",
-        "-progress", "pipe:1", "-i", str(path), "-map", "0:a:0", "-f", "null", "-",
-    ]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise MediaCheckError(f"decoding took over {timeout:.0f} s") from exc
-    err = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        if "matches no streams" in err:
-            raise MediaCheckError("no audio stream in the media", status="permanent")
-        lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
-        why = lines[-1] if lines else f"ffmpeg exit {proc.returncode}"
-        raise MediaCheckError(f"not media: {why}")
-    times = _TIME_RE.findall(proc.stdout.decode("ascii", "replace"))
-    seconds = int(times[-1]) / 1e6 if times else 0.0
-    if seconds <= 0:
-        raise MediaCheckError("not media: no audio decoded")
-    return seconds
-
-
-def probe_source_duration(
-    url: str, *, timeout: float, headers: Mapping[str, str] | None = None
-) -> float | None:
-    """Duration in seconds of a remote media URL as ffmpeg reads it from the headers, or None.
-
-    Only the container header is read (a few kB; ffmpeg seeks with Range requests where the
-    index is at the end).
-    """
-    if not re.match(r"^(https?|file):", url):
-        return None
-    if url.startswith("file:"):
-        url = re.sub(r"^file://(?:localhost)?/", "file:/", url)
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner"]
-    if url.startswith("http"):
-        cmd += ["-rw_timeout", str(int(timeout * 1e6))]
-        if headers:
-            cmd += ["-headers", "".join(f"{k}: {v}\r\n" for k, v in headers.items())]
-    cmd += ["-i", url]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=timeout * 3 + 5)
-    except subprocess.TimeoutExpired:
-        return None
-    m = _DURATION_RE.search(proc.stderr.decode("utf-8", "replace"))
-    if not m:
-        return None
-    h, mi, s = m.groups()
-    return int(h) * 3600 + int(mi) * 60 + float(s)
-
-
-# --------------------------------------------------------------------------------------------
-# classification
-
-
-@dataclass(frozen=True)
-class _Failure:
-    status: str
-    reason: str
-    rate_limited: bool = False
-    retry_after: float | None = None
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-# Patterns on the lower-cased messages of the exception chain, checked in this order.
-_RATE_PATTERNS = (
-    "too many requests",
-    "http error 429",
-    "try again later",
-    "rate-limit",
-    "rate limit",
-    "ratelimit",
-)
-_PERMANENT_PATTERNS = (
-    ("private video", "private video"),
-    ("video is private", "private video"),
-    ("account associated with this video has been terminated", "account terminated"),
-    ("account has been terminated", "account terminated"),
-    ("has been terminated", "account terminated"),
-    ("copyright", "blocked on copyright"),
-    ("not available in your country", "geo-restricted"),
-    ("blocked it in your country", "geo-restricted"),
-    ("geo restrict", "geo-restricted"),
-    ("geo-restrict", "geo-restricted"),
-    ("from your location", "geo-restricted"),
-    ("removed by the uploader", "removed by the uploader"),
-    ("has been removed", "video removed"),
-    ("violating youtube", "removed for a policy violation"),
-    ("video unavailable", "video unavailable"),
-    ("video is unavailable", "video unavailable"),
-    ("video is no longer available", "video unavailable"),
-    ("this video does not exist", "video does not exist"),
-    ("this video is not available", "video unavailable"),
-    ("uploader has not made this video available", "geo-restricted"),
-    ("http error 404", "HTTP 404"),
-    ("http error 410", "HTTP 410"),
-    ("requested format is not available", "requested format not available"),
-    ("no audio stream", "no audio stream"),
-    ("source shorter than segment", "source shorter than segment"),
-)
-_AUTH_PATTERNS = (
-    "not a bot",
-    "sign in to confirm",
-    "confirm your age",
-    "age-restricted",
-    "age restricted",
-    "inappropriate for some users",
-    "login required",
-    "log in",
-    "sign in",
-    "members-only",
-    "members only",
-    "join this channel",
-    "use --cookies",
-    "cookies",
-)
-_TRANSIENT_PATTERNS = (
-    ("timed out", "timeout"),
-    ("timeout", "timeout"),
-    ("connection refused", "connection refused"),
-    ("connection reset", "connection reset"),
-    ("remote end closed", "connection closed"),
-    ("broken pipe", "connection closed"),
-    ("incomplete read", "truncated body"),
-    ("incompleteread", "truncated body"),
-    ("content too short", "truncated body"),
-    ("bytes read", "truncated body"),
-    ("did not get any data blocks", "truncated body"),
-    ("unable to download video data", "media transfer failed"),
-    ("temporarily unavailable", "service unavailable"),
-    ("http error 5", "server error"),
-    ("http error 403", "HTTP 403 (expired URL or throttling)"),
-    ("not media", "not media"),
-    ("invalid data found", "not media"),
-    ("unsupported url", "not media (a web page without media; check download.url_template)"),
-    ("ffmpeg exited with code", "ffmpeg could not read the media (not media or broken transfer)"),
-    ("decoded", "truncated media"),
-    ("name or service not known", "DNS failure"),
-    ("temporary failure in name resolution", "DNS failure"),
-    ("network is unreachable", "network unreachable"),
-)
-_AUTH_HINT = "configure download.cookies (a Netscape cookies file of a signed-in browser session)"
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and everything it wraps (cause, context, yt-dlp's exc_info/cause)."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        e = stack.pop(0)
-        if e is None or id(e) in seen or len(seen) > 50:
-            continue
-        seen.add(id(e))
-        yield e
-        nested: list[Any] = [getattr(e, "__cause__", None), getattr(e, "__context__", None)]
-        ei = getattr(e, "exc_info", None)
-        if isinstance(ei, tuple) and len(ei) >= 2:
-            nested.append(ei[1])
-        nested.append(getattr(e, "cause", None))
-        nested.append(getattr(e, "reason", None))  # urllib URLError
-        stack.extend(x for x in nested if isinstance(x, BaseException))
-
-
-def _http_status(e: BaseException) -> int | None:
-    for attr in ("status", "code"):
-        v = getattr(e, attr, None)
-        if isinstance(v, int) and 100 <= v < 600:
-            name = type(e).__name__
-            if "HTTP" in name or "Http" in name or attr == "status":
-                return v
-    return None
-
-
-def _retry_after(e: BaseException) -> float | None:
-    headers = None
-    resp = getattr(e, "response", None)
-    if resp is not None:
-        headers = getattr(resp, "headers", None)
-    if headers is None:
-        headers = getattr(e, "headers", None)
-    if headers is None:
-        return None
-    try:
-        value = headers.get("Retry-After")
-    except Exception:  # noqa: BLE001 - any odd header object
-        return None
-    if not value:
-        return None
-    value = str(value).strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-        return max(0.0, (when - datetime.now(when.tzinfo or UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
-
-def _one_line(text: str, limit: int = 240) -> str:
-    text = _ANSI.sub("", text)
-    text = re.sub(r"^\s*ERROR:\s*", "", text)
-    text = re.sub(r";?\s*please report this issue on .*$", "", text, flags=re.S | re.I)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _classify(exc: BaseException) -> _Failure:
-    chain = list(_chain(exc))
-    msg = _one_line(str(exc)) or type(exc).__name__
-    text = " | ".join(f"{type(e).__name__}: {e}" for e in chain).lower()
-    retry_after = next((r for e in chain if (r := _retry_after(e)) is not None), None)
-
-    for e in chain:
-        if isinstance(e, MediaCheckError):
-            return _Failure(e.status, _one_line(str(e)))
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            raise exc  # disk full: stop the job, nothing to classify
-    status = next((s for e in chain if (s := _http_status(e)) is not None), None)
-    if status is None:
-        m = re.search(r"http error (\d{3})", text)
-        status = int(m.group(1)) if m else None
-
-    if status == 429 or any(p in text for p in _RATE_PATTERNS):
-        return _Failure("transient", f"rate limited: {msg}", True, retry_after)
-    # Message patterns for permanent/auth come before the status: YouTube answers some of
-    # them with a plain 200 page, and "Private video. Sign in if you've been granted access"
-    # must not read as an auth problem.
-    for pat, label in _PERMANENT_PATTERNS:
-        if pat in text and not (pat.startswith("http error") and status not in (404, 410)):
-            if label in ("video unavailable",) and any(p in text for p in _AUTH_PATTERNS[:6]):
-                break  # "Video unavailable ... Sign in to confirm your age": auth
-            return _Failure("permanent", f"{label}: {msg}")
-    if any(p in text for p in _AUTH_PATTERNS):
-        return _Failure("auth", f"sign-in required ({_AUTH_HINT}): {msg}")
-    if status in (404, 410):
-        return _Failure("permanent", f"HTTP {status}: {msg}")
-    if status == 401:
-        return _Failure("auth", f"HTTP 401 ({_AUTH_HINT}): {msg}")
-    if status == 451:
-        return _Failure("permanent", f"HTTP 451 (blocked): {msg}")
-    if status is not None and (status == 403 or status >= 500 or status == 408):
-        return _Failure("transient", f"HTTP {status}: {msg}", False, retry_after)
-    for e in chain:
-        if isinstance(e, FileNotFoundError):
-            return _Failure("permanent", f"no such file: {msg}")
-        if isinstance(e, TimeoutError | ConnectionError):
-            return _Failure("transient", f"{type(e).__name__}: {msg}", False, retry_after)
-    for pat, label in _TRANSIENT_PATTERNS:
-        if pat in text:
-            return _Failure("transient", f"{label}: {msg}", False, retry_after)
-    if status is not None:
-        return _Failure("transient", f"HTTP {status}: {msg}", False, retry_after)
-    return _Failure("transient", f"unrecognised error: {msg}", False, retry_after)
-
-
-def classify_error(exc: BaseException) -> tuple[str, str]:
-    """Classify a download failure as ``permanent``, ``auth`` or ``transient``.
-
-    The whole exception chain is inspected (``__cause__``, ``__context__``, yt-dlp's
-    ``exc_info`` and ``cause``): an HTTP status of a ``yt_dlp.networking.exceptions.HTTPError``
-    where present, the messages otherwise (see the module docstring for the classes).
+    status : Status or str
+        The YTID's ``download_status`` (``ok`` here means: its media has gone missing).
+    cfg : DownloadConfig
+    rerun : bool
+        False: the question of a download job that runs (which YTIDs it tries). True: whether
+        the YTID alone is reason to run the job again (the retry token): ``auth`` YTIDs are
+        tried by a job once ``cookies`` is set (setting it changes the rule's parameters, so
+        every job runs again), but they do not make a plain rerun run the job again.
 
     Returns
     -------
-    (status, reason)
-        ``reason`` is one line: the class's label, then the original message.
+    bool
     """
-    f = _classify(exc)
-    return f.status, f.reason
-
-
-# --------------------------------------------------------------------------------------------
-# one YTID
-
-
-class _YtdlpLogger:
-    """Routes yt-dlp's messages to our logger at DEBUG (we log each outcome ourselves)."""
-
-    def __init__(self, log: logging.Logger):
-        self.log = log
-
-    def debug(self, msg: str) -> None:
-        self.log.debug("yt-dlp: %s", msg)
-
-    info = debug
-
-    def warning(self, msg: str) -> None:
-        self.log.debug("yt-dlp warning: %s", msg)
-
-    def error(self, msg: str) -> None:
-        self.log.debug("yt-dlp error: %s", msg)
-
-
-@dataclass
-class _Result:
-    path: Path
-    offset: float
-    duration: float
-    reason: str = ""
-
-
-class _Downloader:
-    """Downloads and verifies one YTID at a time; remembers whether sections work."""
-
-    def __init__(self, cfg: DownloadConfig, out_dir: Path, log: logging.Logger):
-        self.cfg, self.out_dir, self.log = cfg, out_dir, log
-        self.ffmpeg_dir = ensure_ffmpeg_on_path()
-        # Sections until yt-dlp says this source cannot be cut; then full files for the run.
-        self.sections = True
-
-    def options(self, tmp: Path, ranges: Any | None) -> dict[str, Any]:
-        cfg = self.cfg
-        opts: dict[str, Any] = {
-            "format": cfg.format,
-            "outtmpl": {"default": str(tmp / "media.%(ext)s")},
-            "quiet": True,
-            "no_warnings": True,
-            "noprogress": True,
-            "noplaylist": True,
-            "socket_timeout": cfg.socket_timeout,
-            "retries": 0,
-            "fragment_retries": 0,
-            "extractor_retries": 0,
-            "file_access_retries": 0,
-            "overwrites": True,
-            "continuedl": False,
-            "enable_file_urls": True,
-            "ffmpeg_location": self.ffmpeg_dir,
-            "logger": _YtdlpLogger(self.log),
-            "color": {"stdout": "no_color", "stderr": "no_color"},
-        }
-        if ranges is not None:
-            opts["download_ranges"] = ranges
-            opts["force_keyframes_at_cuts"] = True  # re-encode: the offset is exact
-            # ffmpeg reads the section itself: make its network reads time out too.
-            opts["external_downloader_args"] = {
-                "ffmpeg_i": ["-rw_timeout", str(int(cfg.socket_timeout * 1e6))]
-            }
-        if cfg.cookies:
-            opts["cookiefile"] = cfg.cookies
-        if cfg.proxy:
-            opts["proxy"] = cfg.proxy
-        if cfg.js_runtimes:
-            opts["js_runtimes"] = {k: dict(v or {}) for k, v in cfg.js_runtimes.items()}
-        opts.update(dict(cfg.ytdlp_options))
-        return opts
-
-    def fetch(self, ytid: str, start: float, end: float) -> _Result:
-        """Download, verify and rename one YTID's media; raise on any failure."""
-        tmp = self.out_dir / f"{_TMP_PREFIX}{ytid}.{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            return self._fetch(ytid, start, end, tmp)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def _run_ytdlp(self, url: str, tmp: Path, ranges: Any | None) -> dict[str, Any]:
-        import yt_dlp
-
-        with yt_dlp.YoutubeDL(self.options(tmp, ranges)) as ydl:
-            info = ydl.extract_info(url, download=True)
-        return info or {}
-
-    def _fetch(self, ytid: str, start: float, end: float, tmp: Path) -> _Result:
-        import yt_dlp
-
-        cfg = self.cfg
-        url = cfg.url_template.replace("{ytid}", ytid)
-        lo = max(0.0, start - cfg.margin)
-        hi = end + cfg.margin
-        seen: dict[str, Any] = {}
-
-        def ranges(info_dict: dict, ydl: Any) -> Iterable[dict[str, float]]:
-            seen["duration"] = info_dict.get("duration")
-            yield {"start_time": lo, "end_time": hi}
-
-        sectioned = self.sections
-        try:
-            info = self._run_ytdlp(url, tmp, ranges if sectioned else None)
-        except yt_dlp.utils.DownloadError as exc:
-            if not (sectioned and "cannot be partially downloaded" in str(exc)):
-                raise
-            self.log.info("source cannot be cut: falling back to full downloads (%s)", url)
-            self.sections = sectioned = False
-            for p in tmp.iterdir():
-                p.unlink()
-            info = self._run_ytdlp(url, tmp, None)
-        files = [p for p in tmp.iterdir() if p.is_file() and p.name.startswith("media.")]
-        files = [p for p in files if p.suffix.lstrip(".").lower() not in _SIDECARS]
-        if not files:
-            raise MediaCheckError("yt-dlp reported success but wrote no media file")
-        media = max(files, key=lambda p: p.stat().st_size)
-        offset = lo if sectioned else 0.0
-        tol = cfg.duration_tolerance
-        probed: list[float | None] = []
-
-        def source_duration() -> float | None:
-            """Duration of the whole source: extractor, else the media URL's header."""
-            if not probed:
-                src = seen.get("duration") if sectioned else info.get("duration")
-                if src is None and sectioned:
-                    fmt = (info.get("requested_downloads") or [info])[0]
-                    media_url = fmt.get("url") or info.get("url")
-                    if media_url:
-                        src = probe_source_duration(
-                            media_url,
-                            timeout=cfg.socket_timeout,
-                            headers=fmt.get("http_headers") or info.get("http_headers"),
-                        )
-                probed.append(float(src) if src else None)
-            return probed[0]
-
-        def too_short(src: float) -> MediaCheckError:
-            return MediaCheckError(
-                f"source shorter than segment: source ends at {src:.2f} s, "
-                f"segment starts at {start:.2f} s",
-                status="permanent",
-            )
-
-        try:
-            duration = decoded_duration(media)
-        except MediaCheckError as exc:
-            if not sectioned:
-                raise
-            # A section past the end of the source comes back as an empty container; a section
-            # of a source that goes on is a broken transfer (transient), whatever ffmpeg says.
-            src = source_duration()
-            if src is not None and src <= start + tol:
-                raise too_short(src) from None
-            raise MediaCheckError(f"truncated section: it does not decode ({exc})") from None
-        covered = offset + duration
-        reason = ""
-        if covered < end - tol:
-            src = source_duration() if sectioned else (info.get("duration") or duration)
-            if src is not None and src <= start + tol:
-                raise too_short(src)
-            if src is not None and src < end - tol and covered >= src - tol:
-                reason = f"short source: {src:.2f} s < segment end {end:.2f} s"
-            else:
-                expected = (min(hi, src) if src else hi) - offset
-                raise MediaCheckError(
-                    f"decoded {duration:.2f} s, expected {expected:.2f} s "
-                    f"(window {offset:.2f}-{offset + expected:.2f} s): truncated transfer"
-                )
-        ext = media.suffix.lstrip(".") or "media"
-        final = self.out_dir / f"{ytid}.{ext}"
-        side = self.out_dir / f"{ytid}.offset"
-        side_tmp = tmp / "offset"
-        side_tmp.write_text(f"{offset:.6f}\n", encoding="utf-8")
-        os.replace(side_tmp, side)
-        os.replace(media, final)
-        return _Result(final, offset, duration, reason)
-
-
-# --------------------------------------------------------------------------------------------
-# shard
+    status = Status(status)
+    if status is Status.PERMANENT:
+        return cfg.retry_permanent
+    if status is Status.AUTH:
+        return cfg.retry_permanent or (bool(cfg.cookies) and not rerun)
+    return True
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _load_ledger(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        return {}
-    try:
-        df = read_tsv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError):
-        return {}
-    if "ytid" not in df.columns or "status" not in df.columns:
-        return {}
-    rows: dict[str, dict[str, Any]] = {}
-    for rec in df.to_dict("records"):
-        rows[str(rec["ytid"])] = rec
-    return rows
-
-
-def _clean_stale_tmp(out_dir: Path, ytids: set[str]) -> None:
-    try:
-        entries = list(os.scandir(out_dir))
-    except FileNotFoundError:
-        return
-    for e in entries:
-        if e.name.startswith(_TMP_PREFIX):
-            ytid = e.name[len(_TMP_PREFIX) :].rsplit(".", 1)[0]
-            if ytid in ytids:
-                shutil.rmtree(e.path, ignore_errors=True)
-
-
 def download_shard(
-    manifest: pd.DataFrame,
+    table: ShardTable,
     *,
-    out_dir: str | Path,
-    ledger_path: str | Path,
+    shard: ShardLayout,
     cfg: DownloadConfig,
+    out: str | Path | None = None,
     log: logging.Logger | None = None,
-) -> pd.DataFrame:
+) -> ShardTable:
     """Download the segments of one shard; resumable per YTID.
 
     Parameters
     ----------
-    manifest : DataFrame
-        Columns ``ytid, split, shard, start, end, labels`` (one row per YTID).
-    out_dir : str or Path
-        Folder of the media: ``out_dir/{ytid}.{ext}`` plus ``{ytid}.offset``.
-    ledger_path : str or Path
-        TSV with :data:`LEDGER_COLUMNS`; read first when it exists, rewritten atomically after
-        every YTID.
+    table : ShardTable
+        The shard's YTIDs and segments (:meth:`ShardTable.from_manifest`); its download
+        columns are filled in place.
+    shard : ShardLayout
+        Where the media go (``{ytid}.{ext}`` plus ``{ytid}.offset``) and where the shard's
+        record is, which is read first (what failed for good and what was tried in earlier
+        runs) and rewritten atomically after every YTID.
     cfg : DownloadConfig
+    out : str or Path, optional
+        Where the finished table is written too (the rule's declared output).
     log : logging.Logger, optional
 
     Returns
     -------
-    DataFrame
-        The final ledger (also written to ``ledger_path``), rows in manifest order.
+    ShardTable
+        ``table``: per YTID ``download_status`` (``ok``, ``permanent``, ``auth`` or
+        ``transient``), ``download_reason``, ``attempts``, ``runs``, ``rate_limited``,
+        ``bytes`` and ``updated``.
+
+    Raises
+    ------
+    audiosetflow.errors.MachineError
+        On a fault of the machine (a full disk, ...), after recording the YTIDs done so far.
+
+    See Also
+    --------
+    retry_wanted : which YTIDs are tried again.
+    audiosetflow.smk.write_retry_token : whether a plain rerun runs the job again.
     """
     log = log or log_default
-    out_dir = Path(out_dir)
-    ledger_path = Path(ledger_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    man = manifest.drop_duplicates("ytid", keep="first").reset_index(drop=True)
-    man = man.assign(ytid=man["ytid"].astype(str))
-    previous = _load_ledger(ledger_path)
-    ytids = man["ytid"].tolist()
-    _clean_stale_tmp(out_dir, set(ytids))
-    finished = media_index(out_dir, ytids)  # one listing of the folder for the whole shard
-    split = str(man["split"].iloc[0]) if len(man) and "split" in man else ""
-    shard = man["shard"].iloc[0] if len(man) and "shard" in man else ""
-    tag = f"[shard {split}/{shard}]" if split else f"[shard {shard}]"
+    shard.download_dir.mkdir(parents=True, exist_ok=True)
+    previous = ShardTable.read_record(shard)
+    if previous is not None:
+        table.restore("download", previous)
+    ytids = table.ytids
+    shard.clean_download_tmp(ytids)
+    finished = shard.media_index(ytids)  # one listing of the folder for the whole shard
+    tag = f"[shard {shard.name}]"
 
-    rows: dict[str, dict[str, Any]] = {}
-    todo: list[int] = []
-    for i, rec in enumerate(man.to_dict("records")):
-        y = rec["ytid"]
-        prev = previous.get(y, {})
-        attempts = _int(prev.get("attempts"))
-        base = {
-            "ytid": y,
-            "split": rec.get("split", ""),
-            "shard": rec.get("shard", ""),
-            "attempts": attempts,
-            "updated": prev.get("updated") or _now(),
-        }
-        done = finished.get(y)
-        pstatus = prev.get("status", "")
-        if done is not None:
-            reason = prev.get("reason", "") if pstatus == "ok" else "found finished media"
-            rows[y] = {**base, "status": "ok", "reason": reason, "bytes": done.stat().st_size}
-            continue
-        # auth failures are retried once cookies are configured (that is their fix: setting
-        # download.cookies changes the rule's parameters, so every download job runs again)
-        keep = pstatus == "permanent" or (pstatus == "auth" and not cfg.cookies)
-        if keep and not cfg.retry_permanent:
-            rows[y] = {**base, "status": pstatus, "reason": prev.get("reason", ""), "bytes": 0}
-            continue
-        reason = prev.get("reason", "") if pstatus == "transient" else "pending"
-        if pstatus == "ok":
-            reason = "pending: media of an earlier ok run is gone"
-        rows[y] = {**base, "status": "transient", "reason": reason or "pending", "bytes": 0}
-        todo.append(i)
-
-    def write() -> pd.DataFrame:
-        df = pd.DataFrame([rows[y] for y in ytids], columns=LEDGER_COLUMNS)
-        write_tsv(ledger_path, df)
-        return df
-
-    df = write()
+    todo: list[str] = []
+    for y in ytids:
+        row = table.row(y)
+        status = Status(row["download_status"])
+        media = finished.get(y)
+        if media is not None:
+            reason = row["download_reason"] if status is Status.OK else "found finished media"
+            table.set("download", y, Status.OK, reason, bytes=media.stat().st_size)
+        elif status is not Status.PENDING and not retry_wanted(status, cfg=cfg):
+            continue  # failed for good: kept as it is
+        else:
+            reason = "pending: media of an earlier ok run is gone" if status is Status.OK else ""
+            table.set("download", y, Status.PENDING, reason)
+            todo.append(y)
+    # a YTID that was rate limited last time goes last, so that it cannot starve the others
+    todo.sort(key=lambda y: bool(table.df.at[y, "rate_limited"]))
+    table.save(shard)
     n = len(ytids)
     log.info("%s %d YTIDs: %d to download, %d done or skipped", tag, n, len(todo), n - len(todo))
-    dl = _Downloader(cfg, out_dir, log)
+
+    fetcher = YtdlpFetcher(cfg, shard, log)
     stopped = False
-    first = True
-    for k, i in enumerate(todo):
-        rec = man.iloc[i]
-        y = rec["ytid"]
+    for k, y in enumerate(todo):
         if stopped:
-            rows[y].update(status="transient", reason=NOT_ATTEMPTED, updated=_now())
+            table.set("download", y, Status.TRANSIENT, NOT_ATTEMPTED, updated=_now())
             continue
-        if not first and cfg.sleep_between > 0:
+        if k and cfg.sleep_between > 0:
             _sleep(cfg.sleep_between)
-        first = False
-        outcome = _download_one(dl, y, float(rec["start"]), float(rec["end"]), cfg, log)
-        rows[y].update(
-            status=outcome.status,
-            reason=outcome.reason,
-            attempts=rows[y]["attempts"] + outcome.attempts,
+        row = table.row(y)
+        try:
+            outcome = _download_one(fetcher, y, row["start"], row["end"], cfg, log)
+        except MachineError as exc:
+            table.set("download", y, Status.TRANSIENT, f"machine: {exc}", updated=_now())
+            table.save(shard)
+            raise
+        table.set(
+            "download", y, outcome.status, outcome.reason,
+            attempts=int(row["attempts"]) + outcome.attempts,
+            runs=int(row["runs"]) + 1,
+            rate_limited=outcome.rate_limited,
             bytes=outcome.bytes,
             updated=_now(),
-        )
-        df = write()
-        counts = df["status"].value_counts()
-        summary = " ".join(f"{s}={int(counts.get(s, 0))}" for s in STATUSES)
+        )  # fmt: skip
+        table.save(shard)
         log.info(
             "%s %d/%d %s | %s: %s%s",
-            tag, k + 1, len(todo), summary, y, outcome.status,
+            tag, k + 1, len(todo), _summary(table), y, outcome.status.value,
             f" ({outcome.reason})" if outcome.reason else "",
         )  # fmt: skip
         if outcome.rate_limited:
-            left = len(todo) - k - 1
             log.warning(
                 "%s rate limited: cooling down %.0f s, then stopping the shard (%d YTIDs left "
-                "for the next run)",
-                tag, outcome.cooldown, left,
+                "for the next run; %s goes last then)",
+                tag, outcome.cooldown, len(todo) - k - 1, y,
             )  # fmt: skip
             _sleep(outcome.cooldown)
             stopped = True
-    df = write()
-    counts = df["status"].value_counts()
-    log.info("%s finished: %s", tag, " ".join(f"{s}={int(counts.get(s, 0))}" for s in STATUSES))
-    return df
+    table.save(shard, out)
+    log.info("%s finished: %s", tag, _summary(table))
+    return table
 
 
-def _int(v: Any) -> int:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return 0
-    return 0 if math.isnan(f) else int(f)
+def _summary(table: ShardTable) -> str:
+    counts = table.counts("download")
+    return " ".join(f"{s.value}={counts[s.value]}" for s in _COUNTED)
 
 
 @dataclass
 class _Outcome:
-    status: str
+    status: Status
     reason: str
     attempts: int
     bytes: int = 0
@@ -921,24 +306,32 @@ class _Outcome:
 
 
 def _download_one(
-    dl: _Downloader, ytid: str, start: float, end: float, cfg: DownloadConfig, log: logging.Logger
+    fetcher: YtdlpFetcher,
+    ytid: str,
+    start: float,
+    end: float,
+    cfg: DownloadConfig,
+    log: logging.Logger,
 ) -> _Outcome:
+    """Fetch one YTID, retrying transient failures with backoff (not rate limits)."""
     attempts = 0
     while True:
         attempts += 1
         try:
-            res = dl.fetch(ytid, start, end)
+            res = fetcher.fetch(ytid, float(start), float(end))
+        except MachineError:
+            raise
         except Exception as exc:  # noqa: BLE001 - every failure is classified
-            f = _classify(exc)
+            f = classify(exc)  # raises MachineError for a fault of the machine
             if f.rate_limited:
                 cool = cfg.cooldown
                 if f.retry_after is not None:
                     cool = max(cool, min(f.retry_after, max(cfg.cooldown, cfg.backoff_max)))
-                return _Outcome("transient", f.reason, attempts, 0, True, cool)
-            if f.status != "transient" or attempts > cfg.retries:
+                return _Outcome(Status.TRANSIENT, f.reason, attempts, 0, True, cool)
+            if f.status is not Status.TRANSIENT or attempts > cfg.retries:
                 return _Outcome(f.status, f.reason, attempts)
             delay = cfg.backoff(attempts - 1, f.retry_after)
             log.info("%s: %s; retry %d/%d in %.1f s", ytid, f.reason, attempts, cfg.retries, delay)
             _sleep(delay)
             continue
-        return _Outcome("ok", res.reason, attempts, res.path.stat().st_size)
+        return _Outcome(Status.OK, res.reason, attempts, res.path.stat().st_size)

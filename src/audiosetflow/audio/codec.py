@@ -16,6 +16,7 @@ Conventions
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 import subprocess
@@ -38,7 +39,6 @@ __all__ = [
     "trim",
     "load_clip",
     "TrimResult",
-    "read_offset",
 ]
 
 
@@ -110,15 +110,6 @@ def decode(
     if y.size == 0:
         raise AudioError(f"{path}: cannot decode audio: no samples")
     return y
-
-
-def read_offset(media: str | Path) -> float:
-    """Offset in seconds of a downloaded media file within its source video (0 if unknown)."""
-    side = Path(media).with_suffix(".offset")
-    try:
-        return float(side.read_text().strip())
-    except (OSError, ValueError):
-        return 0.0
 
 
 # RF64 only where a window passes 4 GiB (27 h at 22050 Hz); libsndfile reads both.
@@ -434,8 +425,10 @@ def trim(
     duration = len(seg) / sr
     if short:
         seg = np.concatenate([seg, np.zeros(n_out - len(seg), dtype=seg.dtype)])
+    buf = io.BytesIO()
+    sf.write(buf, seg, sr, subtype="PCM_16", format="FLAC")
     with atomic_path(dst) as tmp:
-        sf.write(str(tmp), seg, sr, subtype="PCM_16", format="FLAC")
+        tmp.write_bytes(buf.getvalue())  # Python's own write: a full disk is an OSError (ENOSPC)
     return TrimResult(duration=duration, short=short)
 
 

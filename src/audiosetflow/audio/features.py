@@ -31,14 +31,17 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..errors import machine_error
 from ..io import atomic_path
+from ..progress import Progress
+from ..shard import ShardLayout, ShardTable, Status
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -57,12 +60,13 @@ __all__ = [
     "chroma_filterbank",
     "hann_window",
     "tune_malloc",
+    "run_features",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Version of the Parquet layout written by :func:`write_shard` (see docs/features_schema.md).
-SCHEMA_VERSION: int = 1
+SCHEMA_VERSION: int = 2
 
 #: Frame-level features returned by :func:`compute`, in order.
 FRAME_FEATURES: tuple[str, ...] = (
@@ -83,6 +87,7 @@ META_COLUMNS: tuple[str, ...] = (
     "labels",
     "label_names",
     "status",
+    "reason",
     "short",
     "duration",
     "sample_rate",
@@ -568,6 +573,7 @@ def _arrow_schema(params: FeatureParams):
         pa.field("labels", pa.list_(pa.string())),
         pa.field("label_names", pa.list_(pa.string())),
         pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
         pa.field("short", pa.bool_()),
         pa.field("duration", pa.float64()),
         pa.field("sample_rate", pa.int32()),
@@ -614,8 +620,8 @@ def write_shard(
         Output file (``.../shard-NNNN.parquet``); written under a temporary name in the same
         folder and renamed into place.
     meta : DataFrame
-        One row per clip: ``ytid, split, start, end, labels, label_names, status, short,
-        duration``.
+        One row per clip: ``ytid, split, start, end, labels, label_names, status, reason,
+        short, duration``.
     features : sequence
         Per row of ``meta``, the dict from :func:`compute`, or None for a clip without
         features (its feature and summary columns are null).
@@ -639,7 +645,7 @@ def write_shard(
     n = len(meta)
     if len(features) != n:
         raise ValueError(f"{n} metadata rows but {len(features)} feature dicts")
-    missing = [c for c in META_COLUMNS[:9] if c not in meta.columns]
+    missing = [c for c in META_COLUMNS[:10] if c not in meta.columns]
     if missing:
         raise ValueError(f"metadata lacks columns {missing}")
     schema = _arrow_schema(params)
@@ -670,6 +676,7 @@ def write_shard(
         "labels": pa.array([_str_list(v) for v in meta["labels"]], pa.list_(pa.string())),
         "label_names": pa.array([_str_list(v) for v in meta["label_names"]], pa.list_(pa.string())),
         "status": pa.array(meta["status"].astype(str).tolist(), pa.string()),
+        "reason": pa.array(meta["reason"].astype(str).tolist(), pa.string()),
         "short": pa.array(meta["short"].to_numpy(dtype=bool)),
         "duration": pa.array(meta["duration"].to_numpy(dtype=np.float64)),
         "sample_rate": pa.array(np.full(n, params.sample_rate, dtype=np.int32)),
@@ -707,10 +714,20 @@ def write_shard(
 # --- reading -----------------------------------------------------------------------------------
 
 
-def _shards(features_dir: str | Path) -> list[Path]:
-    if features_dir is None:
-        raise FileNotFoundError("no features folder given")
-    d = Path(features_dir)
+def _shards(features: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The shard files of ``features``: exactly the files given, or the ``shard-*.parquet``
+    of a folder (sorted)."""
+    if features is None:
+        raise FileNotFoundError("no features given")
+    if not isinstance(features, (str, Path)):
+        files = [Path(f) for f in features]
+        if not files:
+            raise FileNotFoundError("no feature shards given")
+        for f in files:
+            if not f.is_file():
+                raise FileNotFoundError(f"{f}: no such features shard")
+        return files
+    d = Path(features)
     if not d.is_dir():
         raise FileNotFoundError(f"{d}: no such features folder")
     files = sorted(d.glob("shard-*.parquet"))
@@ -760,23 +777,27 @@ def _to_pandas_meta(table) -> pd.DataFrame:
     return df
 
 
-def _read(features_dir, columns: list[str], status: str | None):
+def _read(features, columns: list[str], status: str | None):
     import pyarrow.dataset as ds
 
-    dset, params = _dataset(_shards(features_dir))
+    dset, params = _dataset(_shards(features))
     flt = None if status is None else ds.field("status") == status
     return dset.to_table(columns=columns, filter=flt), params
 
 
 def load_split(
-    features_dir: str | Path, *, feature: str = "log_mel", status: str | None = "ok"
+    features: str | Path | Sequence[str | Path],
+    *,
+    feature: str = "log_mel",
+    status: str | None = "ok",
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Frame-level feature of every clip of a folder of shards.
 
     Parameters
     ----------
-    features_dir : path
-        Folder holding ``shard-*.parquet`` (e.g. ``results/features/train``).
+    features : path or sequence of path
+        The shard files, or a folder holding ``shard-*.parquet`` (e.g.
+        ``results/features/train``).
     feature : str
         One of :data:`FRAME_FEATURES`.
     status : str or None
@@ -799,7 +820,7 @@ def load_split(
     """
     if feature not in FRAME_FEATURES:
         raise ValueError(f"unknown feature {feature!r}; one of {list(FRAME_FEATURES)}")
-    table, params = _read(features_dir, [*META_COLUMNS, feature], status)
+    table, params = _read(features, [*META_COLUMNS, feature], status)
     rows = params.rows()[feature]
     meta = _to_pandas_meta(table.drop_columns([feature]))
     col = table.column(feature).combine_chunks()
@@ -807,7 +828,7 @@ def load_split(
     nf = meta["n_frames"].dropna().unique()
     if len(nf) > 1:
         raise ValueError(
-            f"{features_dir}: clips have different numbers of frames {sorted(nf)[:5]}: "
+            f"{features}: clips have different numbers of frames {sorted(nf)[:5]}: "
             "clips should all be trimmed to the same length"
         )
     t = int(nf[0]) if len(nf) else 0
@@ -824,14 +845,14 @@ def load_split(
 
 
 def load_meta(
-    features_dir: str | Path, *, status: str | None = "ok"
+    features: str | Path | Sequence[str | Path], *, status: str | None = "ok"
 ) -> tuple[pd.DataFrame, FeatureParams]:
     """Only the metadata columns of a folder of shards, and the parameters they share.
 
     Parameters
     ----------
-    features_dir : path
-        Folder holding ``shard-*.parquet``.
+    features : path or sequence of path
+        The shard files, or a folder holding ``shard-*.parquet``.
     status : str or None
         Keep only rows with this status (None: every row).
 
@@ -842,17 +863,19 @@ def load_meta(
     params : FeatureParams
         The feature parameters every shard was computed with.
     """
-    table, params = _read(features_dir, list(META_COLUMNS), status)
+    table, params = _read(features, list(META_COLUMNS), status)
     return _to_pandas_meta(table), params
 
 
-def load_summary(features_dir: str | Path, *, status: str | None = "ok") -> pd.DataFrame:
+def load_summary(
+    features: str | Path | Sequence[str | Path], *, status: str | None = "ok"
+) -> pd.DataFrame:
     """Metadata and summary statistics (no frame-level arrays) of a folder of shards.
 
     Parameters
     ----------
-    features_dir : path
-        Folder holding ``shard-*.parquet``.
+    features : path or sequence of path
+        The shard files, or a folder holding ``shard-*.parquet``.
     status : str or None
         Keep only rows with this status (None: every row).
 
@@ -862,7 +885,122 @@ def load_summary(features_dir: str | Path, *, status: str | None = "ok") -> pd.D
         :data:`META_COLUMNS` then the columns of :func:`summary_columns` (float64), one row
         per clip; :data:`SUMMARY_FEATURES` are among them for the default parameters.
     """
-    files = _shards(features_dir)
+    files = _shards(features)
     _, params = read_params(files[0])
-    table, params = _read(features_dir, [*META_COLUMNS, *summary_columns(params)], status)
+    table, params = _read(features, [*META_COLUMNS, *summary_columns(params)], status)
     return _to_pandas_meta(table)
+
+
+# --- the features stage --------------------------------------------------------------------
+
+
+def run_features(
+    table_in: str | Path,
+    *,
+    shard: ShardLayout,
+    out: str | Path,
+    out_table: str | Path,
+    params: FeatureParams,
+    names: Mapping[str, str],
+    threads: int = 1,
+    logger: logging.Logger | None = None,
+) -> ShardTable:
+    """Compute the features of every trimmed clip of a shard and write one Parquet shard.
+
+    Parameters
+    ----------
+    table_in : str or Path
+        The shard table of the trim stage.
+    shard : ShardLayout
+        Where the clips are (:meth:`ShardLayout.clip`).
+    out : str or Path
+        The Parquet shard (:func:`write_shard`): one row per YTID of the shard; those without
+        features have ``status`` of the first stage that did not pass them, ``reason``
+        ``"{stage}: {reason}"`` and null features.
+    out_table : str or Path
+        Where the table is written (the rule's declared output; also the shard's record).
+    params : FeatureParams
+        Feature parameters; ``params.sample_rate`` must be the clips' sample rate.
+    names : mapping of str to str
+        MID to display name (the ``label_names`` column).
+    threads : int
+        BLAS/OpenMP threads (threadpoolctl), >= 1.
+    logger : logging.Logger, optional
+
+    Returns
+    -------
+    ShardTable
+        With ``features_status`` per YTID: ``ok``, ``permanent`` (the clip cannot be read or
+        has another sample rate), or ``pending`` for YTIDs the trim did not pass.
+
+    Raises
+    ------
+    audiosetflow.errors.MachineError
+        On a fault of the machine (a full disk, ...), after recording what was done.
+
+    See Also
+    --------
+    compute : the features of one waveform.
+    load_split, load_summary, load_meta : reading the shards back.
+    """
+    import soundfile as sf
+    from threadpoolctl import threadpool_limits
+
+    logger = logger or log
+    table = ShardTable.read(table_in)
+    table.reset("features")
+    todo = set(table.entering("features"))
+    prog = Progress(f"features {shard.name}", len(table), logger)
+    feats: list[dict[str, np.ndarray] | None] = []
+    ytid = None
+    try:
+        with threadpool_limits(limits=threads):
+            for ytid in table.ytids:
+                f = None
+                if ytid in todo:
+                    try:
+                        y, sr = sf.read(str(shard.clip(ytid)), dtype="float32")
+                        if sr != params.sample_rate:
+                            raise ValueError(f"clip sample rate {sr} != audio.sample_rate")
+                        f = compute(y, params=params)
+                        table.set("features", ytid, Status.OK)
+                    except (sf.LibsndfileError, ValueError, OSError) as exc:
+                        if machine_error(exc) is not None:
+                            raise
+                        table.set("features", ytid, Status.PERMANENT, str(exc))
+                feats.append(f)
+                prog.step(table.status("features")[ytid])
+        meta = _shard_meta(table, names)
+        write_shard(out, meta=meta, features=feats, params=params)
+    except Exception as exc:
+        machine = table.save_after_fault(shard, "features", [ytid] if ytid else [], exc)
+        if machine is None:
+            raise
+        raise machine from exc
+    table.save(shard, out_table)
+    return table
+
+
+def _shard_meta(table: ShardTable, names: Mapping[str, str]) -> pd.DataFrame:
+    """The metadata columns of a Parquet shard from a shard table."""
+    rows = []
+    for ytid in table.ytids:
+        r = table.row(ytid)
+        mids = [m for m in str(r["labels"]).split(",") if m]
+        status, reason = table.first_failure(ytid)
+        ok = status is Status.OK
+        rows.append(
+            {
+                "ytid": ytid,
+                "split": r["split"],
+                "start": float(r["start"]),
+                "end": float(r["end"]),
+                "labels": mids,
+                "label_names": [names.get(m, m) for m in mids],
+                "status": status.value,
+                "reason": reason,
+                "short": bool(r["short"]) if ok else False,
+                "duration": float(r["duration"]) if ok else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(META_COLUMNS[:10]))

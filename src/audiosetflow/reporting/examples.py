@@ -16,6 +16,7 @@ import numpy as np
 
 from ..audio.features import FeatureParams
 from ..io import atomic_path
+from ..shard import Layout
 
 __all__ = ["plot_clip", "choose_examples", "plot_examples"]
 
@@ -193,8 +194,8 @@ def choose_examples(
 
 def plot_examples(
     *,
-    features_dirs: Sequence[str | Path],
-    clips_root: str | Path,
+    features: Sequence[str | Path],
+    layout: Layout,
     out_dir: str | Path,
     labels: Mapping[str, str],
     names: Mapping[str, str],
@@ -203,16 +204,16 @@ def plot_examples(
 ) -> list[Path]:
     """Draw the example-clip figures of a finished run into a folder, replaced as a whole.
 
-    Each clip is read back from ``{clips_root}/{split}/{ytid}.flac`` and its features are
+    Each clip is read back from its trimmed clip (:meth:`Layout.clip`) and its features are
     recomputed with the parameters stored in its Parquet shard, so the figure shows exactly
     what the features stage computed.
 
     Parameters
     ----------
-    features_dirs : sequence of path
-        Folders of feature shards (one per split).
-    clips_root : path
-        Folder holding one sub-folder of trimmed clips per split.
+    features : sequence of path
+        The Parquet feature shards of the run (every split).
+    layout : Layout
+        Where the trimmed clips are.
     out_dir : path
         Folder to (re)create with one ``{ytid}.png`` per example; written under a temporary
         name and renamed, so a half-drawn folder is never left in its place.
@@ -234,11 +235,8 @@ def plot_examples(
     from ..audio import features as ft
 
     metas, params = [], None
-    for d in features_dirs:
-        try:
-            meta, params = ft.load_meta(d)
-        except FileNotFoundError:
-            continue
+    if features:
+        meta, params = ft.load_meta(features)
         metas.append(meta)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +250,7 @@ def plot_examples(
             )
             by_ytid = meta.set_index("ytid")
             for ytid, split in chosen:
-                y, sr = sf.read(str(Path(clips_root) / split / f"{ytid}.flac"), dtype="float32")
+                y, sr = sf.read(str(layout.clip(split, ytid)), dtype="float32")
                 feats = ft.compute(y, params=params)
                 row = by_ytid.loc[ytid]
                 tags = ", ".join(names.get(m, m) for m in row["labels"]) or "no labels"

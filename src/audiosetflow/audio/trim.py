@@ -1,0 +1,114 @@
+"""The trim stage: cut exactly ``[start, end)`` of each segment out of its window."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import soundfile as sf
+
+from ..errors import machine_error
+from ..progress import Progress
+from ..shard import ShardLayout, ShardTable, Status
+from .codec import AudioError, trim
+
+__all__ = ["run_trim"]
+
+log = logging.getLogger("audiosetflow.trim")
+
+
+def run_trim(
+    table_in: str | Path,
+    *,
+    shard: ShardLayout,
+    out: str | Path,
+    clip_seconds: float,
+    keep_intermediate: bool = False,
+    logger: logging.Logger | None = None,
+) -> ShardTable:
+    """Cut each transcoded window to exactly ``[start, end)``, padding short clips.
+
+    Parameters
+    ----------
+    table_in : str or Path
+        The shard table of the transcode stage.
+    shard : ShardLayout
+        Where windows, offsets and clips are (:meth:`ShardLayout.clip`: mono 16-bit FLAC).
+    out : str or Path
+        Where the table is written (the rule's declared output; also the shard's record).
+    clip_seconds : float
+        Minimum clip length in seconds, > 0; clips with less real audio are zero-padded at
+        the end and flagged ``short``.
+    keep_intermediate : bool
+        Keep the window once its clip is written (default: delete it).
+    logger : logging.Logger, optional
+
+    Returns
+    -------
+    ShardTable
+        With ``trim_status`` per YTID (``ok``, ``permanent`` when the window cannot be cut,
+        ``transient`` when it is missing: rerun the transcode), ``duration`` (seconds of real
+        audio) and ``short``.
+
+    Raises
+    ------
+    audiosetflow.errors.MachineError
+        On a fault of the machine (a full disk, ...), after recording what was done.
+
+    See Also
+    --------
+    audiosetflow.audio.codec.trim : the cut itself (sample-exact).
+    audiosetflow.audio.features.run_features : the next stage.
+    """
+    logger = logger or log
+    table = ShardTable.read(table_in)
+    table.reset("trim")
+    todo = table.entering("trim")
+    prog = Progress(f"trim {shard.name}", len(todo), logger)
+    ytid = None
+    try:
+        for ytid in todo:
+            status = _trim_one(table, shard, ytid, clip_seconds, keep_intermediate)
+            prog.step(status.value)
+    except Exception as exc:
+        machine = table.save_after_fault(shard, "trim", [ytid] if ytid else [], exc)
+        if machine is None:
+            raise
+        raise machine from exc
+    table.save(shard, out)
+    return table
+
+
+def _trim_one(
+    table: ShardTable, shard: ShardLayout, ytid: str, clip_seconds: float, keep: bool
+) -> Status:
+    tol = 1e-6
+    duration = shard.clip_duration(ytid)
+    if duration is not None:
+        table.set("trim", ytid, Status.OK, "reused", duration=duration,
+                  short=bool(duration < clip_seconds - tol))  # fmt: skip
+        return Status.OK
+    window = shard.window(ytid)
+    if window is None:
+        table.set("trim", ytid, Status.TRANSIENT, "transcoded window missing (rerun transcode)")
+        return Status.TRANSIENT
+    row = table.row(ytid)
+    try:
+        res = trim(
+            window,
+            shard.clip(ytid),
+            offset=shard.offset(ytid),
+            start=float(row["start"]),
+            end=float(row["end"]),
+            clip_seconds=clip_seconds,
+        )
+    except (AudioError, sf.LibsndfileError, ValueError) as exc:
+        if machine_error(exc) is not None:
+            raise
+        table.set("trim", ytid, Status.PERMANENT, str(exc))
+        return Status.PERMANENT
+    shard.write_clip_duration(ytid, res.duration)
+    table.set("trim", ytid, Status.OK, "", duration=res.duration, short=res.short)
+    if not keep:
+        window.unlink(missing_ok=True)
+    return Status.OK

@@ -1,0 +1,614 @@
+"""The shard: one layout of every file a shard's YTIDs have, and one table of their state.
+
+A *shard* is a few hundred YTIDs of one split, the unit of a Snakemake job. Inside it every
+YTID is done, and resumable, on its own. This module is the one place that knows
+
+* where everything lives (:class:`Layout` for the whole results folder, :class:`ShardLayout`
+  for one shard): the per-shard tables and the per-YTID media, offset, window, clip and
+  duration files of every stage; and
+* what state each YTID is in (:class:`ShardTable`): the manifest columns (``ytid, split,
+  shard, start, end, labels``), and per stage a :class:`Status`, a reason and that stage's own
+  columns (:data:`STAGE_COLUMNS`).
+
+Every stage reads the table the stage before it wrote (its Snakemake input), fills in its own
+columns and writes the table back twice: as its declared output (``{stage}.tsv``) and as the
+shard's *record* (``table.tsv``), a file no rule declares. Snakemake deletes a job's declared
+outputs before it runs the job again; the record survives, and it is where the download
+stage finds what failed for good and what was tried in earlier runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import MachineError, machine_error
+from .io import atomic_write_text, write_tsv
+
+__all__ = [
+    "Status",
+    "FAILED",
+    "STAGES",
+    "MANIFEST_COLUMNS",
+    "STAGE_COLUMNS",
+    "Layout",
+    "ShardLayout",
+    "ShardTable",
+    "shard_name",
+]
+
+
+class Status(StrEnum):
+    """State of one YTID in one stage; the same words in every stage, table and report.
+
+    ``ok``
+        done.
+    ``permanent``
+        failed for a reason that a rerun does not mend (video gone, media that do not decode);
+        not tried again unless asked (``download.retry_permanent``).
+    ``auth``
+        YouTube wants a signed-in user; tried again once ``download.cookies`` is set.
+    ``transient``
+        failed for a reason that may heal (network, rate limit, a fault of the machine such as
+        a full disk); a plain rerun tries it again.
+    ``pending``
+        not done yet: the stage has not reached the YTID, or an earlier stage did not pass it
+        on.
+    """
+
+    OK = "ok"
+    PERMANENT = "permanent"
+    AUTH = "auth"
+    TRANSIENT = "transient"
+    PENDING = "pending"
+
+
+#: The failure classes, in the order reports list them.
+FAILED: tuple[Status, ...] = (Status.PERMANENT, Status.AUTH, Status.TRANSIENT)
+
+#: The per-YTID stages, in order.
+STAGES: tuple[str, ...] = ("download", "transcode", "trim", "features")
+
+#: The columns of a shard's manifest: what the plan selected.
+MANIFEST_COLUMNS: tuple[str, ...] = ("ytid", "split", "shard", "start", "end", "labels")
+
+#: Each stage's own columns besides ``{stage}_status`` and ``{stage}_reason``, with their
+#: values before the stage has run.
+STAGE_COLUMNS: dict[str, dict[str, Any]] = {
+    # attempts: yt-dlp calls over all runs; runs: runs in which the YTID was tried;
+    # rate_limited: its last try was answered with a rate limit (it goes last next time)
+    "download": {"attempts": 0, "runs": 0, "rate_limited": False, "bytes": 0, "updated": ""},
+    "transcode": {},
+    "trim": {"duration": np.nan, "short": False},
+    "features": {},
+}
+
+_INT_COLUMNS = ("shard", "attempts", "runs", "bytes")
+_FLOAT_COLUMNS = ("start", "end", "duration")
+_BOOL_COLUMNS = ("rate_limited", "short")
+
+
+def shard_name(shard: int | str) -> str:
+    """The four-digit name of a shard number (``3`` -> ``"0003"``)."""
+    return f"{int(shard):04d}"
+
+
+def _columns() -> list[str]:
+    cols = list(MANIFEST_COLUMNS)
+    for stage in STAGES:
+        cols += [f"{stage}_status", f"{stage}_reason", *STAGE_COLUMNS[stage]]
+    return cols
+
+
+#: Every column of a shard table, in order.
+TABLE_COLUMNS: tuple[str, ...] = tuple(_columns())
+
+
+# --------------------------------------------------------------------------------------------
+# layout
+
+
+# The transcoded window of a YTID is 16-bit WAV; windows of earlier versions (FLAC) still count.
+WINDOW_SUFFIX = ".wav"
+_LEGACY_WINDOW_SUFFIXES = (".flac",)
+# Extensions yt-dlp gives audio; looked up by name first, so that finding a YTID's media does
+# not list a folder that may hold millions of files (the unbalanced set).
+_COMMON_EXTS = ("webm", "m4a", "opus", "mp4", "mp3", "ogg", "mka", "aac", "flac", "wav", "mkv")
+#: File suffixes next to the media that are not media themselves.
+SIDECARS = frozenset({"offset", "part", "ytdl", "json", "tmp", "temp", "lock"})
+#: Prefix of the download stage's private temporary folders.
+DOWNLOAD_TMP_PREFIX = ".dl-"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the workflow's per-shard and per-YTID files live, below ``root``.
+
+    ============================================  ===============================================
+    path                                          what
+    ============================================  ===============================================
+    ``shards/{split}/shard-{N}/{stage}.tsv``      a stage's table (the rule's declared output)
+    ``shards/{split}/shard-{N}/table.tsv``        the shard's record (latest table; undeclared)
+    ``shards/{split}/shard-{N}/download.token``   the download rule's retry token (undeclared)
+    ``features/{split}/shard-{N}.parquet``        the shard's features
+    ``audio/download/{split}/{ytid}.{ext}``       downloaded media (and ``{ytid}.offset``)
+    ``audio/pcm/{split}/{ytid}.wav``              the transcoded window (an intermediate)
+    ``audio/clips/{split}/{ytid}.flac``           the trimmed clip (and ``{ytid}.duration``)
+    ============================================  ===============================================
+
+    Parameters
+    ----------
+    root : str or Path
+        The results folder (``results``).
+    """
+
+    root: Path = Path("results")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def pattern(self, what: str) -> str:
+        """A path pattern with ``{split}`` and ``{shard}`` for the workflow's rules.
+
+        ``what`` is a stage (``download``, ``transcode``, ``trim``, ``features``: its table),
+        ``parquet`` (the features shard), ``record`` or ``token``.
+        """
+        shard_dir = f"{self.root}/shards/{{split}}/shard-{{shard}}"
+        if what in STAGES:
+            return f"{shard_dir}/{what}.tsv"
+        named = {
+            "parquet": f"{self.root}/features/{{split}}/shard-{{shard}}.parquet",
+            "record": f"{shard_dir}/table.tsv",
+            "token": f"{shard_dir}/download.token",
+        }
+        try:
+            return named[what]
+        except KeyError:
+            raise ValueError(f"unknown layout pattern {what!r}") from None
+
+    def audio_dir(self, kind: str, split: str) -> Path:
+        """The per-split folder of one kind of audio: ``download``, ``pcm`` or ``clips``."""
+        if kind not in ("download", "pcm", "clips"):
+            raise ValueError(f"unknown audio kind {kind!r}")
+        return self.root / "audio" / kind / split
+
+    def clip(self, split: str, ytid: str) -> Path:
+        """The trimmed clip of ``ytid`` (mono 16-bit FLAC)."""
+        return self.audio_dir("clips", split) / f"{ytid}.flac"
+
+    def shard(self, split: str, shard: int | str) -> ShardLayout:
+        """The layout of one shard."""
+        return ShardLayout(self, str(split), int(shard))
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """The files of one shard and of each of its YTIDs (see :class:`Layout`)."""
+
+    layout: Layout
+    split: str
+    shard: int
+
+    @property
+    def name(self) -> str:
+        """``"{split}/{NNNN}"``, as progress lines name the shard."""
+        return f"{self.split}/{shard_name(self.shard)}"
+
+    def _fill(self, what: str) -> Path:
+        pattern = self.layout.pattern(what)
+        return Path(pattern.format(split=self.split, shard=shard_name(self.shard)))
+
+    def table(self, stage: str) -> Path:
+        """The table a stage writes (its declared output)."""
+        return self._fill(stage)
+
+    @property
+    def record(self) -> Path:
+        """The shard's record: the latest table, kept across reruns."""
+        return self._fill("record")
+
+    @property
+    def token(self) -> Path:
+        """The download rule's retry token."""
+        return self._fill("token")
+
+    @property
+    def parquet(self) -> Path:
+        """The shard's features."""
+        return self._fill("parquet")
+
+    @property
+    def download_dir(self) -> Path:
+        return self.layout.audio_dir("download", self.split)
+
+    @property
+    def pcm_dir(self) -> Path:
+        return self.layout.audio_dir("pcm", self.split)
+
+    @property
+    def clips_dir(self) -> Path:
+        return self.layout.audio_dir("clips", self.split)
+
+    # --- download -------------------------------------------------------------------------
+
+    def media_name(self, ytid: str, ext: str) -> Path:
+        """Where the downloaded media of ``ytid`` with extension ``ext`` goes."""
+        return self.download_dir / f"{ytid}.{ext}"
+
+    def offset_file(self, ytid: str) -> Path:
+        """Seconds of the source at which the downloaded media starts (a one-line file)."""
+        return self.download_dir / f"{ytid}.offset"
+
+    def download_tmp(self, ytid: str) -> Path:
+        """The download stage's private temporary folder for ``ytid`` (this process)."""
+        return self.download_dir / f"{DOWNLOAD_TMP_PREFIX}{ytid}.{os.getpid()}"
+
+    def media(self, ytid: str) -> Path | None:
+        """The finished media of ``ytid``, or ``None``.
+
+        Temporary files (names starting with ``.``) and sidecars (``.offset``, ``.part``, ...)
+        are never returned. Where several exist, the newest wins. Common audio extensions are
+        tried by name; the folder is listed only when none of them exists (see
+        :meth:`media_index` to look up many YTIDs with one listing).
+        """
+        found = []
+        for ext in _COMMON_EXTS:
+            p = self.media_name(ytid, ext)
+            try:
+                found.append((p.stat().st_mtime, p))
+            except OSError:
+                continue
+        if found:
+            return max(found)[1]
+        return self.media_index([ytid]).get(ytid)
+
+    def media_index(self, ytids: Iterable[str]) -> dict[str, Path]:
+        """Finished media of many YTIDs with one listing of the folder: YTID to path (newest).
+
+        YTIDs without media are absent from the result.
+        """
+        folder = self.download_dir
+        wanted = set(ytids)
+        best: dict[str, tuple[float, Path]] = {}
+        try:
+            entries = os.scandir(folder)
+        except FileNotFoundError:
+            return {}
+        with entries:
+            for e in entries:
+                y = e.name.split(".", 1)[0]
+                if y not in wanted or not _is_media_name(e.name, f"{y}."):
+                    continue
+                try:
+                    if not e.is_file():
+                        continue
+                    m = e.stat().st_mtime
+                except OSError:
+                    continue
+                if y not in best or m > best[y][0]:
+                    best[y] = (m, folder / e.name)
+        return {y: p for y, (_, p) in best.items()}
+
+    def write_offset(self, ytid: str, offset: float) -> None:
+        """Record (atomically) where the downloaded media of ``ytid`` starts in its source."""
+        atomic_write_text(self.offset_file(ytid), f"{offset:.6f}\n")
+
+    def offset(self, ytid: str) -> float:
+        """Seconds of the source at which the downloaded media of ``ytid`` starts (0 if
+        unknown: a whole video)."""
+        try:
+            return float(self.offset_file(ytid).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return 0.0
+
+    def clean_download_tmp(self, ytids: Iterable[str]) -> None:
+        """Remove temporary download folders of these YTIDs left by killed jobs."""
+        wanted = set(ytids)
+        for e in _scandir(self.download_dir):
+            if e.name.startswith(DOWNLOAD_TMP_PREFIX):
+                ytid = e.name[len(DOWNLOAD_TMP_PREFIX) :].rsplit(".", 1)[0]
+                if ytid in wanted:
+                    shutil.rmtree(e.path, ignore_errors=True)
+
+    # --- transcode ------------------------------------------------------------------------
+
+    def window_target(self, ytid: str) -> Path:
+        """Where the transcode stage writes the window of ``ytid``."""
+        return self.pcm_dir / f"{ytid}{WINDOW_SUFFIX}"
+
+    def window(self, ytid: str) -> Path | None:
+        """The existing transcoded window of ``ytid`` (``.wav``, or an older ``.flac``)."""
+        for suffix in (WINDOW_SUFFIX, *_LEGACY_WINDOW_SUFFIXES):
+            p = self.pcm_dir / f"{ytid}{suffix}"
+            if p.exists():
+                return p
+        return None
+
+    def clean_pcm_tmp(self, ytids: Iterable[str]) -> int:
+        """Remove the temporaries (``.{ytid}.wav.XXXX.tmp.wav``) that a killed transcode left
+        for these YTIDs; returns how many were removed."""
+        wanted = set(ytids)
+        n = 0
+        for e in _scandir(self.pcm_dir):
+            if e.name.startswith(".") and ".tmp" in e.name:
+                if e.name[1:].split(".", 1)[0] in wanted:
+                    Path(e.path).unlink(missing_ok=True)
+                    n += 1
+        return n
+
+    # --- trim -----------------------------------------------------------------------------
+
+    def clip(self, ytid: str) -> Path:
+        """The trimmed clip of ``ytid`` (mono 16-bit FLAC)."""
+        return self.layout.clip(self.split, ytid)
+
+    def write_clip_duration(self, ytid: str, duration: float) -> None:
+        """Record (atomically) the seconds of real audio in the clip of ``ytid``."""
+        atomic_write_text(self.clip(ytid).with_suffix(".duration"), f"{duration:.6f}\n")
+
+    def clip_duration(self, ytid: str) -> float | None:
+        """Seconds of real audio in the finished clip of ``ytid``; ``None`` when there is no
+        finished clip (the duration file is written after the clip: both, or not done)."""
+        try:
+            duration = float(self.clip(ytid).with_suffix(".duration").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return duration if self.clip(ytid).exists() else None
+
+    def transcoded(self, ytid: str) -> bool:
+        """Whether the transcode of ``ytid`` is done: its window exists, or the clip cut from
+        it (the window is deleted once the clip is written)."""
+        return self.window(ytid) is not None or self.clip_duration(ytid) is not None
+
+
+def _is_media_name(name: str, prefix: str) -> bool:
+    if not name.startswith(prefix) or name.startswith("."):
+        return False
+    ext = name[len(prefix) :]
+    return bool(ext) and "." not in ext and ext.lower() not in SIDECARS
+
+
+def _scandir(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+
+
+# --------------------------------------------------------------------------------------------
+# table
+
+
+class ShardTable:
+    """The state of every YTID of one shard: one row per YTID, :data:`TABLE_COLUMNS`.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        At least the :data:`MANIFEST_COLUMNS`; missing stage columns are added with their
+        values before the stage has run (status ``pending``). Duplicate YTIDs keep their first
+        row.
+
+    Attributes
+    ----------
+    df : DataFrame
+        The table, indexed by YTID (the ``ytid`` column is kept too).
+    """
+
+    def __init__(self, frame: pd.DataFrame):
+        missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"shard table without column(s) {missing}")
+        df = frame.drop_duplicates("ytid", keep="first").copy()
+        df["ytid"] = df["ytid"].astype(str)
+        for stage in STAGES:
+            defaults = {f"{stage}_status": Status.PENDING.value, f"{stage}_reason": ""}
+            defaults.update(STAGE_COLUMNS[stage])
+            for col, value in defaults.items():
+                if col not in df.columns:
+                    df[col] = value
+        df = df[list(TABLE_COLUMNS)]
+        df = df.astype({c: "int64" for c in _INT_COLUMNS})
+        df = df.astype({c: "float64" for c in _FLOAT_COLUMNS})
+        df = df.astype({c: "bool" for c in _BOOL_COLUMNS})
+        for c in df.columns:
+            if c.endswith(("_status", "_reason")) or c in ("ytid", "split", "labels", "updated"):
+                df[c] = df[c].fillna("").astype(str)
+        self.df = df.set_index("ytid", drop=False)
+        self.df.index.name = None
+        bad = set(self.df[[f"{s}_status" for s in STAGES]].to_numpy().ravel()) - set(Status)
+        if bad:
+            raise ValueError(f"shard table with unknown status(es) {sorted(bad)}")
+
+    # --- construction and files --------------------------------------------------------------
+
+    @classmethod
+    def from_manifest(cls, manifest: pd.DataFrame) -> ShardTable:
+        """A new table: the manifest's YTIDs, every stage ``pending``."""
+        return cls(manifest[list(MANIFEST_COLUMNS)])
+
+    @classmethod
+    def read(cls, path: str | Path) -> ShardTable:
+        """Read a table written by :meth:`write`.
+
+        Raises
+        ------
+        ValueError
+            When the file is not a shard table (the message names the file).
+        """
+        from .io import read_tsv
+
+        try:
+            frame = read_tsv(path, dtype={"split": str, "labels": str, "updated": str})
+            for c in _BOOL_COLUMNS:
+                if c in frame.columns:
+                    frame[c] = frame[c].astype(str).str.lower().isin(("true", "1"))
+            for c in _FLOAT_COLUMNS:
+                if c in frame.columns:
+                    frame[c] = pd.to_numeric(frame[c].replace("", np.nan))
+            return cls(frame)
+        except (ValueError, KeyError, pd.errors.ParserError) as exc:
+            raise ValueError(f"{path}: not a shard table: {exc}") from None
+
+    @classmethod
+    def read_record(cls, shard: ShardLayout) -> ShardTable | None:
+        """The shard's record (its latest table), or ``None`` when there is none or it cannot
+        be read (then nothing is known of earlier runs)."""
+        try:
+            return cls.read(shard.record)
+        except (FileNotFoundError, ValueError, pd.errors.EmptyDataError):
+            return None
+
+    def write(self, path: str | Path) -> None:
+        """Write the table (atomically) as TSV, rows in manifest order."""
+        write_tsv(path, self.df)
+
+    def save(self, shard: ShardLayout, out: str | Path | None = None) -> None:
+        """Write the table to ``out`` (a stage's declared output) and as the shard's record."""
+        if out is not None:
+            self.write(out)
+        self.write(shard.record)
+
+    # --- access ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    @property
+    def ytids(self) -> list[str]:
+        """YTIDs in manifest order."""
+        return self.df.index.tolist()
+
+    def status(self, stage: str) -> pd.Series:
+        """``{stage}_status`` by YTID (values of :class:`Status`)."""
+        return self.df[f"{stage}_status"]
+
+    def is_(self, stage: str, status: Status) -> pd.Series:
+        """Boolean mask: the YTIDs with this status in ``stage``."""
+        return self.df[f"{stage}_status"] == status.value
+
+    def passed(self, stage: str) -> list[str]:
+        """YTIDs that ``stage`` finished (``ok``), in manifest order."""
+        return self.df.index[self.is_(stage, Status.OK)].tolist()
+
+    def entering(self, stage: str) -> list[str]:
+        """YTIDs that ``stage`` works on: those the previous stage passed (all for the first)."""
+        k = STAGES.index(stage)
+        return self.ytids if k == 0 else self.passed(STAGES[k - 1])
+
+    def row(self, ytid: str) -> dict[str, Any]:
+        """One YTID's row as a dict."""
+        return self.df.loc[ytid].to_dict()
+
+    def set(self, stage: str, ytid: str, status: Status, reason: str = "", **columns: Any) -> None:
+        """Record a stage's outcome for one YTID (and any of the stage's own columns)."""
+        own = STAGE_COLUMNS[stage]
+        unknown = set(columns) - set(own)
+        if unknown:
+            raise KeyError(f"{stage} has no column(s) {sorted(unknown)}")
+        self.df.loc[ytid, [f"{stage}_status", f"{stage}_reason"]] = [Status(status).value, reason]
+        for col, value in columns.items():
+            self.df.loc[ytid, col] = value
+
+    def reset(self, stage: str, ytids: Iterable[str] | None = None) -> None:
+        """Mark ``stage`` and every later stage ``pending`` (for ``ytids``; None: all)."""
+        rows = self.df.index if ytids is None else list(ytids)
+        for s in STAGES[STAGES.index(stage) :]:
+            self.df.loc[rows, f"{s}_status"] = Status.PENDING.value
+            self.df.loc[rows, f"{s}_reason"] = ""
+            for col, value in STAGE_COLUMNS[s].items():
+                self.df.loc[rows, col] = value
+
+    def restore(self, stage: str, previous: ShardTable) -> list[str]:
+        """Copy ``stage``'s columns from an earlier table for the YTIDs both tables hold.
+
+        Returns the YTIDs restored. Rows whose segment changed (``start``/``end``) are not.
+        """
+        prev = previous.df
+        common = self.df.index.intersection(prev.index)
+        same = common[
+            np.isclose(self.df.loc[common, "start"], prev.loc[common, "start"])
+            & np.isclose(self.df.loc[common, "end"], prev.loc[common, "end"])
+        ]
+        cols = [f"{stage}_status", f"{stage}_reason", *STAGE_COLUMNS[stage]]
+        self.df.loc[same, cols] = prev.loc[same, cols].to_numpy()
+        for c in cols:  # .to_numpy() of mixed columns gives objects: restore the dtypes
+            self.df[c] = self.df[c].astype(prev[c].dtype)
+        return same.tolist()
+
+    def save_after_fault(
+        self, shard: ShardLayout, stage: str, ytids: Iterable[str], exc: BaseException
+    ) -> MachineError | None:
+        """After ``exc``: when it is a fault of the machine, mark the YTIDs in flight
+        ``transient``, keep the record (best effort: the disk may be full) and return the
+        :class:`~audiosetflow.errors.MachineError`; otherwise return ``None``."""
+        machine = machine_error(exc)
+        if machine is None:
+            return None
+        for y in ytids:
+            self.set(stage, y, Status.TRANSIENT, f"machine: {machine}")
+        try:
+            self.write(shard.record)
+        except OSError:
+            pass
+        return machine
+
+    def counts(self, stage: str) -> dict[str, int]:
+        """YTIDs per status of ``stage`` (every :class:`Status`, zeros included)."""
+        vc = self.status(stage).value_counts()
+        return {s.value: int(vc.get(s.value, 0)) for s in Status}
+
+    def ledger(self) -> pd.DataFrame:
+        """The download columns under the ledger's names (``ytid, split, shard, status,
+        reason, attempts, runs, bytes, updated``), as ``download_ledger.tsv`` has them."""
+        df = self.df.rename(columns={"download_status": "status", "download_reason": "reason"})
+        return df[list(LEDGER_COLUMNS)].reset_index(drop=True)
+
+    def stage_frame(self, stage: str) -> pd.DataFrame:
+        """``ytid, status, reason`` and the stage's own columns, one row per YTID."""
+        cols = {f"{stage}_status": "status", f"{stage}_reason": "reason"}
+        df = self.df[["ytid", *cols, *STAGE_COLUMNS[stage]]].rename(columns=cols)
+        return df.reset_index(drop=True)
+
+    def first_failure(self, ytid: str) -> tuple[Status, str]:
+        """``(ok, "")``, or the status of the first stage that did not pass ``ytid`` and
+        ``"{stage}: {reason}"``."""
+        row = self.df.loc[ytid]
+        for stage in STAGES:
+            st = Status(row[f"{stage}_status"])
+            if st is not Status.OK:
+                reason = row[f"{stage}_reason"] or ("not reached" if st is Status.PENDING else "")
+                return st, f"{stage}: {reason}".rstrip(": ")
+        return Status.OK, ""
+
+
+#: The columns of the download ledger (``results/reports/download_ledger.tsv``).
+LEDGER_COLUMNS: tuple[str, ...] = (
+    "ytid",
+    "split",
+    "shard",
+    "status",
+    "reason",
+    "attempts",
+    "runs",
+    "bytes",
+    "updated",
+)
+
+
+def stage_counts(tables: Iterable[ShardTable], stage: str) -> Mapping[str, int]:
+    """Sum of :meth:`ShardTable.counts` over tables."""
+    total = {s.value: 0 for s in Status}
+    for t in tables:
+        for k, v in t.counts(stage).items():
+            total[k] += v
+    return total

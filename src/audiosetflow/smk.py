@@ -1,0 +1,99 @@
+"""The only Snakemake-aware code of the package: parameter strings, the retry token, and how a
+script adapter ends a job.
+
+Snakemake reruns a job when its parameters change. Two parameters of the download rule use
+that: the shard's segments (:func:`manifest_param`: a change of the selection reruns exactly
+the shards it touches) and the retry token (:func:`write_retry_token`: a plain rerun runs again
+exactly the shards that left YTIDs to retry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import machine_error
+from .io import atomic_write_text
+from .shard import MANIFEST_COLUMNS, ShardTable, Status
+
+__all__ = [
+    "manifest_param",
+    "manifest_from_param",
+    "read_retry_token",
+    "next_retry_token",
+    "write_retry_token",
+    "stage_job",
+]
+
+
+def manifest_param(rows: pd.DataFrame) -> str:
+    """A shard's segments as one compact string ``ytid,start,end,labels;...`` (labels keep
+    their inner commas)."""
+    return ";".join(
+        f"{y},{s:.3f},{e:.3f},{lab}"
+        for y, s, e, lab in rows[["ytid", "start", "end", "labels"]].itertuples(index=False)
+    )
+
+
+def manifest_from_param(rows: str, *, split: str, shard: int) -> pd.DataFrame:
+    """The manifest (:data:`audiosetflow.shard.MANIFEST_COLUMNS`) from :func:`manifest_param`."""
+    recs = []
+    for item in rows.split(";") if rows else []:
+        ytid, start, end, labels = item.split(",", 3)
+        recs.append((ytid, split, int(shard), float(start), float(end), labels))
+    return pd.DataFrame(recs, columns=list(MANIFEST_COLUMNS))
+
+
+def read_retry_token(path: str | Path) -> str:
+    """The token the last download run of a shard wrote, or ``"new"``."""
+    try:
+        return Path(path).read_text().strip()
+    except FileNotFoundError:
+        return "new"
+
+
+def next_retry_token(table: ShardTable, *, current: str, cfg) -> str:
+    """The value of the download rule's ``retry_token`` parameter for the next run.
+
+    When YTIDs remain to be retried (:func:`audiosetflow.acquisition.download.retry_wanted`
+    with ``rerun=True``), the next token is new (derived from the download columns, which
+    change on every attempt); when none remain it is ``current``, the token this run was
+    started with, so a rerun after a complete run has nothing to do.
+    """
+    from .acquisition.download import retry_wanted
+
+    status = table.status("download")
+    todo = [s for s in status if s != Status.OK and retry_wanted(s, cfg=cfg, rerun=True)]
+    if not todo:
+        return current
+    digest = hashlib.sha1(table.ledger().to_csv(sep="\t", index=False).encode()).hexdigest()
+    return f"retry-{len(todo)}-{digest[:16]}"
+
+
+def write_retry_token(path: str | Path, table: ShardTable, *, current: str, cfg) -> str:
+    """Write :func:`next_retry_token` to ``path`` (atomically); return it."""
+    token = next_retry_token(table, current=current, cfg=cfg)
+    atomic_write_text(path, token + "\n")
+    return token
+
+
+@contextlib.contextmanager
+def stage_job(stage: str, log: logging.Logger) -> Iterator[None]:
+    """End a script adapter's job with one line, not a traceback, on a fault of the machine.
+
+    The stage has kept everything it finished; the job fails (exit status 1) so that Snakemake
+    runs it again on the next invocation.
+    """
+    try:
+        yield
+    except Exception as exc:
+        machine = machine_error(exc)
+        if machine is None:
+            raise
+        log.error("%s", machine.line(stage))
+        raise SystemExit(1) from None

@@ -1,0 +1,308 @@
+"""The per-shard stage runners on real media: transcode, trim, features, aggregate, and the
+shard table and retry token they share; faults of the machine on a real full file system."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from audiosetflow.acquisition.download import DownloadConfig
+from audiosetflow.audio.codec import transcode
+from audiosetflow.audio.features import FeatureParams, load_summary, run_features
+from audiosetflow.audio.transcode import run_transcode
+from audiosetflow.audio.trim import run_trim
+from audiosetflow.errors import MachineError, machine_error
+from audiosetflow.reporting.aggregate import aggregate, availability
+from audiosetflow.shard import Layout, ShardTable, Status
+from audiosetflow.smk import manifest_from_param, manifest_param, next_retry_token, stage_job
+from audiosetflow.tools import ffmpeg_exe
+
+SR = 22050
+PARAMS = FeatureParams(sample_rate=SR, n_mels=32, n_fft=1024, hop_length=512)
+
+
+def _media(path: Path, *, seconds: float, seed: int, codec: str = "libopus") -> Path:
+    rng = np.random.default_rng(seed)
+    y = (0.2 * rng.standard_normal(int(seconds * 48000))).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-y", "-f", "f32le", "-ar", "48000", "-ac", "1", "-i", "-",
+         "-c:a", codec, str(path)],
+        input=y.tobytes(), check=True,
+    )  # fmt: skip
+    return path
+
+
+def _shard(tmp_path: Path, ytids, *, ok=None, start=1.0, end=11.0):
+    """A shard whose download stage is done: media for the ``ok`` YTIDs (all by default)."""
+    shard = Layout(tmp_path / "results").shard("train", 0)
+    man = pd.DataFrame(
+        {"ytid": ytids, "split": "train", "shard": 0, "start": start, "end": end, "labels": "/m/x"}
+    )
+    table = ShardTable.from_manifest(man)
+    for k, y in enumerate(ok if ok is not None else ytids):
+        _media(shard.media_name(y, "webm"), seconds=end + 1.0, seed=k)
+        table.set("download", y, Status.OK)
+    table.save(shard, shard.table("download"))
+    return shard, table
+
+
+def _run_all(shard: ShardLayout, **kw):  # noqa: F821 - the name is only documentation
+    run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
+                  sample_rate=SR, batch=2)  # fmt: skip
+    run_trim(shard.table("transcode"), shard=shard, out=shard.table("trim"), clip_seconds=10.0)
+    return _features(shard, **kw)
+
+
+def _features(shard, **kw):
+    kw = {"params": PARAMS, "names": {}, **kw}
+    return run_features(
+        shard.table("trim"), shard=shard, out=shard.parquet, out_table=shard.table("features"), **kw
+    )
+
+
+# --- the shard table --------------------------------------------------------------------------
+
+
+def test_table_round_trip_and_restore(tmp_path):
+    man = manifest_from_param("-aaaaaaaaaa,1.000,11.000,/m/a,/m/b;bbbbbbbbbbb,0.000,9.500,",
+                              split="eval", shard=3)  # fmt: skip
+    assert manifest_param(man) == "-aaaaaaaaaa,1.000,11.000,/m/a,/m/b;bbbbbbbbbbb,0.000,9.500,"
+    t = ShardTable.from_manifest(man)
+    assert set(t.status("download")) == {"pending"}
+    t.set("download", "-aaaaaaaaaa", Status.PERMANENT, "HTTP 404", attempts=2, runs=1)
+    t.set("trim", "bbbbbbbbbbb", Status.OK, duration=9.5, short=True)
+    t.write(tmp_path / "t.tsv")
+    back = ShardTable.read(tmp_path / "t.tsv")
+    pd.testing.assert_frame_equal(back.df, t.df)
+    assert back.row("-aaaaaaaaaa")["labels"] == "/m/a,/m/b"
+    # restore copies one stage's columns for the YTIDs whose segment did not change
+    new = ShardTable.from_manifest(man.assign(start=[1.0, 2.0]))
+    assert new.restore("download", back) == ["-aaaaaaaaaa"]
+    assert new.row("-aaaaaaaaaa")["attempts"] == 2 and new.status("trim").eq("pending").all()
+    with pytest.raises(KeyError, match="no column"):
+        t.set("transcode", "bbbbbbbbbbb", Status.OK, duration=1.0)
+    (tmp_path / "bad.tsv").write_text("ytid\tdownload_status\nx\tfailed\n")
+    with pytest.raises(ValueError, match="bad.tsv: not a shard table"):
+        ShardTable.read(tmp_path / "bad.tsv")
+
+
+def test_retry_token(tmp_path):
+    cfg = DownloadConfig.from_config({})
+    man = manifest_from_param("a,0,10,;b,0,10,;c,0,10,", split="train", shard=0)
+    t = ShardTable.from_manifest(man)
+    for y, st in zip("abc", (Status.OK, Status.PERMANENT, Status.AUTH), strict=True):
+        t.set("download", y, st)
+    # nothing left to retry: the token stays, so a rerun after a complete run does nothing
+    assert next_retry_token(t, current="tok", cfg=cfg) == "tok"
+    # auth rows are tried by a job once cookies are set, but do not make a rerun run it again
+    with_cookies = DownloadConfig.from_config({"cookies": "/c.txt"})
+    assert next_retry_token(t, current="tok", cfg=with_cookies) == "tok"
+    again = next_retry_token(t, current="tok", cfg=DownloadConfig.from_config(
+        {"retry_permanent": True}))  # fmt: skip
+    assert again.startswith("retry-2-")
+    t.set("download", "a", Status.TRANSIENT, "HTTP 503", attempts=1)
+    tok1 = next_retry_token(t, current="tok", cfg=cfg)
+    t.set("download", "a", Status.TRANSIENT, "HTTP 503", attempts=2)
+    tok2 = next_retry_token(t, current=tok1, cfg=cfg)
+    assert tok1.startswith("retry-1-") and tok2 != tok1  # every attempt gives a new token
+
+
+# --- transcode, trim, features ------------------------------------------------------------------
+
+
+def test_stages_batch_reuse_and_report_per_ytid(tmp_path):
+    ytids = [f"yt{k:09d}" for k in range(7)]
+    shard, _ = _shard(tmp_path, ytids, ok=ytids[:5])
+    t = ShardTable.read(shard.table("download"))
+    (shard.download_dir / f"{ytids[5]}.m4a").write_text("<html>not media</html>")
+    t.set("download", ytids[5], Status.OK)
+    t.set("download", ytids[6], Status.OK)  # its media are gone
+    t.save(shard, shard.table("download"))
+    # ytids[1]: a window of an earlier version (FLAC) already exists
+    legacy = shard.pcm_dir / f"{ytids[1]}.flac"
+    transcode(shard.media(ytids[1]), legacy, sample_rate=SR)
+    before = sf.read(legacy, dtype="int16")[0]
+
+    tr = run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
+                       sample_rate=SR, batch=2).stage_frame("transcode")  # fmt: skip
+    assert tr["ytid"].tolist() == ytids
+    assert tr["status"].tolist() == ["ok"] * 5 + ["permanent", "transient"]
+    assert tr["reason"].tolist()[:5] == ["", "reused", "", "", ""]
+    assert tr["reason"][5].startswith("cannot decode audio: ")
+    assert tr["reason"][6] == "downloaded media missing (rerun the download)"
+    for y in (ytids[0], ytids[2]):
+        ref = tmp_path / "ref" / f"{y}.flac"
+        transcode(shard.media(y), ref, sample_rate=SR)
+        got = sf.read(shard.window(y), dtype="int16")[0]
+        assert np.array_equal(got, sf.read(ref, dtype="int16")[0])
+    assert ShardTable.read(shard.record).df.equals(ShardTable.read(shard.table("transcode")).df)
+
+    tm = run_trim(shard.table("transcode"), shard=shard, out=shard.table("trim"),
+                  clip_seconds=10.0).stage_frame("trim")  # fmt: skip
+    assert tm["status"].tolist() == ["ok"] * 5 + ["pending"] * 2
+    assert not tm["short"].any() and np.allclose(tm["duration"][:5], 10.0)
+    assert not list(shard.pcm_dir.iterdir())  # windows deleted once cut
+    clip = sf.read(shard.clip(ytids[1]), dtype="int16")[0]
+    assert np.array_equal(clip, before[SR : 11 * SR])  # offset 0: [1, 11) s of the window
+
+    ft = _features(shard, names={"/m/x": "X"})
+    assert ft.status("features").tolist() == ["ok"] * 5 + ["pending"] * 2
+    meta = pq.read_table(shard.parquet, columns=["ytid", "status", "reason", "label_names"])
+    meta = meta.to_pandas()
+    assert meta["status"].tolist() == ["ok"] * 5 + ["permanent", "transient"]
+    assert meta["reason"][5].startswith("transcode: cannot decode audio")
+    assert meta["label_names"][0].tolist() == ["X"]
+    assert len(load_summary([shard.parquet])) == 5
+
+    # a rerun reuses everything: no window is made again (the clips exist)
+    tr2 = run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
+                        sample_rate=SR).stage_frame("transcode")  # fmt: skip
+    assert tr2["reason"].tolist()[:5] == ["reused"] * 5 and not list(shard.pcm_dir.iterdir())
+    tm2 = run_trim(shard.table("transcode"), shard=shard, out=shard.table("trim"),
+                   clip_seconds=10.0).stage_frame("trim")  # fmt: skip
+    assert tm2["reason"].tolist()[:5] == ["reused"] * 5
+
+
+def test_short_segment_is_padded_and_flagged(tmp_path):
+    shard, _ = _shard(tmp_path, ["shortclip01"], start=0.0, end=7.5)
+    t = _run_all(shard)
+    row = t.row("shortclip01")
+    assert row["trim_status"] == "ok" and row["short"] and row["duration"] == pytest.approx(7.5)
+    assert sf.info(str(shard.clip("shortclip01"))).frames == 10 * SR
+
+
+def test_transcode_cleans_temporaries_of_a_killed_run(tmp_path):
+    shard, _ = _shard(tmp_path, ["aaaaaaaaaaa", "bbbbbbbbbbb"])
+    shard.pcm_dir.mkdir(parents=True)
+    stale = [shard.pcm_dir / ".aaaaaaaaaaa.wav.x1y2.tmp.wav", shard.pcm_dir / ".b.wav.z.tmp.wav"]
+    for p in stale:
+        p.write_bytes(b"half")
+    run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
+                  sample_rate=SR)  # fmt: skip
+    assert not stale[0].exists()
+    assert stale[1].exists()  # not a temporary of this shard's YTIDs: left alone
+    assert sorted(p.name for p in shard.pcm_dir.iterdir() if not p.name.startswith(".")) == [
+        "aaaaaaaaaaa.wav", "bbbbbbbbbbb.wav"]  # fmt: skip
+
+
+# --- faults of the machine ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _small_fs(path: Path, size: str):
+    """A real tmpfs of ``size`` mounted at ``path`` (root only)."""
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_machine_errors_are_recognised():
+    assert machine_error(OSError(errno.ENOSPC, "No space left on device")).code == "ENOSPC"
+    assert machine_error(OSError(errno.EROFS, "Read-only file system")).code == "EROFS"
+    err = RuntimeError("x.wav: cannot decode audio: Error writing trailer: No space left on device")
+    assert machine_error(err).code == "ENOSPC"
+    assert machine_error(RuntimeError("cannot decode audio: Invalid data found")) is None
+    assert machine_error(FileNotFoundError(errno.ENOENT, "No such file")) is None
+
+
+@pytest.mark.parametrize("stage", ["transcode", "trim", "features"])
+def test_full_disk_is_transient_and_a_rerun_redoes_it(tmp_path, stage, caplog):
+    """A full disk during a stage is no failure of the clips: the stage stops with one line,
+    keeps what it finished, and the rerun after freeing space finishes every clip."""
+    ytids = [f"full{k:07d}" for k in range(6)]
+    shard, _ = _shard(tmp_path, ytids)
+    target = {"transcode": shard.pcm_dir, "trim": shard.clips_dir,
+              "features": shard.parquet.parent}[stage]  # fmt: skip
+    size = {"transcode": "1200k", "trim": "600k", "features": "16k"}[stage]
+    if stage != "transcode":
+        run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
+                      sample_rate=SR)  # fmt: skip
+    if stage == "features":
+        run_trim(shard.table("transcode"), shard=shard, out=shard.table("trim"), clip_seconds=10.0)
+    with _small_fs(target, size):
+        with pytest.raises(MachineError) as info:
+            if stage == "transcode":
+                _run_all(shard)
+            elif stage == "trim":
+                run_trim(shard.table("transcode"), shard=shard, out=shard.table("trim"),
+                         clip_seconds=10.0)  # fmt: skip
+            else:
+                _features(shard)
+        assert info.value.code == "ENOSPC"
+        line = info.value.line(stage)
+        assert "\n" not in line and "free disk space and rerun" in line
+        assert not shard.table(stage).exists()  # the job failed: Snakemake will run it again
+        rec = ShardTable.read(shard.record)
+        assert not rec.is_(stage, Status.PERMANENT).any()  # never a fault of the clip
+        # stage_job turns it into one line and exit status 1, no traceback
+        log = __import__("logging").getLogger("audiosetflow.test")
+        with caplog.at_level("ERROR", logger="audiosetflow.test"):
+            with pytest.raises(SystemExit) as ex, stage_job(stage, log):
+                raise info.value
+        assert ex.value.code == 1 and caplog.records[-1].getMessage() == line
+    # the space is free again (the small file system is gone): a plain rerun finishes all
+    t = _run_all(shard)
+    assert t.passed("features") == ytids
+    assert len(load_summary([shard.parquet])) == 6
+
+
+def test_full_log_file_is_one_line_not_a_traceback(tmp_path):
+    """The log handler of a job on a full disk says so once, in one line."""
+    script = (
+        "import sys\nfrom audiosetflow.logutil import setup_logging\n"
+        "log = setup_logging(sys.argv[1], name='audiosetflow.x')\n"
+        "for i in range(50): log.info('line %d %s', i, 'x' * 200)\n"
+    )
+    with _small_fs(tmp_path / "logs", "4k") as d:
+        proc = subprocess.run([sys.executable, "-c", script, str(d / "job.log")],
+                              capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0
+    assert "--- Logging error ---" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("cannot write the log") == 1
+
+
+# --- aggregate ----------------------------------------------------------------------------------
+
+
+def test_availability_and_ledger(tmp_path):
+    ytids = [f"agg{k:08d}" for k in range(4)]
+    shard, _ = _shard(tmp_path, ytids, ok=ytids[:3])
+    t = ShardTable.read(shard.table("download"))
+    t.set("download", ytids[3], Status.PERMANENT, "HTTP 404: gone", attempts=1, runs=1)
+    t.save(shard, shard.table("download"))
+    (shard.download_dir / f"{ytids[2]}.webm").write_bytes(b"broken")
+    _run_all(shard)
+    outs = {"availability_out": tmp_path / "av.tsv", "ledger_out": tmp_path / "led.tsv"}
+    av = aggregate(tables=[shard.table("features")], features=[shard.parquet], **outs)
+    got = av.set_index("stage")[["entered", "done", "failed"]].to_dict("index")
+    assert got == {
+        "selected": {"entered": 4, "done": 4, "failed": 0},
+        "download": {"entered": 4, "done": 3, "failed": 1},
+        "transcode": {"entered": 3, "done": 2, "failed": 1},
+        "trim": {"entered": 2, "done": 2, "failed": 0},
+        "features": {"entered": 2, "done": 2, "failed": 0},
+    }
+    reasons = av.set_index("stage")["reasons"]
+    assert reasons["download"] == "permanent: HTTP 404: gone x1"
+    assert reasons["transcode"].startswith("permanent: cannot decode audio")
+    led = pd.read_csv(tmp_path / "led.tsv", sep="\t")
+    assert list(led.columns) == ["ytid", "split", "shard", "status", "reason", "attempts",
+                                 "runs", "bytes", "updated"]  # fmt: skip
+    assert led["status"].tolist() == ["ok", "ok", "ok", "permanent"]
+    assert availability([]).empty
