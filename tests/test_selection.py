@@ -135,3 +135,29 @@ def test_plan_drops_low_quality_label(data_dir, tmp_path):
     cfg["labels"] = ["Vehicle"]
     with pytest.raises(ValueError, match="every target label is below"):
         make_plan(cfg, metadata_paths(cfg))
+
+
+@pytest.mark.parametrize(
+    ("split", "hint"),
+    [("train", "point metadata.train_segments at a CSV that lists segments"),
+     ("eval", 'set metadata.eval_segments to "" to run without an eval split')],
+)  # fmt: skip
+def test_plan_segment_csv_without_segments(data_dir, tmp_path, split, hint):
+    empty = tmp_path / f"{split}_segments.csv"
+    empty.write_text(
+        "# created\n# num_ytids=0\n# YTID, start_seconds, end_seconds, positive_labels\n"
+    )
+    cfg = _config(labels=["Music"])
+    cfg["metadata"] = {
+        "dir": str(data_dir),
+        "train_segments": str(empty) if split == "train" else "segments_small.csv",
+        "eval_segments": str(empty) if split == "eval" else "",
+        "class_labels": "class_labels_small.csv",
+        "ontology": "",
+        "qa_counts": "",
+    }
+    with pytest.raises(md.MetadataError) as err:
+        make_plan(cfg, metadata_paths(cfg))
+    msg = str(err.value)
+    assert msg.startswith(f"{empty}: no segments below the header; "), msg
+    assert hint in msg and "\n" not in msg

@@ -136,13 +136,31 @@ class Plan:
         raise KeyError(slug)
 
 
+_NO_SEGMENTS_HINT = {
+    "train": "point metadata.train_segments at a CSV that lists segments",
+    "eval": 'add segments to it, or set metadata.eval_segments to "" to run without an eval '
+    "split (a held-out part of train is used)",
+}
+
+
+def _read_split(path: Path, split: str, mids: set[str]) -> pd.DataFrame:
+    """The segments of one split; a CSV with a header but no segments is an error."""
+    segments = md.read_segments(path, known_mids=mids)
+    if segments.empty:
+        raise md.MetadataError(
+            path, None, f"no segments below the header; {_NO_SEGMENTS_HINT[split]}"
+        )
+    return segments
+
+
 def make_plan(config: dict, paths: MetadataPaths) -> Plan:
     """Read the metadata named by ``paths`` and compute labels, selection and shards.
 
     Raises
     ------
     audiosetflow.metadata.MetadataError
-        For malformed metadata (file and line in the message).
+        For malformed metadata (file and line in the message), or a segment CSV without
+        segments.
     ValueError
         For a config that names unknown labels or leaves no label after the quality filter.
     """
@@ -163,9 +181,9 @@ def make_plan(config: dict, paths: MetadataPaths) -> Plan:
             f"config.yaml: every target label is below label_quality.min_ratio="
             f"{config['label_quality']['min_ratio']}: {lst}; lower it or pick other labels"
         )
-    segments = {"train": md.read_segments(paths.train_segments, known_mids=mids)}
+    segments = {"train": _read_split(paths.train_segments, "train", mids)}
     if paths.eval_segments is not None:
-        segments["eval"] = md.read_segments(paths.eval_segments, known_mids=mids)
+        segments["eval"] = _read_split(paths.eval_segments, "eval", mids)
     sel_cfg = config["selection"]
     selection = select_segments(
         segments,
