@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import metadata as md
-from .selection import assign_shards, label_quality_filter, select_segments
+from .selection import assign_shards, label_quality_filter, select_segments, train_eval_overlap
 
 __all__ = ["MetadataPaths", "Plan", "metadata_paths", "make_plan", "SPLITS"]
 
@@ -99,12 +99,15 @@ class Plan:
         ``ytid, split, shard, start, end, labels`` for every selected segment.
     names : dict
         MID to display name for every class.
+    messages : list of str
+        Warnings for the user, one line each (e.g. YTIDs in both the train and the eval CSV).
     """
 
     labels: list[md.Label]
     dropped: list[tuple[md.Label, float]]
     selection: pd.DataFrame
     names: dict[str, str]
+    messages: list[str] = field(default_factory=list)
     _by_shard: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict, repr=False)
     _shards: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
@@ -185,6 +188,29 @@ def make_plan(config: dict, paths: MetadataPaths) -> Plan:
     if paths.eval_segments is not None:
         segments["eval"] = _read_split(paths.eval_segments, "eval", mids)
     sel_cfg = config["selection"]
+    messages = []
+    if "eval" in segments:
+        mode = sel_cfg.get("train_eval_overlap", "drop_from_train")
+        segments["train"], n_both = train_eval_overlap(
+            segments["train"], segments["eval"], mode=mode
+        )
+        if n_both:
+            what = {
+                "drop_from_train": "kept out of training",
+                "keep": "used for training and for evaluation",
+            }[mode]
+            messages.append(
+                f"audiosetflow: {n_both} {'YTID is' if n_both == 1 else 'YTIDs are'} in both the "
+                f"train and the eval CSV: {what} (selection.train_eval_overlap: {mode})"
+            )
+        if segments["train"].empty:  # every train YTID was also an eval one
+            raise md.MetadataError(
+                paths.train_segments,
+                None,
+                f"every YTID is also in {paths.eval_segments}, so none is left for training; "
+                "point metadata.train_segments and metadata.eval_segments at different files, "
+                "or set selection.train_eval_overlap to keep",
+            )
     selection = select_segments(
         segments,
         labels=kept,
@@ -194,4 +220,4 @@ def make_plan(config: dict, paths: MetadataPaths) -> Plan:
     )
     selection = assign_shards(selection, shard_size=int(config["shard_size"]))
     names = dict(zip(classes["mid"], classes["display_name"], strict=True))
-    return Plan(labels=kept, dropped=dropped, selection=selection, names=names)
+    return Plan(labels=kept, dropped=dropped, selection=selection, names=names, messages=messages)
