@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from audiosetflow import metadata as md
@@ -98,6 +100,62 @@ def test_bad_class_list_and_qa(tmp_path, data_dir):
     q.write_text("label_id,num_rated,num_true\n999,10,1\n")
     with pytest.raises(md.MetadataError, match=r"qa.csv:2: unknown label index 999"):
         md.read_qa_counts(q, class_labels=classes)
+
+
+def _read(kind, path, data_dir):
+    if kind == "segments":
+        return md.read_segments(path, known_mids={"/m/09x0r", "/m/04rlf", "/m/07yv9"})
+    if kind == "classes":
+        return md.read_class_labels(path)
+    classes = md.read_class_labels(data_dir / "class_labels_small.csv")
+    return md.read_qa_counts(path, class_labels=classes)
+
+
+FIXTURES = {
+    "segments": "segments_small.csv",
+    "classes": "class_labels_small.csv",
+    "qa": "qa_true_counts_small.csv",
+}
+
+
+@pytest.mark.parametrize("kind", list(FIXTURES))
+def test_byte_order_mark_is_accepted(tmp_path, data_dir, kind):
+    src = data_dir / FIXTURES[kind]
+    p = tmp_path / src.name
+    p.write_bytes(b"\xef\xbb\xbf" + src.read_bytes())
+    got, want = _read(kind, p, data_dir), _read(kind, src, data_dir)
+    assert got.equals(want)
+
+
+def _with_bad_byte(lines: list[str], bad_line: int, newline: str) -> bytes:
+    """The lines joined by ``newline``, with a Latin-1 "é" (not UTF-8) ending line ``bad_line``."""
+    out = [ln.encode() for ln in lines]
+    out[bad_line - 1] = out[bad_line - 1][:-1] + b"\xe9" + out[bad_line - 1][-1:]
+    return newline.encode().join(out) + newline.encode()
+
+
+@pytest.mark.parametrize("kind", list(FIXTURES))
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_invalid_utf8_names_file_and_line(tmp_path, data_dir, kind, newline):
+    lines = (data_dir / FIXTURES[kind]).read_text().splitlines()
+    bad_line = 6 if kind == "segments" else 3
+    p = tmp_path / "meta.csv"
+    p.write_bytes(_with_bad_byte(lines, bad_line, newline))
+    with pytest.raises(md.MetadataError) as err:
+        _read(kind, p, data_dir)
+    msg = str(err.value)
+    assert msg.startswith(f"{p}:{bad_line}: not UTF-8 text: bytes b'\\xe9'"), msg
+    assert "\n" not in msg and err.value.line == bad_line
+
+
+def test_invalid_utf8_far_into_a_segment_file(tmp_path):
+    # far past the text reader's first buffer: the line is that of the file, not of a chunk
+    rows = [f'{i:011d}, 0.0, 10.0, "/m/09x0r"' for i in range(5000)]
+    lines = HEADER.splitlines() + rows
+    p = tmp_path / "big.csv"
+    p.write_bytes(b"\xef\xbb\xbf" + _with_bad_byte(lines, 4321, "\n"))
+    with pytest.raises(md.MetadataError, match=rf"^{re.escape(str(p))}:4321: not UTF-8 text"):
+        md.read_segments(p)
 
 
 def test_resolve_labels(data_dir):

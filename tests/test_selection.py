@@ -13,6 +13,7 @@ from audiosetflow.selection import (
     jump_hash,
     label_quality_filter,
     select_segments,
+    train_eval_overlap,
     ytid_hash64,
 )
 
@@ -135,3 +136,108 @@ def test_plan_drops_low_quality_label(data_dir, tmp_path):
     cfg["labels"] = ["Vehicle"]
     with pytest.raises(ValueError, match="every target label is below"):
         make_plan(cfg, metadata_paths(cfg))
+
+
+@pytest.mark.parametrize(
+    ("split", "hint"),
+    [("train", "point metadata.train_segments at a CSV that lists segments"),
+     ("eval", 'set metadata.eval_segments to "" to run without an eval split')],
+)  # fmt: skip
+def test_plan_segment_csv_without_segments(data_dir, tmp_path, split, hint):
+    empty = tmp_path / f"{split}_segments.csv"
+    empty.write_text(
+        "# created\n# num_ytids=0\n# YTID, start_seconds, end_seconds, positive_labels\n"
+    )
+    cfg = _config(labels=["Music"])
+    cfg["metadata"] = {
+        "dir": str(data_dir),
+        "train_segments": str(empty) if split == "train" else "segments_small.csv",
+        "eval_segments": str(empty) if split == "eval" else "",
+        "class_labels": "class_labels_small.csv",
+        "ontology": "",
+        "qa_counts": "",
+    }
+    with pytest.raises(md.MetadataError) as err:
+        make_plan(cfg, metadata_paths(cfg))
+    msg = str(err.value)
+    assert msg.startswith(f"{empty}: no segments below the header; "), msg
+    assert hint in msg and "\n" not in msg
+
+
+def test_train_eval_overlap():
+    train, ev = _segments(50, 7), _segments(20, 8)
+    ev.loc[:4, "ytid"] = train["ytid"].iloc[10:15].to_numpy()
+    dropped, n = train_eval_overlap(train, ev, mode="drop_from_train")
+    assert n == 5 and len(dropped) == 45
+    assert not dropped["ytid"].isin(ev["ytid"]).any()
+    assert dropped.equals(train.drop(index=range(10, 15)).reset_index(drop=True))
+    kept, n = train_eval_overlap(train, ev, mode="keep")
+    assert n == 5 and kept.equals(train)
+    with pytest.raises(ValueError, match="selection.train_eval_overlap is 'drop'"):
+        train_eval_overlap(train, ev, mode="drop")
+
+
+def _overlap_config(data_dir, train, evals, **selection):
+    cfg = _config(labels=["Music"])
+    cfg["selection"] = {**cfg["selection"], "negatives_per_positive": 0.0, **selection}
+    cfg["metadata"] = {
+        "dir": str(data_dir),
+        "train_segments": str(train),
+        "eval_segments": str(evals),
+        "class_labels": "class_labels_small.csv",
+        "ontology": "",
+        "qa_counts": "",
+    }
+    return cfg
+
+
+@pytest.mark.parametrize("mode", [None, "drop_from_train", "keep"])
+def test_plan_train_eval_overlap(data_dir, tmp_path, mode):
+    seg = md.read_segments(data_dir / "segments_small.csv")
+    md.write_segments(tmp_path / "train.csv", seg)
+    # two Music positives of train, and one segment of its own
+    ev = seg[seg["ytid"].isin(["-0RWZT-miFs", "r2r2r2r2r2r"])]
+    own = pd.DataFrame({"ytid": ["NEWNEWNEW00"], "start": [0.0], "end": [10.0],
+                        "labels": ["/m/04rlf"]})  # fmt: skip
+    md.write_segments(tmp_path / "eval.csv", pd.concat([ev, own], ignore_index=True))
+    extra = {} if mode is None else {"train_eval_overlap": mode}
+    cfg = _overlap_config(data_dir, tmp_path / "train.csv", tmp_path / "eval.csv", **extra)
+    plan = make_plan(cfg, metadata_paths(cfg))
+    train = set(plan.selection.loc[plan.selection["split"] == "train", "ytid"])
+    evals = set(plan.selection.loc[plan.selection["split"] == "eval", "ytid"])
+    assert evals == {"-0RWZT-miFs", "r2r2r2r2r2r", "NEWNEWNEW00"}
+    if mode == "keep":
+        assert train == {"--PJHxphWEs", "-0RWZT-miFs", "k0k0k0k0k0k", "r2r2r2r2r2r"}
+        assert plan.messages == [
+            "audiosetflow: 2 YTIDs are in both the train and the eval CSV: used for training "
+            "and for evaluation (selection.train_eval_overlap: keep)"
+        ]
+    else:  # drop_from_train, also the default
+        assert train == {"--PJHxphWEs", "k0k0k0k0k0k"}
+        assert plan.messages == [
+            "audiosetflow: 2 YTIDs are in both the train and the eval CSV: kept out of training "
+            "(selection.train_eval_overlap: drop_from_train)"
+        ]
+
+
+def test_plan_without_overlap_has_no_message(data_dir, tmp_path):
+    seg = md.read_segments(data_dir / "segments_small.csv")
+    md.write_segments(tmp_path / "train.csv", seg.iloc[:5])
+    md.write_segments(tmp_path / "eval.csv", seg.iloc[5:])
+    cfg = _overlap_config(data_dir, tmp_path / "train.csv", tmp_path / "eval.csv")
+    assert make_plan(cfg, metadata_paths(cfg)).messages == []
+
+
+def test_plan_train_same_as_eval(data_dir, tmp_path):
+    seg = md.read_segments(data_dir / "segments_small.csv")
+    md.write_segments(tmp_path / "train.csv", seg)
+    md.write_segments(tmp_path / "eval.csv", seg)
+    cfg = _overlap_config(data_dir, tmp_path / "train.csv", tmp_path / "eval.csv")
+    with pytest.raises(md.MetadataError, match=r"train.csv: every YTID is also in .*eval.csv"):
+        make_plan(cfg, metadata_paths(cfg))
+    cfg["selection"]["train_eval_overlap"] = "keep"
+    plan = make_plan(cfg, metadata_paths(cfg))
+    assert plan.messages == [
+        "audiosetflow: 8 YTIDs are in both the train and the eval CSV: used for training "
+        "and for evaluation (selection.train_eval_overlap: keep)"
+    ]

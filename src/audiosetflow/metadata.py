@@ -9,6 +9,8 @@ Files handled:
 * ``qa_true_counts.csv``: per label, how many segments were rated and how many rated true;
 * ``ontology.json``: list of ``{"id", "name", ...}`` entries.
 
+The CSVs are read as UTF-8; a leading byte-order mark (as some editors write) is skipped.
+
 Every YTID is checked against ``[A-Za-z0-9_-]{11}`` so that it can never name a path outside the
 results folder, nor be read as an option by a subprocess (it is only ever used as a file *name*
 below a folder, never as a bare argument).
@@ -19,9 +21,11 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -78,6 +82,39 @@ class Label:
     slug: str
 
 
+@contextmanager
+def _open_text(path: Path) -> Iterator[TextIO]:
+    """Open a metadata CSV for reading: UTF-8, a leading byte-order mark skipped, lines split as
+    by ``newline=""``. Bytes that are not UTF-8 give a :class:`MetadataError` naming the line."""
+    try:
+        fh = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise MetadataError(path, None, f"cannot open: {exc.strerror}") from exc
+    with fh:
+        try:
+            yield fh
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+
+
+def _not_utf8(path: Path) -> MetadataError:
+    """The error for a file that is not UTF-8, with the line of its first bad bytes (only ever
+    computed on this error path, so reading stays one pass over decoded text)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Line breaks as the text reader counts them (newline=""): \n, \r\n and a lone \r.
+        cr, lf = data.count(b"\r", 0, exc.start), data.count(b"\n", 0, exc.start)
+        line = 1 + cr + lf - data.count(b"\r\n", 0, exc.start)
+        col = exc.start - max(data.rfind(b"\n", 0, exc.start), data.rfind(b"\r", 0, exc.start))
+        bad = data[exc.start : exc.end]
+        return MetadataError(
+            path, line, f"not UTF-8 text: bytes {bad!r} at byte {col} of the line; save it as UTF-8"
+        )
+    return MetadataError(path, None, "not UTF-8 text; save it as UTF-8")
+
+
 def check_ytid(ytid: str) -> bool:
     """Return whether ``ytid`` is a well-formed YouTube id (11 of ``[A-Za-z0-9_-]``)."""
     return YTID_PATTERN.fullmatch(ytid) is not None
@@ -117,7 +154,8 @@ def read_segments(
     ------
     MetadataError
         On a bad header, malformed YTID, unparsable or negative times, ``start >= end``, unknown
-        or malformed MID, or a YTID listed twice; the message names file and line.
+        or malformed MID, a YTID listed twice, or bytes that are not UTF-8; the message names
+        file and line.
     """
     path = Path(path)
     known = set(known_mids) if known_mids is not None else None
@@ -131,11 +169,7 @@ def read_segments(
     mid_ok = _MID_PATTERN.fullmatch
     header_seen = False
     checked_mids: set[str] = set()
-    try:
-        fh = path.open(encoding="utf-8", newline="")
-    except OSError as exc:
-        raise MetadataError(path, None, f"cannot open: {exc.strerror}") from exc
-    with fh:
+    with _open_text(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             line = raw.rstrip("\r\n")
             if not line.strip():
@@ -252,11 +286,7 @@ def read_class_labels(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     out = []
-    try:
-        fh = path.open(encoding="utf-8", newline="")
-    except OSError as exc:
-        raise MetadataError(path, None, f"cannot open: {exc.strerror}") from exc
-    with fh:
+    with _open_text(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != ["index", "mid", "display_name"]:
@@ -301,11 +331,7 @@ def read_qa_counts(path: str | Path, *, class_labels: pd.DataFrame) -> pd.DataFr
     by_index = dict(zip(class_labels["index"], class_labels["mid"], strict=True))
     mids = set(class_labels["mid"])
     out = []
-    try:
-        fh = path.open(encoding="utf-8", newline="")
-    except OSError as exc:
-        raise MetadataError(path, None, f"cannot open: {exc.strerror}") from exc
-    with fh:
+    with _open_text(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         norm = [h.strip().lower() for h in header] if header else []

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import metadata as md
-from .selection import assign_shards, label_quality_filter, select_segments
+from .selection import assign_shards, label_quality_filter, select_segments, train_eval_overlap
 
 __all__ = ["MetadataPaths", "Plan", "metadata_paths", "make_plan", "SPLITS"]
 
@@ -99,12 +99,15 @@ class Plan:
         ``ytid, split, shard, start, end, labels`` for every selected segment.
     names : dict
         MID to display name for every class.
+    messages : list of str
+        Warnings for the user, one line each (e.g. YTIDs in both the train and the eval CSV).
     """
 
     labels: list[md.Label]
     dropped: list[tuple[md.Label, float]]
     selection: pd.DataFrame
     names: dict[str, str]
+    messages: list[str] = field(default_factory=list)
     _by_shard: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict, repr=False)
     _shards: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
@@ -136,13 +139,31 @@ class Plan:
         raise KeyError(slug)
 
 
+_NO_SEGMENTS_HINT = {
+    "train": "point metadata.train_segments at a CSV that lists segments",
+    "eval": 'add segments to it, or set metadata.eval_segments to "" to run without an eval '
+    "split (a held-out part of train is used)",
+}
+
+
+def _read_split(path: Path, split: str, mids: set[str]) -> pd.DataFrame:
+    """The segments of one split; a CSV with a header but no segments is an error."""
+    segments = md.read_segments(path, known_mids=mids)
+    if segments.empty:
+        raise md.MetadataError(
+            path, None, f"no segments below the header; {_NO_SEGMENTS_HINT[split]}"
+        )
+    return segments
+
+
 def make_plan(config: dict, paths: MetadataPaths) -> Plan:
     """Read the metadata named by ``paths`` and compute labels, selection and shards.
 
     Raises
     ------
     audiosetflow.metadata.MetadataError
-        For malformed metadata (file and line in the message).
+        For malformed metadata (file and line in the message), or a segment CSV without
+        segments.
     ValueError
         For a config that names unknown labels or leaves no label after the quality filter.
     """
@@ -163,10 +184,33 @@ def make_plan(config: dict, paths: MetadataPaths) -> Plan:
             f"config.yaml: every target label is below label_quality.min_ratio="
             f"{config['label_quality']['min_ratio']}: {lst}; lower it or pick other labels"
         )
-    segments = {"train": md.read_segments(paths.train_segments, known_mids=mids)}
+    segments = {"train": _read_split(paths.train_segments, "train", mids)}
     if paths.eval_segments is not None:
-        segments["eval"] = md.read_segments(paths.eval_segments, known_mids=mids)
+        segments["eval"] = _read_split(paths.eval_segments, "eval", mids)
     sel_cfg = config["selection"]
+    messages = []
+    if "eval" in segments:
+        mode = sel_cfg.get("train_eval_overlap", "drop_from_train")
+        segments["train"], n_both = train_eval_overlap(
+            segments["train"], segments["eval"], mode=mode
+        )
+        if n_both:
+            what = {
+                "drop_from_train": "kept out of training",
+                "keep": "used for training and for evaluation",
+            }[mode]
+            messages.append(
+                f"audiosetflow: {n_both} {'YTID is' if n_both == 1 else 'YTIDs are'} in both the "
+                f"train and the eval CSV: {what} (selection.train_eval_overlap: {mode})"
+            )
+        if segments["train"].empty:  # every train YTID was also an eval one
+            raise md.MetadataError(
+                paths.train_segments,
+                None,
+                f"every YTID is also in {paths.eval_segments}, so none is left for training; "
+                "point metadata.train_segments and metadata.eval_segments at different files, "
+                "or set selection.train_eval_overlap to keep",
+            )
     selection = select_segments(
         segments,
         labels=kept,
@@ -176,4 +220,4 @@ def make_plan(config: dict, paths: MetadataPaths) -> Plan:
     )
     selection = assign_shards(selection, shard_size=int(config["shard_size"]))
     names = dict(zip(classes["mid"], classes["display_name"], strict=True))
-    return Plan(labels=kept, dropped=dropped, selection=selection, names=names)
+    return Plan(labels=kept, dropped=dropped, selection=selection, names=names, messages=messages)

@@ -4,6 +4,9 @@ Selection, per split and target label: every positive segment (up to ``max_posit
 at random with a fixed seed), plus ``negatives_per_positive`` times as many negatives (segments
 without that label), drawn with the same seed. The union over labels is processed.
 
+A YTID listed in both the train and the eval CSV is, by default, taken out of train before the
+selection (``selection.train_eval_overlap``), so that no clip is both trained and tested on.
+
 Shards: a YTID's shard is given by *jump consistent hashing* (Lamping & Veach, 2014) of a
 stable 64-bit hash of the YTID into ``ceil(n / shard_size)`` buckets. When the selection grows
 and one more shard is needed, only about ``1 / n_shards`` of the YTIDs move, all of them into
@@ -22,9 +25,17 @@ import pandas as pd
 
 from .metadata import Label
 
-__all__ = ["select_segments", "label_quality_filter", "assign_shards", "ytid_hash64", "jump_hash"]
+__all__ = [
+    "select_segments",
+    "label_quality_filter",
+    "train_eval_overlap",
+    "assign_shards",
+    "ytid_hash64",
+    "jump_hash",
+]
 
 SELECTION_COLUMNS = ["ytid", "split", "shard", "start", "end", "labels"]
+TRAIN_EVAL_OVERLAP = ("drop_from_train", "keep")
 
 
 def label_quality_filter(
@@ -46,6 +57,35 @@ def label_quality_filter(
         else:
             kept.append(lab)
     return kept, dropped
+
+
+def train_eval_overlap(
+    train: pd.DataFrame, eval_: pd.DataFrame, *, mode: str = "drop_from_train"
+) -> tuple[pd.DataFrame, int]:
+    """Handle the YTIDs that are in both the train and the eval segments.
+
+    Parameters
+    ----------
+    train, eval_ : DataFrame
+        Segments of the two splits, as from :func:`audiosetflow.metadata.read_segments`.
+    mode : {"drop_from_train", "keep"}
+        ``drop_from_train`` removes those YTIDs from ``train``; ``keep`` leaves it as it is.
+
+    Returns
+    -------
+    (DataFrame, int)
+        The train segments to select from, and how many YTIDs are in both splits.
+    """
+    if mode not in TRAIN_EVAL_OVERLAP:
+        raise ValueError(
+            f"config.yaml: selection.train_eval_overlap is {mode!r}; "
+            f"use one of {', '.join(TRAIN_EVAL_OVERLAP)}"
+        )
+    both = train["ytid"].isin(eval_["ytid"]).to_numpy()
+    n_both = int(both.sum())
+    if n_both and mode == "drop_from_train":
+        train = train.loc[~both].reset_index(drop=True)
+    return train, n_both
 
 
 def _rng(seed: int, *parts: str) -> np.random.Generator:

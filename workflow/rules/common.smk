@@ -59,6 +59,8 @@ if not MISSING_METADATA:
             f"label_quality.min_ratio {config['label_quality']['min_ratio']}",
             file=sys.stderr,
         )
+    for _msg in PLAN.messages:
+        print(_msg, file=sys.stderr)
 else:
     print(
         "audiosetflow: metadata missing ("
