@@ -338,8 +338,7 @@ def section(cls: type[T], cfg: Mapping[str, Any] | None, section: str, /, **over
 
     Examples
     --------
-    >>> section(FeatureParams, {"n_mels": 64, "threads": 4}, "features", sample_rate=16000)
-    ... # doctest: +SKIP
+    >>> section(FeatureParams, {"n_mels": 64}, "features", sample_rate=16000)  # doctest: +SKIP
     FeatureParams(sample_rate=16000, n_fft=2048, hop_length=512, n_mels=64, ...)
     """
     if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
