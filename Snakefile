@@ -3,7 +3,10 @@
 # Offline demo: snakemake --cores 2 --configfile config/demo.yaml
 
 
-from snakemake.utils import min_version, validate
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+from audiosetflow.config import ConfigError, validate
 
 min_version("9.0")
 
@@ -11,7 +14,11 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# Fills in the defaults and turns --config strings into the schema's types; one-line errors.
+try:
+    validate(config)
+except ConfigError as _exc:
+    raise WorkflowError(str(_exc)) from None
 
 
 include: "workflow/rules/common.smk"

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import section
 from .io import atomic_path, atomic_write_text, write_tsv
 from .metadata import write_segments
 from .tools import ffmpeg_exe
@@ -66,11 +67,8 @@ class DemoSpec:
 
     @classmethod
     def from_config(cls, demo_cfg: dict) -> DemoSpec:
-        """Build from ``config['demo']`` (unknown keys ignored)."""
-        keys = {
-            k: demo_cfg[k] for k in ("clips_per_class", "eval_fraction", "seed") if k in demo_cfg
-        }
-        return cls(**keys)
+        """Build from ``config['demo']`` (unknown keys ignored, missing ones from the schema)."""
+        return section(cls, demo_cfg, "demo")
 
 
 def _ytid(seed: int, i: int) -> str:

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..config import section
 from ..errors import machine_error
 from ..io import atomic_path
 from ..progress import Progress
@@ -182,6 +183,10 @@ class FeatureParams:
     def from_config(cls, features_cfg: dict, *, sample_rate: int) -> FeatureParams:
         """Parameters from ``config['features']`` (unknown keys such as ``threads`` ignored).
 
+        Keys missing from ``features_cfg`` take the config schema's defaults; fields the
+        schema does not have (``n_chroma``, ``fmin``, ...) keep the defaults above unless
+        ``features_cfg`` sets them.
+
         Parameters
         ----------
         features_cfg : dict
@@ -189,9 +194,7 @@ class FeatureParams:
         sample_rate : int
             ``config['audio']['sample_rate']``.
         """
-        names = {f.name for f in dataclasses.fields(cls)} - {"sample_rate"}
-        kw = {k: v for k, v in dict(features_cfg or {}).items() if k in names}
-        return cls(sample_rate=int(sample_rate), **kw)
+        return section(cls, features_cfg, "features", sample_rate=sample_rate)
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (``FeatureParams(**p.to_dict()) == p``)."""
