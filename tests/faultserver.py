@@ -12,6 +12,8 @@ mode          behaviour
 ``e404``      404 (any ``eNNN``: that status, e.g. ``e410``, ``e403``, ``e500``)
 ``e429``      429 with ``Retry-After: 1``
 ``flakyN``    503 with ``Retry-After: 0`` for the first N requests of the YTID, then ``ok``
+``goneN``     404 for the first N requests of the YTID, then ``ok`` (a "permanent" failure
+              that heals: shows whether a rerun asks again)
 ``trunc``     every body cut after a third (``Content-Length`` of the whole), then close
 ``cutN``      the first N ranged (206) responses are cut after 1/4 of their bytes; then ``ok``
 ``stall``     sleeps ``stall`` seconds before answering (longer than the client's timeout)
@@ -177,7 +179,8 @@ class FaultServer(contextlib.AbstractContextManager):
             self.log.clear()
 
     def heal(self, ytid: str) -> None:
-        """Let a ``flakyN`` YTID be served from now on (its failures are used up)."""
+        """Let a ``flakyN`` or ``goneN`` YTID be served from now on (its failures are used
+        up)."""
         with self._lock:
             self._all[ytid] = max(self._all[ytid], 10**9)
 
@@ -268,6 +271,8 @@ def _make_handler(srv: FaultServer):
                 return self._status(code, headers=hdr)
             if mode == "flaky" and n <= (arg or 1):
                 return self._status(503, headers={"Retry-After": "0"})
+            if mode == "gone" and n <= (arg or 1):
+                return self._status(404)
             if mode == "stall":
                 srv._stop.wait(srv.stall)
                 self.close_connection = True

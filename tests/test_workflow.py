@@ -27,33 +27,42 @@ TRANSIENT = "flaky90_ab1"  # the server answers 503 until the test heals it
 pytestmark = pytest.mark.slow
 
 
-def _corpus(root: Path, *, per_class: int = 3, faulty: bool = True) -> pd.DataFrame:
-    """A small demo corpus served over HTTP: metadata in root/metadata, media in root/media."""
+def _corpus(
+    root: Path, *, per_class: int = 3, faulty: bool = True, extra: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """A small demo corpus served over HTTP: metadata in root/metadata, media in root/media.
+
+    ``faulty`` adds :data:`PERMANENT` and :data:`TRANSIENT` to the train CSV, ``extra`` more
+    Music YTIDs (whose behaviour the fault server reads from their names)."""
     spec = demo.DemoSpec(clips_per_class=per_class, seed=11, eval_fraction=0.3)
     demo.write_metadata(root / "metadata", spec)
     demo.write_media(root / "media", spec, threads=2)
     corpus = demo.corpus(spec)
-    if faulty:
+    added = [*([PERMANENT, TRANSIENT] if faulty else []), *extra]
+    if added:
         train = md.read_segments(root / "metadata" / "balanced_train_segments.csv")
-        extra = pd.DataFrame(
-            {"ytid": [PERMANENT, TRANSIENT], "start": [1.0, 1.0], "end": [11.0, 11.0],
-             "labels": ["/m/04rlf", "/m/04rlf"]}
+        rows = pd.DataFrame(
+            {"ytid": added, "start": 1.0, "end": 11.0, "labels": "/m/04rlf"}
         )  # fmt: skip
         md.write_segments(
-            root / "metadata" / "balanced_train_segments.csv", pd.concat([train, extra])
+            root / "metadata" / "balanced_train_segments.csv", pd.concat([train, rows])
         )
-        # the transient one has media once it heals
-        (root / "media" / f"{TRANSIENT}.m4a").write_bytes(
-            (root / "media" / f"{corpus['ytid'].iloc[0]}.m4a").read_bytes()
-        )
+        # each has media, served once it heals
+        for y in added:
+            (root / "media" / f"{y}.m4a").write_bytes(
+                (root / "media" / f"{corpus['ytid'].iloc[0]}.m4a").read_bytes()
+            )
     return corpus
 
 
-def _config(root: Path, url_template: str, **download) -> Path:
+def _config(
+    root: Path, url_template: str, *, shard_size: int = 4, selection=None, **download
+) -> Path:
     cfg = {
         "metadata": {"dir": str(root / "metadata")},
         "labels": ["Music", "Speech"],
-        "shard_size": 4,
+        "shard_size": shard_size,
+        "selection": selection or {},
         "download": {
             "url_template": url_template,
             "retries": 1,
@@ -139,6 +148,55 @@ def test_workflow_over_http_with_faults_and_rerun(tmp_path):
         # and after a complete run there is nothing to do
         proc = _snakemake(tmp_path, cfg, "-n")
         assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+GONE = ("gone99_aaa1", "gone99_bbb2")  # 404 until the test heals them
+ALWAYS = "e503_alway1"  # 503 on every request: its shard runs again on every rerun
+
+
+def test_permanent_failures_are_not_asked_again_on_rerun(tmp_path):
+    """A 404 is not asked again when its shard reruns (here: for a transient YTID beside it),
+    even once the server would answer: three runs, the 404s are requested in the first only."""
+    _corpus(tmp_path, faulty=False, extra=(*GONE, ALWAYS))
+    with FaultServer(tmp_path / "media") as srv:
+        cfg = _config(tmp_path, srv.url_template(), shard_size=100, retries=0)
+        asked = []
+        for run in range(3):
+            srv.reset_counts()
+            _snakemake(tmp_path, cfg)
+            asked.append({y: srv.requests[y] for y in (*GONE, ALWAYS)})
+            if run == 0:
+                for y in GONE:
+                    srv.heal(y)  # from now on the server would serve them
+        led = _ledger(tmp_path)
+    assert all(asked[0][y] >= 1 for y in GONE)
+    assert [a[y] for a in asked[1:] for y in GONE] == [0, 0, 0, 0], asked
+    assert all(a[ALWAYS] >= 1 for a in asked)  # the shard did run again, each time
+    assert (led.loc[list(GONE), "status"] == "permanent").all()
+    assert led.loc[list(GONE), "runs"].tolist() == [1, 1]
+    assert (led.loc[ALWAYS, "status"], led.loc[ALWAYS, "runs"]) == ("transient", 3)
+
+
+def test_shrunk_selection_reads_no_stale_shard(tmp_path):
+    """Shards of an earlier, larger selection stay on disk; the datasets use none of them."""
+    _corpus(tmp_path, per_class=6, faulty=False)
+    with FaultServer(tmp_path / "media") as srv:
+        target = "results/datasets/music/train.tsv"
+        cfg = _config(tmp_path, srv.url_template(), shard_size=3)
+        _snakemake(tmp_path, cfg, target)
+        before = sorted((tmp_path / "results/features/train").glob("shard-*.parquet"))
+        cfg = _config(tmp_path, srv.url_template(), shard_size=3, selection={"max_positives": 1})
+        _snakemake(tmp_path, cfg, target)
+    led = _ledger(tmp_path)
+    current = set(led.index)
+    stale = set(ds.dataset(before, format="parquet").to_table(columns=["ytid"])["ytid"].to_pylist())
+    stale -= current
+    assert stale, "the smaller selection should leave clips of the first one on disk"
+    assert len(before) > len(set(led.loc[led["split"] == "train", "shard"]))
+    used = set()
+    for part in ("train", "val", "test"):
+        used |= set(pd.read_csv(tmp_path / f"results/datasets/music/{part}.tsv", sep="\t")["ytid"])
+    assert used and used <= current and not used & stale
 
 
 def test_kill_9_then_resume(tmp_path):

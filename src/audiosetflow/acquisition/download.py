@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..config import section
 from ..errors import MachineError
 from ..shard import ShardLayout, ShardTable, Status
 from .classify import classify
@@ -38,6 +39,9 @@ __all__ = ["DownloadConfig", "NOT_ATTEMPTED", "download_shard", "retry_wanted"]
 NOT_ATTEMPTED = "not attempted: shard stopped after rate limiting"
 #: Statuses in the order progress lines count them.
 _COUNTED = (Status.OK, Status.PERMANENT, Status.AUTH, Status.TRANSIENT, Status.PENDING)
+
+#: Keys whose ``None`` means empty.
+_TEXT_KEYS = frozenset({"url_template", "format", "cookies", "proxy"})
 
 log_default = logging.getLogger("audiosetflow.download")
 
@@ -102,34 +106,11 @@ class DownloadConfig:
     def from_config(cls, cfg: Mapping[str, Any] | None) -> DownloadConfig:
         """Build from the ``download`` dict of the workflow config.
 
-        Missing keys take the defaults above; ``None`` values of string/mapping keys count as
-        empty; keys this class does not know are ignored (the config schema validates them).
+        Missing keys take the schema's defaults (:func:`audiosetflow.config.section`);
+        ``None`` values of text keys count as empty; keys this class does not know are ignored.
         """
-        cfg = dict(cfg or {})
-        kw: dict[str, Any] = {}
-        for name, typ in (
-            ("url_template", str),
-            ("format", str),
-            ("margin", float),
-            ("retries", int),
-            ("backoff_initial", float),
-            ("backoff_max", float),
-            ("sleep_between", float),
-            ("cooldown", float),
-            ("socket_timeout", float),
-            ("retry_permanent", bool),
-            ("cookies", str),
-            ("proxy", str),
-            ("duration_tolerance", float),
-        ):
-            if name in cfg and cfg[name] is not None:
-                kw[name] = typ(cfg[name])
-            elif name in cfg and typ is str:
-                kw[name] = ""
-        for name in ("js_runtimes", "ytdlp_options"):
-            if name in cfg:
-                kw[name] = dict(cfg[name] or {})
-        out = cls(**kw)
+        cfg = {k: ("" if v is None and k in _TEXT_KEYS else v) for k, v in dict(cfg or {}).items()}
+        out = section(cls, cfg, "download")
         if "{ytid}" not in out.url_template:
             raise ValueError(f"download.url_template must contain '{{ytid}}': {out.url_template!r}")
         if out.retries < 0 or out.margin < 0 or out.duration_tolerance < 0:

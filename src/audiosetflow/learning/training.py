@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..config import section
 from ..io import atomic_path, atomic_write_text
 from .evaluation import (
     binary_metrics,
@@ -71,19 +72,9 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, training_cfg: Mapping, *, seed: int) -> TrainSettings:
-        """Build from ``config['training']`` (unknown keys ignored) and ``selection.seed``."""
-        types = {
-            "epochs": int,
-            "patience": int,
-            "min_epochs": int,
-            "batch_size": int,
-            "learning_rate": float,
-            "threads": int,
-            "device": str,
-        }
-        kw = {k: t(training_cfg[k]) for k, t in types.items() if k in training_cfg}
-        kw["extra_channels"] = tuple(training_cfg.get("extra_channels") or ())
-        return cls(**kw, seed=int(seed))
+        """Build from ``config['training']`` (unknown keys ignored, missing ones from the
+        schema: :func:`audiosetflow.config.section`) and ``selection.seed``."""
+        return section(cls, training_cfg, "training", seed=int(seed))
 
 
 @dataclass
