@@ -14,7 +14,23 @@ import errno
 import os
 import re
 
-__all__ = ["MACHINE_ERRNOS", "MachineError", "machine_error", "machine_error_in_message"]
+__all__ = [
+    "InputError",
+    "MACHINE_ERRNOS",
+    "MachineError",
+    "machine_error",
+    "machine_error_in_message",
+]
+
+
+class InputError(ValueError):
+    """A problem with the user's inputs or settings that a job cannot work around.
+
+    The message is one line that names what is wrong and what to change (e.g. ``label Music:
+    the val part has no clip: ...; lower training.val_fraction or select more clips``). A
+    script adapter ends its job with that line (:func:`audiosetflow.smk.stage_job`), not a
+    traceback.
+    """
 
 #: errno values that are faults of the machine (disk, file system, permissions, resources).
 MACHINE_ERRNOS: frozenset[int] = frozenset(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import machine_error
+from .errors import InputError, machine_error
 from .io import atomic_write_text
 from .shard import MANIFEST_COLUMNS, ShardTable, Status
 
@@ -84,13 +84,18 @@ def write_retry_token(path: str | Path, table: ShardTable, *, current: str, cfg)
 
 @contextlib.contextmanager
 def stage_job(stage: str, log: logging.Logger) -> Iterator[None]:
-    """End a script adapter's job with one line, not a traceback, on a fault of the machine.
+    """End a script adapter's job with one line, not a traceback, on a fault of the machine
+    (:class:`~audiosetflow.errors.MachineError`) or a bad input
+    (:class:`~audiosetflow.errors.InputError`).
 
     The stage has kept everything it finished; the job fails (exit status 1) so that Snakemake
     runs it again on the next invocation.
     """
     try:
         yield
+    except InputError as exc:
+        log.error("%s: %s", stage, exc)
+        raise SystemExit(1) from None
     except Exception as exc:
         machine = machine_error(exc)
         if machine is None:
