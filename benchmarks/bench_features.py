@@ -15,7 +15,7 @@ Prints clips/s for
     (c2) one ffmpeg process per batch of ``--batch`` clips (one input and one raw output
          file in /dev/shm per clip), both as a lower bound of what decoding costs, and
     (c3) the workflow's own stage functions, exactly what the transcode, trim and features
-         rules run for a shard (``pipeline.run_transcode`` -> WAV window, ``audio.
+         rules run for a shard (``run_transcode`` -> WAV window, ``codec.
          transcode_many``: 20 YTIDs per ffmpeg process, decoding inside a libavfilter graph;
          ``run_trim`` -> FLAC clip; ``run_features`` -> Parquet), one shard per process, with
          the CPU time of each stage;
@@ -200,41 +200,39 @@ def work_c(args) -> tuple[int, float]:
 
 def work_c3(args) -> tuple[int, float, dict[str, float]]:
     """transcode + trim + features of one shard with the workflow's stage functions."""
-    from audiosetflow import pipeline
-    from audiosetflow.io import write_tsv
+    from audiosetflow.audio.features import run_features
+    from audiosetflow.audio.transcode import run_transcode
+    from audiosetflow.audio.trim import run_trim
+    from audiosetflow.shard import Layout, ShardTable, Status
 
     idx, shard_dir, media_dir, p = args
     c0 = _cpu()
     stages = {}
-    shard_dir.mkdir(parents=True)
+    shard = Layout(shard_dir / "results").shard("train", 0)
+    shard.download_dir.parent.mkdir(parents=True)
+    shard.download_dir.symlink_to(Path(media_dir).absolute())  # the media, as downloaded
     ytids = [f"bench{i:06d}" for i in idx]
-    write_tsv(shard_dir / "download.tsv", pd.DataFrame({"ytid": ytids, "status": "ok"}))
     manifest = pd.DataFrame(
         {"ytid": ytids, "split": "train", "shard": 0, "start": MARGIN, "end": MARGIN + CLIP,
          "labels": "/m/04rlf"}
     )  # fmt: skip
-    pipeline.write_manifest(shard_dir / "manifest.tsv", manifest)
-    dirs = {"pcm_dir": shard_dir / "pcm", "clips_dir": shard_dir / "clips"}
+    table = ShardTable.from_manifest(manifest)
+    for y in ytids:
+        table.set("download", y, Status.OK)
+    table.save(shard, shard.table("download"))
     quiet = logging.getLogger("bench")
     quiet.setLevel(logging.WARNING)
     c = _cpu()
-    pipeline.run_transcode(ledger=shard_dir / "download.tsv", download_dir=media_dir,
-                           out=shard_dir / "transcode.tsv", sample_rate=p.sample_rate,
-                           logger=quiet, **dirs)  # fmt: skip
+    run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
+                  sample_rate=p.sample_rate, logger=quiet)  # fmt: skip
     stages["transcode"], c = _cpu() - c, _cpu()
-    pipeline.run_trim(transcoded=shard_dir / "transcode.tsv", manifest=shard_dir / "manifest.tsv",
-                      download_dir=media_dir, out=shard_dir / "trim.tsv", clip_seconds=CLIP,
-                      logger=quiet, **dirs)  # fmt: skip
+    run_trim(shard.table("transcode"), shard=shard, out=shard.table("trim"), clip_seconds=CLIP,
+             logger=quiet)  # fmt: skip
     stages["trim"], c = _cpu() - c, _cpu()
-    meta = pipeline.run_features(
-        manifest=shard_dir / "manifest.tsv", ledger=shard_dir / "download.tsv",
-        transcoded=shard_dir / "transcode.tsv", trimmed=shard_dir / "trim.tsv",
-        clips_dir=dirs["clips_dir"], out=shard_dir / "shard.parquet",
-        features_cfg={"n_fft": p.n_fft, "hop_length": p.hop_length, "n_mels": p.n_mels,
-                      "n_mfcc": p.n_mfcc, "roll_percent": p.roll_percent},
-        sample_rate=p.sample_rate, names={"/m/04rlf": "Music"}, logger=quiet,
-    )  # fmt: skip
-    assert (meta["status"] == "ok").all(), meta["status"].tolist()
+    done = run_features(shard.table("trim"), shard=shard, out=shard.parquet,
+                        out_table=shard.table("features"), params=p,
+                        names={"/m/04rlf": "Music"}, logger=quiet)  # fmt: skip
+    assert done.passed("features") == ytids, done.status("features").tolist()
     stages["features"] = _cpu() - c
     return len(idx), _cpu() - c0, stages
 
