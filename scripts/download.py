@@ -7,11 +7,10 @@ from audiosetflow.shard import Layout, ShardTable
 from audiosetflow.smk import manifest_from_param, stage_job, write_retry_token
 
 log = setup_logging(snakemake.log[0], name="audiosetflow.download")
-split, n = snakemake.wildcards.split, int(snakemake.wildcards.shard)
-shard = Layout(snakemake.params.results).shard(split, n)
+shard = Layout.locate(snakemake.output.table)
 with stage_job("download", log):
     cfg = DownloadConfig.from_config(snakemake.params.cfg)
-    manifest = manifest_from_param(snakemake.params.rows, split=split, shard=n)
+    manifest = manifest_from_param(snakemake.params.rows, split=shard.split, shard=shard.shard)
     table = download_shard(
         ShardTable.from_manifest(manifest),
         shard=shard,

@@ -7,7 +7,7 @@ from audiosetflow.shard import Layout
 setup_logging(snakemake.log[0])
 plot_examples(
     features=snakemake.input.features,
-    layout=Layout(snakemake.params.results),
+    layout=Layout.locate(snakemake.input.features[0]).layout,
     out_dir=snakemake.output[0],
     labels=snakemake.params.labels,
     names=snakemake.params.names,

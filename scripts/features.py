@@ -9,7 +9,7 @@ log = setup_logging(snakemake.log[0], name="audiosetflow.features")
 with stage_job("features", log):
     run_features(
         snakemake.input.table,
-        shard=Layout(snakemake.params.results).shard(**snakemake.wildcards),
+        shard=Layout.locate(snakemake.output.table),
         out=snakemake.output.parquet,
         out_table=snakemake.output.table,
         params=FeatureParams.from_config(

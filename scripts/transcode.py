@@ -9,7 +9,7 @@ log = setup_logging(snakemake.log[0], name="audiosetflow.transcode")
 with stage_job("transcode", log):
     run_transcode(
         snakemake.input.table,
-        shard=Layout(snakemake.params.results).shard(**snakemake.wildcards),
+        shard=Layout.locate(snakemake.output.table),
         out=snakemake.output.table,
         sample_rate=snakemake.params.sample_rate,
         logger=log,

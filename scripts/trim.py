@@ -9,7 +9,7 @@ log = setup_logging(snakemake.log[0], name="audiosetflow.trim")
 with stage_job("trim", log):
     run_trim(
         snakemake.input.table,
-        shard=Layout(snakemake.params.results).shard(**snakemake.wildcards),
+        shard=Layout.locate(snakemake.output.table),
         out=snakemake.output.table,
         clip_seconds=snakemake.params.clip_seconds,
         keep_intermediate=snakemake.params.keep_intermediate,

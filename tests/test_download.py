@@ -533,6 +533,7 @@ _KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_loses_nothing(tmp_path, server):
     d, ledger = out(tmp_path), shard_of(tmp_path).record
     proc = subprocess.Popen(
@@ -576,6 +577,7 @@ def test_kill_9_then_resume_loses_nothing(tmp_path, server):
     assert not [p for p in d.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_mixed_run(tmp_path, server, sleeps):
     faulty = [
         "e404_m1", "e404_m2", "e410_m3", "e403_m4", "e500_m5", "flaky1_m6", "flaky1_m7",

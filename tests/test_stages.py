@@ -306,3 +306,14 @@ def test_availability_and_ledger(tmp_path):
                                  "runs", "bytes", "updated"]  # fmt: skip
     assert led["status"].tolist() == ["ok", "ok", "ok", "permanent"]
     assert availability([]).empty
+
+
+def test_layout_locates_the_shard_of_its_files(tmp_path):
+    layout = Layout(tmp_path / "res")
+    shard = layout.shard("eval", 12)
+    for p in (shard.table("trim"), shard.record, shard.token, shard.parquet):
+        assert Layout.locate(p) == shard
+    assert str(shard.table("download")).endswith("res/shards/eval/shard-0012/download.tsv")
+    for bad in (tmp_path / "x.tsv", tmp_path / "shards/eval/x/trim.tsv", layout.clip("eval", "y")):
+        with pytest.raises(ValueError, match="not a file of a shard"):
+            Layout.locate(bad)

@@ -32,6 +32,7 @@ class InputError(ValueError):
     traceback.
     """
 
+
 #: errno values that are faults of the machine (disk, file system, permissions, resources).
 MACHINE_ERRNOS: frozenset[int] = frozenset(
     {

@@ -19,10 +19,12 @@ stage finds what failed for good and what was tried in earlier runs.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ import pandas as pd
 
 from .errors import MachineError, machine_error
 from .io import atomic_write_text, write_tsv
+from .progress import Progress
 
 __all__ = [
     "Status",
@@ -43,6 +46,8 @@ __all__ = [
     "ShardLayout",
     "ShardTable",
     "shard_name",
+    "StageRun",
+    "stage_run",
 ]
 
 
@@ -187,6 +192,27 @@ class Layout:
     def shard(self, split: str, shard: int | str) -> ShardLayout:
         """The layout of one shard."""
         return ShardLayout(self, str(split), int(shard))
+
+    @staticmethod
+    def locate(path: str | Path) -> ShardLayout:
+        """The shard a per-shard file belongs to: a stage table, the record or the token
+        (``{root}/shards/{split}/shard-{N}/...``), or a features shard
+        (``{root}/features/{split}/shard-{N}.parquet``).
+
+        Raises
+        ------
+        ValueError
+            When ``path`` is no file of a shard.
+        """
+        p = Path(path)
+        try:
+            if p.parent.name.startswith("shard-") and p.parents[2].name == "shards":
+                return Layout(p.parents[3]).shard(p.parents[1].name, p.parent.name[6:])
+            if p.suffix == ".parquet" and p.parents[1].name == "features":
+                return Layout(p.parents[2]).shard(p.parent.name, p.stem[6:])
+        except (IndexError, ValueError):
+            pass
+        raise ValueError(f"{path}: not a file of a shard")
 
 
 @dataclass(frozen=True)
@@ -612,3 +638,68 @@ def stage_counts(tables: Iterable[ShardTable], stage: str) -> Mapping[str, int]:
         for k, v in t.counts(stage).items():
             total[k] += v
     return total
+
+
+@dataclass
+class StageRun:
+    """One run of a per-shard stage (see :func:`stage_run`).
+
+    Attributes
+    ----------
+    stage : str
+        One of :data:`STAGES`.
+    table : ShardTable
+        The shard's table, read from the stage's input, the stage's columns reset.
+    todo : list of str
+        The YTIDs the stage works on (those the previous stage passed), in manifest order.
+    progress : Progress
+        Progress lines ``[{stage} {split}/{NNNN}] i/n ok=...``.
+    in_flight : list of str
+        The YTIDs being processed now: marked ``transient`` if a fault of the machine stops
+        the stage.
+    """
+
+    stage: str
+    table: ShardTable
+    todo: list[str]
+    progress: Progress
+    in_flight: list[str] = field(default_factory=list)
+
+    def record(self, ytid: str, status: Status, reason: str = "", **columns: Any) -> None:
+        """Record the stage's outcome for one YTID and count it in the progress lines."""
+        self.table.set(self.stage, ytid, status, reason, **columns)
+        self.progress.step(Status(status).value)
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    table_in: str | Path,
+    *,
+    shard: ShardLayout,
+    out: str | Path,
+    logger: logging.Logger,
+    total: int | None = None,
+) -> Iterator[StageRun]:
+    """Run a per-shard stage: read its input table, hand over what to do, save the result.
+
+    The block processes ``run.todo``, recording each outcome with :meth:`StageRun.record`.
+    When it ends normally the table is written to ``out`` and as the shard's record. When a
+    fault of the machine stops it, the YTIDs in flight are marked ``transient``, the record is
+    kept (best effort) and :class:`~audiosetflow.errors.MachineError` is raised; other errors
+    pass through unchanged. ``total`` is the number of steps the progress lines count
+    (default: ``len(todo)``).
+    """
+    table = ShardTable.read(table_in)
+    table.reset(stage)
+    todo = table.entering(stage)
+    progress = Progress(f"{stage} {shard.name}", len(todo) if total is None else total, logger)
+    run = StageRun(stage, table, todo, progress)
+    try:
+        yield run
+    except Exception as exc:
+        machine = table.save_after_fault(shard, stage, run.in_flight, exc)
+        if machine is None:
+            raise
+        raise machine from exc
+    table.save(shard, out)

@@ -27,7 +27,6 @@ rule download:
     params:
         rows=manifest_rows,
         cfg=DOWNLOAD_CFG,
-        results=RES,
         retry_token=retry_token,
     script:
         "../../scripts/download.py"

@@ -17,7 +17,6 @@ rule features:
     resources:
         mem_mb=2000,
     params:
-        results=RES,
         features=config["features"],
         sample_rate=config["audio"]["sample_rate"],
         names=lambda wildcards: dict(PLAN.names),
@@ -43,7 +42,6 @@ rule feature_examples:
     conda:
         ENV
     params:
-        results=RES,
         labels=lambda wildcards: {lab.mid: lab.name for lab in PLAN.labels},
         names=lambda wildcards: dict(PLAN.names),
         example_clips=config["features"]["example_clips"],

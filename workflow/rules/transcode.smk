@@ -15,7 +15,6 @@ rule transcode:
     resources:
         mem_mb=1000,
     params:
-        results=RES,
         sample_rate=config["audio"]["sample_rate"],
     script:
         "../../scripts/transcode.py"

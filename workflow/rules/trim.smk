@@ -15,7 +15,6 @@ rule trim:
     resources:
         mem_mb=1000,
     params:
-        results=RES,
         clip_seconds=config["audio"]["clip_seconds"],
         keep_intermediate=config["audio"]["keep_intermediate"],
     script:

@@ -41,8 +41,7 @@ import pandas as pd
 from ..config import section
 from ..errors import machine_error
 from ..io import atomic_path
-from ..progress import Progress
-from ..shard import ShardLayout, ShardTable, Status
+from ..shard import ShardLayout, ShardTable, Status, stage_run
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -949,39 +948,30 @@ def run_features(
     import soundfile as sf
     from threadpoolctl import threadpool_limits
 
-    logger = logger or log
-    table = ShardTable.read(table_in)
-    table.reset("features")
-    todo = set(table.entering("features"))
-    prog = Progress(f"features {shard.name}", len(table), logger)
-    feats: list[dict[str, np.ndarray] | None] = []
-    ytid = None
-    try:
-        with threadpool_limits(limits=threads):
-            for ytid in table.ytids:
-                f = None
-                if ytid in todo:
-                    try:
-                        y, sr = sf.read(str(shard.clip(ytid)), dtype="float32")
-                        if sr != params.sample_rate:
-                            raise ValueError(f"clip sample rate {sr} != audio.sample_rate")
-                        f = compute(y, params=params)
-                        table.set("features", ytid, Status.OK)
-                    except (sf.LibsndfileError, ValueError, OSError) as exc:
-                        if machine_error(exc) is not None:
-                            raise
-                        table.set("features", ytid, Status.PERMANENT, str(exc))
-                feats.append(f)
-                prog.step(table.status("features")[ytid])
-        meta = _shard_meta(table, names)
-        write_shard(out, meta=meta, features=feats, params=params)
-    except Exception as exc:
-        machine = table.save_after_fault(shard, "features", [ytid] if ytid else [], exc)
-        if machine is None:
-            raise
-        raise machine from exc
-    table.save(shard, out_table)
-    return table
+    with (
+        stage_run("features", table_in, shard=shard, out=out_table, logger=logger or log) as run,
+        threadpool_limits(limits=threads),
+    ):
+        todo = set(run.todo)
+        feats: list[dict[str, np.ndarray] | None] = []
+        for ytid in run.table.ytids:
+            f = None
+            if ytid in todo:
+                run.in_flight[:] = [ytid]
+                try:
+                    y, sr = sf.read(str(shard.clip(ytid)), dtype="float32")
+                    if sr != params.sample_rate:
+                        raise ValueError(f"clip sample rate {sr} != audio.sample_rate")
+                    f = compute(y, params=params)
+                    run.record(ytid, Status.OK)
+                except (sf.LibsndfileError, ValueError, OSError) as exc:
+                    if machine_error(exc) is not None:
+                        raise
+                    run.record(ytid, Status.PERMANENT, str(exc))
+            feats.append(f)
+        run.in_flight.clear()
+        write_shard(out, meta=_shard_meta(run.table, names), features=feats, params=params)
+    return run.table
 
 
 def _shard_meta(table: ShardTable, names: Mapping[str, str]) -> pd.DataFrame:

@@ -11,8 +11,7 @@ import logging
 from pathlib import Path
 
 from ..errors import MachineError, machine_error_in_message
-from ..progress import Progress
-from ..shard import ShardLayout, ShardTable, Status
+from ..shard import ShardLayout, ShardTable, StageRun, Status, stage_run
 from .codec import AudioError, transcode_many
 
 __all__ = ["run_transcode"]
@@ -75,49 +74,39 @@ def run_transcode(
     audiosetflow.audio.trim.run_trim : the next stage.
     """
     logger = logger or log
-    table = ShardTable.read(table_in)
-    table.reset("transcode")
-    todo = table.entering("transcode")
-    if removed := shard.clean_pcm_tmp(todo):
-        logger.info("[transcode %s] removed %d temporaries of a killed run", shard.name, removed)
-    prog = Progress(f"transcode {shard.name}", len(todo), logger)
-    pending: list[tuple[str, Path]] = []  # (ytid, media)
-
-    def record(ytid: str, status: Status, reason: str = "") -> None:
-        table.set("transcode", ytid, status, reason)
-        prog.step(status.value)
-
-    def flush() -> None:
-        pairs = [(media, shard.window_target(y)) for y, media in pending]
-        results = transcode_many(pairs, sample_rate=sample_rate, batch=batch)
-        for (ytid, media), res in zip(pending, results, strict=True):
-            if isinstance(res, AudioError):
-                if (code := machine_error_in_message(str(res))) is not None:
-                    raise MachineError(code, str(shard.window_target(ytid)), str(res))
-                record(ytid, Status.PERMANENT, _reason(res, media))
-            else:
-                record(ytid, Status.OK)
-        pending.clear()
-
-    try:
-        media_of = shard.media_index(todo)
-        for ytid in todo:
+    with stage_run("transcode", table_in, shard=shard, out=out, logger=logger) as run:
+        if removed := shard.clean_pcm_tmp(run.todo):
+            logger.info(
+                "[transcode %s] removed %d temporaries of a killed run", shard.name, removed
+            )
+        media_of = shard.media_index(run.todo)
+        pending = run.in_flight  # YTIDs of the batch being transcoded
+        for ytid in run.todo:
             if shard.transcoded(ytid):
-                record(ytid, Status.OK, "reused")
-                continue
-            media = media_of.get(ytid)
-            if media is None:
-                record(ytid, Status.TRANSIENT, "downloaded media missing (rerun the download)")
-                continue
-            pending.append((ytid, media))
-            if len(pending) >= batch:
-                flush()
+                run.record(ytid, Status.OK, "reused")
+            elif ytid not in media_of:
+                run.record(ytid, Status.TRANSIENT, "downloaded media missing (rerun the download)")
+            else:
+                pending.append(ytid)
+                if len(pending) >= batch:
+                    _transcode_batch(run, shard, media_of, sample_rate, batch)
         if pending:
-            flush()
-    except Exception as exc:
-        machine = table.save_after_fault(shard, "transcode", [y for y, _ in pending], exc)
-        if machine is None:
-            raise
-        raise machine from exc
-    table.save(shard, out)
-    return table
+            _transcode_batch(run, shard, media_of, sample_rate, batch)
+    return run.table
+
+
+def _transcode_batch(
+    run: StageRun, shard: ShardLayout, media_of: dict[str, Path], sample_rate: int, batch: int
+) -> None:
+    """Transcode the YTIDs in flight (one ffmpeg process) and record each outcome."""
+    pending = run.in_flight
+    pairs = [(media_of[y], shard.window_target(y)) for y in pending]
+    results = transcode_many(pairs, sample_rate=sample_rate, batch=batch)
+    for (media, window), ytid, res in zip(pairs, pending, results, strict=True):
+        if isinstance(res, AudioError):
+            if (code := machine_error_in_message(str(res))) is not None:
+                raise MachineError(code, str(window), str(res))
+            run.record(ytid, Status.PERMANENT, _reason(res, media))
+        else:
+            run.record(ytid, Status.OK)
+    pending.clear()

@@ -8,8 +8,7 @@ from pathlib import Path
 import soundfile as sf
 
 from ..errors import machine_error
-from ..progress import Progress
-from ..shard import ShardLayout, ShardTable, Status
+from ..shard import ShardLayout, ShardTable, StageRun, Status, stage_run
 from .codec import AudioError, trim
 
 __all__ = ["run_trim"]
@@ -60,39 +59,24 @@ def run_trim(
     audiosetflow.audio.codec.trim : the cut itself (sample-exact).
     audiosetflow.audio.features.run_features : the next stage.
     """
-    logger = logger or log
-    table = ShardTable.read(table_in)
-    table.reset("trim")
-    todo = table.entering("trim")
-    prog = Progress(f"trim {shard.name}", len(todo), logger)
-    ytid = None
-    try:
-        for ytid in todo:
-            status = _trim_one(table, shard, ytid, clip_seconds, keep_intermediate)
-            prog.step(status.value)
-    except Exception as exc:
-        machine = table.save_after_fault(shard, "trim", [ytid] if ytid else [], exc)
-        if machine is None:
-            raise
-        raise machine from exc
-    table.save(shard, out)
-    return table
+    with stage_run("trim", table_in, shard=shard, out=out, logger=logger or log) as run:
+        for ytid in run.todo:
+            run.in_flight[:] = [ytid]
+            _trim_one(run, shard, ytid, clip_seconds, keep_intermediate)
+        run.in_flight.clear()
+    return run.table
 
 
-def _trim_one(
-    table: ShardTable, shard: ShardLayout, ytid: str, clip_seconds: float, keep: bool
-) -> Status:
-    tol = 1e-6
+def _trim_one(run: StageRun, shard: ShardLayout, ytid: str, clip_seconds: float, keep: bool):
+    """Cut one YTID's clip (or find it cut) and record the outcome."""
     duration = shard.clip_duration(ytid)
     if duration is not None:
-        table.set("trim", ytid, Status.OK, "reused", duration=duration,
-                  short=bool(duration < clip_seconds - tol))  # fmt: skip
-        return Status.OK
+        short = bool(duration < clip_seconds - 1e-6)
+        return run.record(ytid, Status.OK, "reused", duration=duration, short=short)
     window = shard.window(ytid)
     if window is None:
-        table.set("trim", ytid, Status.TRANSIENT, "transcoded window missing (rerun transcode)")
-        return Status.TRANSIENT
-    row = table.row(ytid)
+        return run.record(ytid, Status.TRANSIENT, "transcoded window missing (rerun transcode)")
+    row = run.table.row(ytid)
     try:
         res = trim(
             window,
@@ -105,10 +89,8 @@ def _trim_one(
     except (AudioError, sf.LibsndfileError, ValueError) as exc:
         if machine_error(exc) is not None:
             raise
-        table.set("trim", ytid, Status.PERMANENT, str(exc))
-        return Status.PERMANENT
+        return run.record(ytid, Status.PERMANENT, str(exc))
     shard.write_clip_duration(ytid, res.duration)
-    table.set("trim", ytid, Status.OK, "", duration=res.duration, short=res.short)
+    run.record(ytid, Status.OK, "", duration=res.duration, short=res.short)
     if not keep:
         window.unlink(missing_ok=True)
-    return Status.OK
