@@ -211,8 +211,15 @@ def test_train_settings_from_config():
 def test_run_train_end_to_end(tmp_path):
     from synth_features import POS_MID, write_split
 
+    from audiosetflow.audio.features import FeatureParams
     from audiosetflow.learning.datasets import run_dataset
-    from audiosetflow.learning.training import run_train
+    from audiosetflow.learning.training import (
+        LabelRef,
+        TrainJob,
+        TrainOutputs,
+        TrainResult,
+        run_train,
+    )
 
     write_split(tmp_path / "f/train", "train", n_pos=20, n_neg=20, seconds=2.0, seed=1)
     write_split(tmp_path / "f/eval", "eval", n_pos=8, n_neg=8, seconds=2.0, seed=2)
@@ -235,29 +242,38 @@ def test_run_train_end_to_end(tmp_path):
         "extra_channels": ["spectral_centroid"],
         "device": "cpu",
     }
-    m = run_train(
+    job = TrainJob(
+        label=LabelRef(slug="music", name="Music", mid=POS_MID),
         dataset=tmp_path / "d",
         train_features=tmp_path / "f/train",
         eval_features=tmp_path / "f/eval",
-        model_out=tmp_path / "m/music.pt",
-        metrics_out=tmp_path / "metrics/music.json",
-        plots=plots,
-        label={"slug": "music", "name": "Music", "mid": POS_MID},
-        training_cfg=cfg,
-        features_cfg={},
-        sample_rate=22050,
+        params=FeatureParams.from_config({}, sample_rate=22050),
+        outputs=TrainOutputs(
+            model=tmp_path / "m/music.pt", metrics=tmp_path / "metrics/music.json", **plots
+        ),
         clip_seconds=2.0,
-        seed=1,
     )
-    assert set(m["models"]) == {"cnn", "dense", "logreg"}
+    res = run_train(job, TrainSettings.from_config(cfg, seed=1))
+    assert isinstance(res, TrainResult)
+    assert list(res.models) == ["cnn", "dense", "logreg"]
+    assert set(res.best_epochs) == {"cnn", "dense"}
+    assert 1 <= res.best_epochs["cnn"] <= res.models["cnn"].epochs_run <= 6
+    assert res.models["logreg"].best_epoch is None
+    m = res.metrics()
+    assert list(m) == ["label", "name", "mid", "dataset", "settings", "models"]
     assert m["dataset"] == {"n_train": 30, "n_val": 10, "n_test": 16, "test_source": "eval"}
+    assert m["settings"]["device"] == "cpu" and m["settings"]["seed"] == 1
+    assert list(m["models"]["cnn"]["fit"]) == ["best_epoch", "epochs_run", "seconds"]
+    assert list(m["models"]["logreg"]["fit"]) == ["seconds"]
     assert m["models"]["cnn"]["test"]["roc_auc"] > 0.9
     on_disk = json.loads((tmp_path / "metrics/music.json").read_text())
     assert on_disk["models"]["cnn"]["test"] == m["models"]["cnn"]["test"]
+    assert on_disk["dataset"] == m["dataset"] and on_disk["settings"] == m["settings"]
     ck = load_checkpoint(tmp_path / "m/music.pt")
     assert ck.extra_channels == ["spectral_centroid"] and ck.clip_seconds == 2.0
-    assert ck.threshold == m["models"]["cnn"]["val"]["threshold"]
+    assert ck.threshold == res.models["cnn"].threshold == m["models"]["cnn"]["val"]["threshold"]
     assert ck.feature_params["sample_rate"] == 22050
+    assert ck.label == {"slug": "music", "name": "Music", "mid": POS_MID}
     assert all(p.stat().st_size > 1000 for p in plots.values())
     summary = ev.summarize_metrics([tmp_path / "metrics/music.json"], tmp_path / "summary.tsv")
     back = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
