@@ -9,26 +9,25 @@ from audiosetflow.learning.training import (
     run_train,
 )
 from audiosetflow.logutil import setup_logging
+from audiosetflow.smk import stage_job
 
+log = setup_logging(snakemake.log[0], name="audiosetflow.training")
 inp, out, params = snakemake.input, snakemake.output, snakemake.params
-job = TrainJob(
-    label=LabelRef.from_mapping(params.label),
-    dataset={p: inp[p] for p in ("train", "val", "test")},
-    train_features=list(inp.train_features),
-    eval_features=list(inp.eval_features) or None,
-    params=FeatureParams.from_config(dict(params.features), sample_rate=params.sample_rate),
-    outputs=TrainOutputs(
-        model=out.model,
-        metrics=out.metrics,
-        roc_pr=out.roc_pr,
-        confusion=out.confusion,
-        curves=out.curves,
-    ),
-    clip_seconds=params.clip_seconds,
-)
-run_train(
-    job,
-    TrainSettings.from_config(params.training, seed=params.seed),
-    threads=snakemake.threads,
-    logger=setup_logging(snakemake.log[0], name="audiosetflow.training"),
-)
+with stage_job("train", log):
+    job = TrainJob(
+        label=LabelRef.from_mapping(params.label),
+        dataset={p: inp[p] for p in ("train", "val", "test")},
+        train_features=list(inp.train_features),
+        eval_features=list(inp.eval_features) or None,
+        params=FeatureParams.from_config(dict(params.features), sample_rate=params.sample_rate),
+        outputs=TrainOutputs(
+            model=out.model,
+            metrics=out.metrics,
+            roc_pr=out.roc_pr,
+            confusion=out.confusion,
+            curves=out.curves,
+        ),
+        clip_seconds=params.clip_seconds,
+    )
+    settings = TrainSettings.from_config(params.training, seed=params.seed)
+    run_train(job, settings, threads=snakemake.threads, logger=log)

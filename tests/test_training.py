@@ -289,3 +289,81 @@ def test_seed_columns_default_and_other_params():
     cols = seed_columns(summary_columns(FeatureParams(n_mfcc=13, n_mels=64)))
     assert len(cols) == 13 + 1 + 1 + 12 + 1
     assert not any("std" in c or c.startswith("log_mel") for c in cols)
+
+
+def _job(tmp_path, train_features, eval_features=None):
+    from audiosetflow.audio.features import FeatureParams
+    from audiosetflow.learning.training import LabelRef, TrainJob, TrainOutputs
+
+    names = ("model", "metrics", "roc_pr", "confusion", "curves")
+    return TrainJob(
+        label=LabelRef(slug="music", name="Music", mid="/m/04rlf"),
+        dataset=tmp_path / "d",
+        train_features=train_features,
+        eval_features=eval_features,
+        params=FeatureParams.from_config({}, sample_rate=22050),
+        outputs=TrainOutputs(**{k: tmp_path / "out" / k for k in names}),
+    )
+
+
+def _write_parts(folder, **parts):
+    from audiosetflow.learning.datasets import write_dataset
+
+    frames = {
+        p: pd.DataFrame(rows, columns=["ytid", "split", "target"]) for p, rows in parts.items()
+    }
+    write_dataset(folder, frames)
+
+
+def _train_error(job, caplog) -> str:
+    from audiosetflow.learning.training import run_train
+    from audiosetflow.smk import stage_job
+
+    settings = TrainSettings.from_config({"epochs": 1, "device": "cpu"}, seed=0)
+    log = logging.getLogger("audiosetflow.training")
+    with caplog.at_level(logging.INFO, logger="audiosetflow"):
+        with pytest.raises(SystemExit) as info, stage_job("train", log):
+            run_train(job, settings, threads=1, logger=log)
+    assert info.value.code == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    assert errors[0].startswith("train: label Music: ")
+    assert not (job.outputs.metrics.parent).exists()  # nothing written
+    return errors[0]
+
+
+def test_run_train_empty_part_fails_with_one_line(tmp_path, caplog):
+    both = [("a", "train", 1), ("b", "train", 0)]
+    _write_parts(tmp_path / "d", train=both, val=[], test=[("c", "eval", 1), ("d", "eval", 0)])
+    msg = _train_error(_job(tmp_path, tmp_path / "no-features"), caplog)
+    assert "the val part of the dataset has no clip (clips: train 2, val 0, test 2):" in msg
+    assert "rebuild the dataset (snakemake --forcerun dataset)" in msg
+
+
+def test_run_train_one_class_train_part_fails_with_one_line(tmp_path, caplog):
+    pos = [("a", "train", 1), ("b", "train", 1)]
+    _write_parts(tmp_path / "d", train=pos, val=[("c", "train", 1), ("e", "train", 0)], test=pos)
+    msg = _train_error(_job(tmp_path, tmp_path / "no-features"), caplog)
+    assert "the train part of the dataset has no negative clip" in msg
+    assert "train: 2 positive, 0 negative" in msg
+    assert "rebuild the dataset" in msg
+
+
+def test_run_train_stale_dataset_fails_with_one_line(tmp_path, caplog):
+    from synth_features import write_split, ytid
+
+    write_split(tmp_path / "f/train", "train", n_pos=3, n_neg=3, seconds=0.5)
+    rows = [(ytid("train", i), "train", int(i < 3)) for i in range(6)]
+    gone = [("Xgone000001", "train", 1), ("Xgone000002", "train", 0)]
+    _write_parts(tmp_path / "d", train=rows[1:5] + gone, val=[rows[0], rows[5]], test=rows[:2])
+    msg = _train_error(_job(tmp_path, tmp_path / "f/train"), caplog)
+    assert "the train features have no clip with status ok for 2 YTIDs of the dataset" in msg
+    assert "Xgone000001, Xgone000002" in msg and "the dataset is stale, rebuild it" in msg
+
+
+def test_run_train_eval_clips_without_eval_features(tmp_path, caplog):
+    both = [("a", "train", 1), ("b", "train", 0)]
+    _write_parts(tmp_path / "d", train=both, val=both, test=[("c", "eval", 1), ("d", "eval", 0)])
+    msg = _train_error(_job(tmp_path, tmp_path / "f/train", eval_features=None), caplog)
+    assert "clips of the eval split but the job has no eval features" in msg
+    assert "rebuild the dataset" in msg

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..config import section
+from ..errors import InputError
 from ..io import atomic_path, atomic_write_text
 from .evaluation import (
     binary_metrics,
@@ -458,8 +459,9 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
 class _SplitFeatures:
     """Lazily loaded features of one split (frame-level arrays and summary table), by YTID."""
 
-    def __init__(self, features_dir: str | Path | None):
-        self.dir = features_dir
+    def __init__(self, features: str | Path | Sequence[str | Path] | None, split: str):
+        self.dir = features
+        self.split = split
         self._frames: dict[str, tuple[np.ndarray, pd.Index]] = {}
         self._summary: pd.DataFrame | None = None
 
@@ -470,7 +472,7 @@ class _SplitFeatures:
             X, meta = load_split(self.dir, feature=feature)
             self._frames[feature] = (X, pd.Index(meta["ytid"].astype(str)))
         X, index = self._frames[feature]
-        return X[_positions(index, ytids, self.dir)]
+        return X[_positions(index, ytids, self.split)]
 
     def summary(self, columns: Sequence[str] | None, ytids: Sequence[str]) -> np.ndarray:
         """Summary columns (None: :func:`seed_columns`) of the clips, in ``ytids`` order."""
@@ -481,7 +483,7 @@ class _SplitFeatures:
         s = self._summary
         if columns is None:
             columns = seed_columns(s.columns)
-        pos = _positions(pd.Index(s["ytid"].astype(str)), ytids, self.dir)
+        pos = _positions(pd.Index(s["ytid"].astype(str)), ytids, self.split)
         return s[list(columns)].to_numpy(dtype=np.float32)[pos]
 
 
@@ -504,15 +506,16 @@ def seed_columns(columns: Sequence[str]) -> list[str]:
     return picked
 
 
-def _positions(index: pd.Index, ytids: Sequence[str], where) -> np.ndarray:
+def _positions(index: pd.Index, ytids: Sequence[str], split: str) -> np.ndarray:
     if not index.is_unique:
         index = index.drop_duplicates(keep="first")
     pos = index.get_indexer(list(ytids))
     if (pos < 0).any():
-        missing = [y for y, p in zip(ytids, pos, strict=True) if p < 0][:3]
-        raise ValueError(
-            f"{where}: no features (status ok) for YTIDs {missing}...: the "
-            "dataset is stale, rerun the dataset rule"
+        missing = [y for y, p in zip(ytids, pos, strict=True) if p < 0]
+        raise InputError(
+            f"the {split} features have no clip with status ok for {len(missing)} YTIDs of the "
+            f"dataset ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): the "
+            "dataset is stale, rebuild it (snakemake --forcerun dataset)"
         )
     return pos
 
@@ -814,10 +817,13 @@ def load_features(
 
     Raises
     ------
-    ValueError
+    audiosetflow.errors.InputError
         If a clip of a part has no features with status ``ok`` (a stale dataset).
     """
-    splits = {"train": _SplitFeatures(train_features), "eval": _SplitFeatures(eval_features)}
+    splits = {
+        "train": _SplitFeatures(train_features, "train"),
+        "eval": _SplitFeatures(eval_features, "eval"),
+    }
 
     def cnn_input(sf: _SplitFeatures, ytids):
         lm = sf.frames("log_mel", ytids)
@@ -831,20 +837,37 @@ def load_features(
 def load_label_data(
     job: TrainJob, settings: TrainSettings, *, logger: logging.Logger | None = None
 ) -> LabelData:
-    """Read a label's dataset and the features of its clips (:func:`load_features`)."""
-    from .datasets import read_dataset
+    """Read a label's dataset and the features of its clips (:func:`load_features`).
+
+    Raises
+    ------
+    audiosetflow.errors.InputError
+        If a part has no clip, train or val lacks a positive or a negative
+        (:func:`~.datasets.check_dataset`), or the dataset does not match the features.
+    """
+    from .datasets import check_dataset, read_dataset
 
     logger = logger or log
+    name = job.label.display
     dataset = job.dataset if isinstance(job.dataset, (str, Path)) else dict(job.dataset)
     parts = read_dataset(dataset)
+    check_dataset(parts, label=name)
+    if job.eval_features is None and any((df["split"] == "eval").any() for df in parts.values()):
+        raise InputError(
+            f"label {name}: the dataset has clips of the eval split but the job has no eval "
+            "features: rebuild the dataset (snakemake --forcerun dataset)"
+        )
     y = {p: parts[p]["target"].to_numpy(dtype=np.float32) for p in parts}
     t0 = time.perf_counter()
-    cnn, summary = load_features(
-        parts, job.train_features, job.eval_features, extra_channels=settings.extra_channels
-    )
+    try:
+        cnn, summary = load_features(
+            parts, job.train_features, job.eval_features, extra_channels=settings.extra_channels
+        )
+    except InputError as exc:
+        raise InputError(f"label {name}: {exc}") from None
     logger.info(
         "%s: features loaded in %.1f s: train %s, val %d, test %d clips",
-        job.label.display,
+        name,
         time.perf_counter() - t0,
         cnn["train"].shape,
         len(y["val"]),
