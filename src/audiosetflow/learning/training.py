@@ -78,7 +78,30 @@ CHECKPOINT_VERSION = 1
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Training hyper-parameters (``config['training']`` plus the global seed)."""
+    """Training hyper-parameters (``config['training']`` plus the global seed).
+
+    Attributes
+    ----------
+    epochs : int
+        Maximum epochs of the CNN, >= 1 (the dense baseline runs at least 100).
+    patience : int
+        Epochs without a lower val loss before stopping, >= 1 (dense: at least 10).
+    min_epochs : int
+        Early stopping never stops before this epoch, >= 0.
+    batch_size : int
+        Clips per batch, >= 1 (dense: at most 16).
+    learning_rate : float
+        Adam's learning rate, > 0.
+    threads : int
+        Torch CPU threads of a job.
+    extra_channels : tuple of str
+        Frame-level features stacked after log-mel as CNN channels
+        (:data:`audiosetflow.audio.features.FRAME_FEATURES`).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`resolve_device`).
+    seed : int
+        Seed of every draw (``selection.seed``).
+    """
 
     epochs: int = 30
     patience: int = 5
@@ -837,13 +860,31 @@ def load_features(
 def load_label_data(
     job: TrainJob, settings: TrainSettings, *, logger: logging.Logger | None = None
 ) -> LabelData:
-    """Read a label's dataset and the features of its clips (:func:`load_features`).
+    """Read a label's dataset, check its parts and load the features of its clips.
+
+    Parameters
+    ----------
+    job : TrainJob
+        ``dataset``, ``train_features`` and ``eval_features`` are read.
+    settings : TrainSettings
+        ``extra_channels``: the CNN's channels after log-mel.
+    logger : logging.Logger, optional
+        One line with the sizes and the time spent.
+
+    Returns
+    -------
+    LabelData
+        Targets, CNN inputs and summary features per part.
 
     Raises
     ------
     audiosetflow.errors.InputError
         If a part has no clip, train or val lacks a positive or a negative
         (:func:`~.datasets.check_dataset`), or the dataset does not match the features.
+
+    See Also
+    --------
+    load_features : the features alone (whole splits read into memory).
     """
     from .datasets import check_dataset, read_dataset
 
@@ -899,8 +940,35 @@ def train_cnn(
     logger: logging.Logger | None = None,
     name: str = "label",
 ) -> FittedModel:
-    """Fit the CNN on log-mel (+ extra channels), normalised with the train part's
-    statistics, with early stopping on the val part (:func:`fit_torch`)."""
+    """Fit the CNN on log-mel (+ extra channels) with early stopping on the val part.
+
+    The network (:class:`~.models.AudioCNN`) is built after seeding with ``settings.seed``
+    and normalises its input with the train part's per-channel, per-row statistics
+    (:func:`channel_stats`).
+
+    Parameters
+    ----------
+    data : LabelData
+        ``cnn`` inputs and targets ``y`` of the parts.
+    settings : TrainSettings
+        ``epochs``, ``patience``, ``min_epochs``, ``batch_size``, ``learning_rate``,
+        ``seed``.
+    device : torch.device or str
+        Where to train (:func:`resolve_device`).
+    logger : logging.Logger, optional
+    name : str
+        Prefix of the log lines (the label's name).
+
+    Returns
+    -------
+    FittedModel
+        The network with the weights of its best epoch, its scores on every part and its
+        history.
+
+    See Also
+    --------
+    fit_torch : the training loop.
+    """
     X, y = data.cnn, data.y
     seed_everything(settings.seed)
     cnn = AudioCNN(X["train"].shape[2], X["train"].shape[1])
@@ -928,7 +996,21 @@ def train_dense(
     """Fit the seed project's dense network on the summary features, on the CPU.
 
     At least 100 epochs and a patience of 10, batches of at most 16 clips (the seed's
-    settings, for a network this small); otherwise as :func:`train_cnn`.
+    settings, for a network this small); the input is normalised with the train part's
+    column means and standard deviations. Otherwise as :func:`train_cnn`.
+
+    Parameters
+    ----------
+    data : LabelData
+        ``summary`` features and targets ``y`` of the parts.
+    settings : TrainSettings
+    logger : logging.Logger, optional
+    name : str
+        Prefix of the log lines.
+
+    Returns
+    -------
+    FittedModel
     """
     S, y = data.summary, data.y
     seed_everything(settings.seed)
@@ -946,7 +1028,19 @@ def train_dense(
 
 
 def train_logreg(data: LabelData, settings: TrainSettings) -> FittedModel:
-    """Fit the logistic regression on the summary features (:func:`fit_logreg`)."""
+    """Fit the logistic regression on the summary features (:func:`fit_logreg`).
+
+    Parameters
+    ----------
+    data : LabelData
+    settings : TrainSettings
+        ``seed``: the solver's ``random_state``.
+
+    Returns
+    -------
+    FittedModel
+        ``history`` and ``best_epoch`` are None.
+    """
     S, y = data.summary, data.y
     t0 = time.perf_counter()
     clf = fit_logreg(S["train"], y["train"], seed=settings.seed)
@@ -961,9 +1055,28 @@ def evaluate_model(
     logger: logging.Logger | None = None,
     name: str = "label",
 ) -> ModelMetrics:
-    """Metrics of a fitted model on the val and test parts, at the threshold of maximum F1
-    on validation (:func:`~.evaluation.choose_threshold`; 0.5 without validation clips).
-    Logs one line with the test metrics."""
+    """Metrics of a fitted model on the val and test parts at the threshold chosen on val.
+
+    The threshold maximises F1 on the val part (:func:`~.evaluation.choose_threshold`; 0.5
+    without val clips). One line with the test metrics is logged.
+
+    Parameters
+    ----------
+    fitted : FittedModel
+        Its ``scores`` of the ``val`` and ``test`` parts.
+    y : mapping of str to ndarray
+        Targets per part.
+    logger : logging.Logger, optional
+    name : str
+        Prefix of the log line.
+
+    Returns
+    -------
+    ModelMetrics
+        ``val`` and ``test``: :func:`~.evaluation.binary_metrics` (``roc_auc,
+        average_precision, f1, accuracy, precision, recall, log_loss, threshold, n, n_pos,
+        confusion``), plus the fit's epochs and time.
+    """
     sc = fitted.scores
     thr = choose_threshold(y["val"], sc["val"]) if len(y["val"]) else 0.5
     m = ModelMetrics(
@@ -996,10 +1109,30 @@ def write_outputs(
     test_scores: Mapping[str, np.ndarray],
     histories: Mapping[str, list[dict]],
 ) -> None:
-    """Write the checkpoint, the figures and (last) the metrics JSON of :class:`TrainOutputs`.
+    """Write the checkpoint, the figures and (last) the metrics JSON of a job.
 
-    The checkpoint's threshold is the CNN's validation threshold; its ``info`` holds the
-    CNN's test metrics and the test set's source.
+    Each file is written atomically; the metrics JSON comes last, so that its presence means
+    the job finished.
+
+    Parameters
+    ----------
+    job : TrainJob
+        ``outputs`` (the files), ``label``, ``params`` and ``clip_seconds`` (checkpoint).
+    result : TrainResult
+        The metrics; the checkpoint's threshold is the CNN's val threshold and its ``info``
+        holds the CNN's test metrics and the test part's source.
+    cnn : nn.Module
+        The trained CNN (moved to the CPU).
+    y_test : ndarray
+        Targets of the test part.
+    test_scores : mapping of str to ndarray
+        Each model's scores of the test part (ROC / PR figure).
+    histories : mapping of str to list of dict
+        Per-epoch histories of the networks (training-curves figure).
+
+    See Also
+    --------
+    save_checkpoint, TrainResult.metrics
     """
     out, label = job.outputs, job.label
     cnn_metrics = result.models["cnn"]
@@ -1033,6 +1166,62 @@ def run_train(
 ) -> TrainResult:
     """Train and evaluate one label's CNN and both baselines; write checkpoint, metrics and
     figures.
+
+    The three models (:data:`MODEL_KINDS`) learn from the same balanced train part: the CNN
+    on log-mel plus ``settings.extra_channels`` (:func:`train_cnn`), the seed project's dense
+    network (:func:`train_dense`) and a logistic regression (:func:`train_logreg`) on the
+    summary features. The networks stop early on the val part's loss; each model's decision
+    threshold is the one of maximum F1 on val, and its test metrics are taken at it
+    (:func:`evaluate_model`). Every draw is seeded from ``settings.seed``: the same inputs
+    give the same metrics and weights.
+
+    Parameters
+    ----------
+    job : TrainJob
+        The label, its dataset, the feature shards and the output files.
+    settings : TrainSettings
+        Hyper-parameters (``config['training']`` and ``selection.seed``).
+    threads : int, optional
+        Torch CPU threads, >= 1 (default ``settings.threads``; the rule passes its
+        ``threads``).
+    logger : logging.Logger, optional
+        Progress lines: one per epoch and one with each model's test metrics.
+
+    Returns
+    -------
+    TrainResult
+        Per-model val and test metrics, best epochs and dataset sizes;
+        :meth:`TrainResult.metrics` is the JSON written to ``job.outputs.metrics``.
+
+    Raises
+    ------
+    audiosetflow.errors.InputError
+        If a dataset part has no clip, train or val lacks a positive or a negative, or the
+        dataset does not match the features (one line naming the label and what to change);
+        nothing is written then.
+    RuntimeError
+        If ``settings.device`` is ``"cuda"`` and no CUDA device is available.
+
+    See Also
+    --------
+    audiosetflow.learning.datasets.run_dataset : the stage before, which writes the dataset.
+    load_checkpoint : read the CNN back (as the CLI does).
+    audiosetflow.learning.evaluation.summarize_metrics : one table of every label's metrics.
+
+    Examples
+    --------
+    >>> from audiosetflow.audio.features import FeatureParams
+    >>> job = TrainJob(
+    ...     label=LabelRef(slug="music", name="Music", mid="/m/04rlf"),
+    ...     dataset="results/datasets/music",
+    ...     train_features="results/features/train",
+    ...     eval_features="results/features/eval",
+    ...     params=FeatureParams.from_config({}, sample_rate=22050),
+    ...     outputs=TrainOutputs(model="music.pt", metrics="music.json", roc_pr="roc_pr.png",
+    ...                          confusion="confusion.png", curves="curves.png"),
+    ... )  # doctest: +SKIP
+    >>> result = run_train(job, TrainSettings(epochs=5))  # doctest: +SKIP
+    >>> result.models["cnn"].test["roc_auc"], result.best_epochs["cnn"]  # doctest: +SKIP
     """
     logger = logger or log
     torch.set_num_threads(int(threads or settings.threads))
