@@ -1,21 +1,33 @@
 """Snakemake adapter: train and evaluate one label's CNN and baselines."""
 
-from audiosetflow.learning.training import run_train
-from audiosetflow.logutil import setup_logging
-
-run_train(
-    dataset={p: snakemake.input[p] for p in ("train", "val", "test")},
-    train_features=snakemake.input.train_features,
-    eval_features=snakemake.input.eval_features or None,
-    model_out=snakemake.output.model,
-    metrics_out=snakemake.output.metrics,
-    plots={p: snakemake.output[p] for p in ("roc_pr", "confusion", "curves")},
-    label=snakemake.params.label,
-    training_cfg=snakemake.params.training,
-    features_cfg=snakemake.params.features,
-    sample_rate=snakemake.params.sample_rate,
-    clip_seconds=snakemake.params.clip_seconds,
-    seed=snakemake.params.seed,
-    threads=snakemake.threads,
-    logger=setup_logging(snakemake.log[0], name="audiosetflow.training"),
+from audiosetflow.audio.features import FeatureParams
+from audiosetflow.learning.training import (
+    LabelRef,
+    TrainJob,
+    TrainOutputs,
+    TrainSettings,
+    run_train,
 )
+from audiosetflow.logutil import setup_logging
+from audiosetflow.smk import stage_job
+
+log = setup_logging(snakemake.log[0], name="audiosetflow.training")
+inp, out, params = snakemake.input, snakemake.output, snakemake.params
+with stage_job("train", log):
+    job = TrainJob(
+        label=LabelRef.from_mapping(params.label),
+        dataset={p: inp[p] for p in ("train", "val", "test")},
+        train_features=list(inp.train_features),
+        eval_features=list(inp.eval_features) or None,
+        params=FeatureParams.from_config(dict(params.features), sample_rate=params.sample_rate),
+        outputs=TrainOutputs(
+            model=out.model,
+            metrics=out.metrics,
+            roc_pr=out.roc_pr,
+            confusion=out.confusion,
+            curves=out.curves,
+        ),
+        clip_seconds=params.clip_seconds,
+    )
+    settings = TrainSettings.from_config(params.training, seed=params.seed)
+    run_train(job, settings, threads=snakemake.threads, logger=log)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from audiosetflow.errors import InputError
 from audiosetflow.learning import datasets as ds
 
 MID = "/m/04rlf"
@@ -79,11 +82,105 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
     assert set(a["val"]["ytid"]) != set(c["val"]["ytid"])
 
 
+def _input_error(train, ev=None, *, val=0.25, test=0.2, name="Music") -> str:
+    """The one-line InputError of make_label_dataset (label ``name``)."""
+    with pytest.raises(InputError) as info:
+        ds.make_label_dataset(
+            train, ev, mid=MID, val_fraction=val, test_fraction=test, seed=0, name=name
+        )
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"label {name or MID}: ")
+    return msg
+
+
 def test_no_positive_raises():
+    msg = _input_error(_meta("train", 0, 10))
+    assert "no training clip with status ok has this label" in msg
+    assert "no clip of train has it; 10 other clips with status ok" in msg
+    assert "check the label (labels in config)" in msg and "metadata.train_segments" in msg
+    # still a ValueError for callers that catch those
     with pytest.raises(ValueError, match="no training clip"):
         ds.make_label_dataset(
             _meta("train", 0, 10), None, mid=MID, val_fraction=0.2, test_fraction=0.2, seed=0
         )
+
+
+def test_positives_that_all_failed_raise_with_download_hint():
+    meta = _meta("train", 3, 6)
+    meta.loc[:2, "status"] = "permanent"
+    msg = _input_error(meta)
+    assert "no training clip with status ok has this label" in msg
+    assert "3 clips of train have it, none with status ok; 6 other clips do" in msg
+    assert "download_ledger.tsv" in msg
+
+
+def test_label_named_by_mid_without_name():
+    msg = _input_error(_meta("train", 0, 4), name="")
+    assert msg.startswith(f"label {MID}: ")
+
+
+def test_no_negative_raises():
+    msg = _input_error(_meta("train", 5, 0))
+    assert "no training clip with status ok lacks this label" in msg
+    assert "5 clips with status ok in train, all positive" in msg
+    assert "selection.negatives_per_positive" in msg
+
+
+def test_val_part_empty_with_eval_split():
+    # 1 positive + 1 negative: nothing to take a val part from
+    msg = _input_error(_meta("train", 1, 3), _meta("eval", 2, 2))
+    assert "the val part has no clip" in msg
+    assert "4 clips with status ok in train: 1 positive, 3 negative" in msg
+    assert "1 positive + 1 negative after balancing:" in msg
+    assert "raise selection.max_positives or add clips with the label" in msg
+    assert "eval_segments" not in msg  # the test part already comes from eval
+
+
+def test_val_part_empty_after_test_holdout():
+    msg = _input_error(_meta("train", 2, 2))
+    assert "the val part has no clip" in msg
+    assert "1 positive + 1 negative after balancing and the test holdout" in msg
+    assert "raise selection.max_positives" in msg and "metadata.eval_segments" in msg
+
+
+def test_test_part_empty_without_eval_split():
+    msg = _input_error(_meta("train", 1, 1))
+    assert "the test part has no clip" in msg
+    assert "2 clips with status ok in train: 1 positive, 1 negative" in msg
+    assert "raise selection.max_positives" in msg and "metadata.eval_segments" in msg
+
+
+@pytest.mark.parametrize(("part", "kw"), [("val", {"val": 0.0}), ("test", {"test": 0.0})])
+def test_zero_fraction_names_the_setting(part, kw):
+    msg = _input_error(_meta("train", 10, 10), **kw)
+    assert f"the {part} part has no clip (training.{part}_fraction is 0)" in msg
+    assert f"set training.{part}_fraction above 0" in msg
+
+
+def test_eval_split_without_negatives_falls_back_to_holdout(caplog):
+    with caplog.at_level("WARNING", logger="audiosetflow.datasets"):
+        parts = ds.make_label_dataset(
+            _meta("train", 10, 10), _meta("eval", 4, 0), mid=MID, val_fraction=0.2,
+            test_fraction=0.2, seed=0,
+        )  # fmt: skip
+    assert parts["test"].attrs["test_source"] == "train holdout"
+    assert "eval split has no negative clip with status ok" in caplog.text
+
+
+def test_check_dataset():
+    parts = _make()
+    ds.check_dataset(parts, label="Music")  # a made dataset passes
+    bad = {**parts, "val": parts["val"].iloc[:0]}
+    with pytest.raises(InputError) as info:
+        ds.check_dataset(bad, label="Music")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("label Music: the val part of the dataset has no")
+    assert "rebuild the dataset" in msg
+    one_class = {**parts, "train": parts["train"].loc[parts["train"]["target"] == 1]}
+    with pytest.raises(InputError, match="label Music: the train part .* no negative clip"):
+        ds.check_dataset(one_class, label="Music")
+    pos_test = {**parts, "test": parts["test"].loc[parts["test"]["target"] == 1]}
+    ds.check_dataset(pos_test, label="Music")  # the test part needs clips, not both classes
 
 
 def test_write_read_roundtrip(tmp_path):
@@ -115,3 +212,31 @@ def test_run_dataset_from_feature_shards(tmp_path):
     assert parts["test"].attrs["test_source"] == "train holdout"
     total = sum(len(p) for p in parts.values())
     assert total == 12 and sum(int(p["target"].sum()) for p in parts.values()) == 6
+
+
+def test_run_dataset_tiny_corpus_fails_with_one_line_in_the_job_log(tmp_path, caplog):
+    from synth_features import write_split
+
+    from audiosetflow.smk import stage_job
+
+    write_split(tmp_path / "features/train", "train", n_pos=1, n_neg=2, seconds=0.5)
+    out = tmp_path / "datasets/music"
+    log = logging.getLogger("audiosetflow.datasets")
+    with caplog.at_level(logging.INFO, logger="audiosetflow"):
+        with pytest.raises(SystemExit) as info, stage_job("dataset", log):
+            ds.run_dataset(
+                train_features=sorted((tmp_path / "features/train").glob("shard-*.parquet")),
+                eval_features=None,
+                out_dir=out,
+                mid="/m/04rlf",
+                name="Music",
+                val_fraction=0.25,
+                test_fraction=0.2,
+                seed=3,
+            )
+    assert info.value.code == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    assert errors[0].startswith("dataset: label Music: the test part has no clip")
+    assert "raise selection.max_positives" in errors[0]
+    assert not out.exists()

@@ -211,8 +211,15 @@ def test_train_settings_from_config():
 def test_run_train_end_to_end(tmp_path):
     from synth_features import POS_MID, write_split
 
+    from audiosetflow.audio.features import FeatureParams
     from audiosetflow.learning.datasets import run_dataset
-    from audiosetflow.learning.training import run_train
+    from audiosetflow.learning.training import (
+        LabelRef,
+        TrainJob,
+        TrainOutputs,
+        TrainResult,
+        run_train,
+    )
 
     write_split(tmp_path / "f/train", "train", n_pos=20, n_neg=20, seconds=2.0, seed=1)
     write_split(tmp_path / "f/eval", "eval", n_pos=8, n_neg=8, seconds=2.0, seed=2)
@@ -235,29 +242,38 @@ def test_run_train_end_to_end(tmp_path):
         "extra_channels": ["spectral_centroid"],
         "device": "cpu",
     }
-    m = run_train(
+    job = TrainJob(
+        label=LabelRef(slug="music", name="Music", mid=POS_MID),
         dataset=tmp_path / "d",
         train_features=tmp_path / "f/train",
         eval_features=tmp_path / "f/eval",
-        model_out=tmp_path / "m/music.pt",
-        metrics_out=tmp_path / "metrics/music.json",
-        plots=plots,
-        label={"slug": "music", "name": "Music", "mid": POS_MID},
-        training_cfg=cfg,
-        features_cfg={},
-        sample_rate=22050,
+        params=FeatureParams.from_config({}, sample_rate=22050),
+        outputs=TrainOutputs(
+            model=tmp_path / "m/music.pt", metrics=tmp_path / "metrics/music.json", **plots
+        ),
         clip_seconds=2.0,
-        seed=1,
     )
-    assert set(m["models"]) == {"cnn", "dense", "logreg"}
+    res = run_train(job, TrainSettings.from_config(cfg, seed=1))
+    assert isinstance(res, TrainResult)
+    assert list(res.models) == ["cnn", "dense", "logreg"]
+    assert set(res.best_epochs) == {"cnn", "dense"}
+    assert 1 <= res.best_epochs["cnn"] <= res.models["cnn"].epochs_run <= 6
+    assert res.models["logreg"].best_epoch is None
+    m = res.metrics()
+    assert list(m) == ["label", "name", "mid", "dataset", "settings", "models"]
     assert m["dataset"] == {"n_train": 30, "n_val": 10, "n_test": 16, "test_source": "eval"}
+    assert m["settings"]["device"] == "cpu" and m["settings"]["seed"] == 1
+    assert list(m["models"]["cnn"]["fit"]) == ["best_epoch", "epochs_run", "seconds"]
+    assert list(m["models"]["logreg"]["fit"]) == ["seconds"]
     assert m["models"]["cnn"]["test"]["roc_auc"] > 0.9
     on_disk = json.loads((tmp_path / "metrics/music.json").read_text())
     assert on_disk["models"]["cnn"]["test"] == m["models"]["cnn"]["test"]
+    assert on_disk["dataset"] == m["dataset"] and on_disk["settings"] == m["settings"]
     ck = load_checkpoint(tmp_path / "m/music.pt")
     assert ck.extra_channels == ["spectral_centroid"] and ck.clip_seconds == 2.0
-    assert ck.threshold == m["models"]["cnn"]["val"]["threshold"]
+    assert ck.threshold == res.models["cnn"].threshold == m["models"]["cnn"]["val"]["threshold"]
     assert ck.feature_params["sample_rate"] == 22050
+    assert ck.label == {"slug": "music", "name": "Music", "mid": POS_MID}
     assert all(p.stat().st_size > 1000 for p in plots.values())
     summary = ev.summarize_metrics([tmp_path / "metrics/music.json"], tmp_path / "summary.tsv")
     back = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
@@ -273,3 +289,81 @@ def test_seed_columns_default_and_other_params():
     cols = seed_columns(summary_columns(FeatureParams(n_mfcc=13, n_mels=64)))
     assert len(cols) == 13 + 1 + 1 + 12 + 1
     assert not any("std" in c or c.startswith("log_mel") for c in cols)
+
+
+def _job(tmp_path, train_features, eval_features=None):
+    from audiosetflow.audio.features import FeatureParams
+    from audiosetflow.learning.training import LabelRef, TrainJob, TrainOutputs
+
+    names = ("model", "metrics", "roc_pr", "confusion", "curves")
+    return TrainJob(
+        label=LabelRef(slug="music", name="Music", mid="/m/04rlf"),
+        dataset=tmp_path / "d",
+        train_features=train_features,
+        eval_features=eval_features,
+        params=FeatureParams.from_config({}, sample_rate=22050),
+        outputs=TrainOutputs(**{k: tmp_path / "out" / k for k in names}),
+    )
+
+
+def _write_parts(folder, **parts):
+    from audiosetflow.learning.datasets import write_dataset
+
+    frames = {
+        p: pd.DataFrame(rows, columns=["ytid", "split", "target"]) for p, rows in parts.items()
+    }
+    write_dataset(folder, frames)
+
+
+def _train_error(job, caplog) -> str:
+    from audiosetflow.learning.training import run_train
+    from audiosetflow.smk import stage_job
+
+    settings = TrainSettings.from_config({"epochs": 1, "device": "cpu"}, seed=0)
+    log = logging.getLogger("audiosetflow.training")
+    with caplog.at_level(logging.INFO, logger="audiosetflow"):
+        with pytest.raises(SystemExit) as info, stage_job("train", log):
+            run_train(job, settings, threads=1, logger=log)
+    assert info.value.code == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    assert errors[0].startswith("train: label Music: ")
+    assert not (job.outputs.metrics.parent).exists()  # nothing written
+    return errors[0]
+
+
+def test_run_train_empty_part_fails_with_one_line(tmp_path, caplog):
+    both = [("a", "train", 1), ("b", "train", 0)]
+    _write_parts(tmp_path / "d", train=both, val=[], test=[("c", "eval", 1), ("d", "eval", 0)])
+    msg = _train_error(_job(tmp_path, tmp_path / "no-features"), caplog)
+    assert "the val part of the dataset has no clip (clips: train 2, val 0, test 2):" in msg
+    assert "rebuild the dataset (snakemake --forcerun dataset)" in msg
+
+
+def test_run_train_one_class_train_part_fails_with_one_line(tmp_path, caplog):
+    pos = [("a", "train", 1), ("b", "train", 1)]
+    _write_parts(tmp_path / "d", train=pos, val=[("c", "train", 1), ("e", "train", 0)], test=pos)
+    msg = _train_error(_job(tmp_path, tmp_path / "no-features"), caplog)
+    assert "the train part of the dataset has no negative clip" in msg
+    assert "train: 2 positive, 0 negative" in msg
+    assert "rebuild the dataset" in msg
+
+
+def test_run_train_stale_dataset_fails_with_one_line(tmp_path, caplog):
+    from synth_features import write_split, ytid
+
+    write_split(tmp_path / "f/train", "train", n_pos=3, n_neg=3, seconds=0.5)
+    rows = [(ytid("train", i), "train", int(i < 3)) for i in range(6)]
+    gone = [("Xgone000001", "train", 1), ("Xgone000002", "train", 0)]
+    _write_parts(tmp_path / "d", train=rows[1:5] + gone, val=[rows[0], rows[5]], test=rows[:2])
+    msg = _train_error(_job(tmp_path, tmp_path / "f/train"), caplog)
+    assert "the train features have no clip with status ok for 2 YTIDs of the dataset" in msg
+    assert "Xgone000001, Xgone000002" in msg and "the dataset is stale, rebuild it" in msg
+
+
+def test_run_train_eval_clips_without_eval_features(tmp_path, caplog):
+    both = [("a", "train", 1), ("b", "train", 0)]
+    _write_parts(tmp_path / "d", train=both, val=both, test=[("c", "eval", 1), ("d", "eval", 0)])
+    msg = _train_error(_job(tmp_path, tmp_path / "f/train", eval_features=None), caplog)
+    assert "clips of the eval split but the job has no eval features" in msg
+    assert "rebuild the dataset" in msg

@@ -11,6 +11,10 @@ For a target label (a MID):
 
 Each part is written as ``{out_dir}/{part}.tsv`` with columns ``ytid, split, target`` so that
 every result can be traced back to its clips.
+
+A part that would be empty (a tiny corpus, a fraction of 0) is an
+:class:`~audiosetflow.errors.InputError` whose one line names the label, says how many clips
+there were and what to change: each part needs at least one positive and one negative.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from ..io import read_tsv, write_tsv
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "make_label_dataset",
     "write_dataset",
     "read_dataset",
+    "check_dataset",
     "features_present",
     "run_dataset",
 ]
@@ -105,6 +111,65 @@ def stratified_split(
     return df.loc[~held].reset_index(drop=True), df.loc[held].reset_index(drop=True)
 
 
+def _ok_counts(meta: pd.DataFrame, mid: str) -> tuple[int, int, int]:
+    """Clips with status ok (as :func:`balance` counts them): positives and negatives; and the
+    clips with the label whatever their status."""
+    ok = meta.loc[meta["status"] == "ok"].drop_duplicates("ytid")
+    n_pos = sum(_has_label(v, mid) for v in ok["labels"])
+    n_any = sum(_has_label(v, mid) for v in meta.drop_duplicates("ytid")["labels"])
+    return int(n_pos), len(ok) - int(n_pos), int(n_any)
+
+
+def _counted(n_pos: int, n_neg: int, split: str = "train") -> str:
+    return f"{n_pos + n_neg} clips with status ok in {split}: {n_pos} positive, {n_neg} negative"
+
+
+_MORE_CLIPS = "raise selection.max_positives or add clips with the label"
+_EVAL_SPLIT = (
+    "add an eval split (metadata.eval_segments) so that the test part is not taken from train"
+)
+
+
+def _no_positive(tag: str, n_pos_any: int, n_neg: int) -> InputError:
+    if n_pos_any:
+        why = f"{n_pos_any} clips of train have it, none with status ok; {n_neg} other clips do"
+        hint = f"see why they failed (results/reports/download_ledger.tsv), then {_MORE_CLIPS}"
+    else:
+        why = f"no clip of train has it; {n_neg} other clips with status ok"
+        hint = (
+            "check the label (labels in config) and the training segments it is selected "
+            "from (metadata.train_segments)"
+        )
+    return InputError(f"{tag}: no training clip with status ok has this label ({why}): {hint}")
+
+
+def _empty_part(
+    tag: str,
+    part: str,
+    *,
+    counts: str,
+    pool: int,
+    fraction: float,
+    key: str,
+    holdout: bool,
+) -> InputError:
+    """The val or test part ended up empty: say why (a fraction of 0, too few clips)."""
+    if fraction <= 0:
+        why = f"training.{key} is {fraction:g}"
+        hint = f"set training.{key} above 0"
+        if part == "test":
+            hint += f" or {_EVAL_SPLIT}"
+    else:
+        left = f"{pool} positive + {pool} negative after balancing"
+        if part == "val" and holdout:
+            left += " and the test holdout"
+        why = f"{counts}; {left}: taking a {part} part needs at least 2 of each"
+        hint = _MORE_CLIPS
+        if holdout:
+            hint += f", or {_EVAL_SPLIT}"
+    return InputError(f"{tag}: the {part} part has no clip ({why}): {hint}")
+
+
 def make_label_dataset(
     train_meta: pd.DataFrame,
     eval_meta: pd.DataFrame | None,
@@ -113,6 +178,7 @@ def make_label_dataset(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    name: str = "",
 ) -> dict[str, pd.DataFrame]:
     """Balanced train / val / test parts of one label.
 
@@ -128,27 +194,70 @@ def make_label_dataset(
         set (the latter only without eval split).
     seed : int
         Seed of every draw (combined with ``mid``, so labels draw independently).
+    name : str
+        Display name of the label, for messages (default: the MID).
 
     Returns
     -------
     dict
         ``{"train": df, "val": df, "test": df}`` with columns ``ytid, split, target``; the
         ``attrs["test_source"]`` of the test frame is ``"eval"`` or ``"train holdout"``.
+
+    Raises
+    ------
+    audiosetflow.errors.InputError
+        If a part would have no clip: no training clip with status ok has the label, or none
+        lacks it, or there are too few clips (or a fraction of 0) for a val or test part. The
+        message is one line naming the label, the counts and what to change.
     """
+    tag = f"label {name or mid}"
+    n_pos, n_neg, n_pos_any = _ok_counts(train_meta, mid)
+    if n_pos == 0:
+        raise _no_positive(tag, n_pos_any, n_neg)
+    if n_neg == 0:
+        raise InputError(
+            f"{tag}: no training clip with status ok lacks this label ({n_pos} clips with "
+            "status ok in train, all positive; the models need negatives): raise "
+            "selection.negatives_per_positive or add clips without the label"
+        )
     pool = balance(train_meta, mid=mid, rng=_rng(seed, mid, "train"))
-    if pool["target"].sum() == 0:
-        raise ValueError(f"label {mid}: no training clip with status ok has this label")
     test = None
     if eval_meta is not None and len(eval_meta):
         test = balance(eval_meta, mid=mid, rng=_rng(seed, mid, "eval"))
         if test["target"].sum() == 0:
-            log.warning("%s: eval split has no positive clip: holding out part of train", mid)
+            e_pos, e_neg, _ = _ok_counts(eval_meta, mid)
+            log.warning(
+                "%s: eval split has no %s clip with status ok (%s): holding out part of train",
+                name or mid,
+                "positive" if e_pos == 0 else "negative",
+                _counted(e_pos, e_neg, "eval"),
+            )
             test = None
     source = "eval"
     if test is None:
         source = "train holdout"
         pool, test = stratified_split(pool, fraction=test_fraction, rng=_rng(seed, mid, "test"))
+        if test.empty:
+            raise _empty_part(
+                tag,
+                "test",
+                counts=_counted(n_pos, n_neg),
+                pool=len(pool) // 2,
+                fraction=test_fraction,
+                key="test_fraction",
+                holdout=True,
+            )
     train, val = stratified_split(pool, fraction=val_fraction, rng=_rng(seed, mid, "val"))
+    if val.empty:
+        raise _empty_part(
+            tag,
+            "val",
+            counts=_counted(n_pos, n_neg),
+            pool=len(pool) // 2,
+            fraction=val_fraction,
+            key="val_fraction",
+            holdout=source != "eval",
+        )
     parts = {"train": train, "val": val, "test": test}
     for df in parts.values():
         df.attrs["test_source"] = source
@@ -177,6 +286,54 @@ def read_dataset(
     return parts
 
 
+#: Parts whose clips must include both classes: train (to fit the models) and val (to stop
+#: early and choose the decision threshold). The test part needs clips, not both classes.
+_BOTH_CLASSES = ("train", "val")
+
+
+def check_dataset(parts: dict[str, pd.DataFrame], *, label: str) -> None:
+    """Check that dataset parts read back from disk can train and test a model.
+
+    Every part must have a clip; train and val a positive and a negative too.
+    :func:`make_label_dataset` never writes other parts: one that does not pass comes from an
+    older version or was edited by hand.
+
+    Parameters
+    ----------
+    parts : dict of str to DataFrame
+        :func:`read_dataset`'s parts.
+    label : str
+        The label's display name, for the message.
+
+    Raises
+    ------
+    audiosetflow.errors.InputError
+        One line naming the label, the part, the clip counts, and to rebuild the dataset.
+    """
+    counts = ", ".join(f"{p} {len(parts[p])}" for p in PARTS)
+    for part in PARTS:
+        y = parts[part]["target"].to_numpy()
+        n_pos = int((y == 1).sum())
+        missing = _missing(len(y), n_pos, both=part in _BOTH_CLASSES)
+        if missing:
+            detail = f"; {part}: {n_pos} positive, {len(y) - n_pos} negative" if len(y) else ""
+            raise InputError(
+                f"label {label}: the {part} part of the dataset has {missing} (clips: {counts}"
+                f"{detail}): rebuild the dataset (snakemake --forcerun dataset), whose rule says "
+                "what to change"
+            )
+
+
+def _missing(n: int, n_pos: int, *, both: bool) -> str:
+    if n == 0:
+        return "no clip"
+    if both and n_pos == 0:
+        return "no positive clip"
+    if both and n_pos == n:
+        return "no negative clip"
+    return ""
+
+
 def features_present(features: str | Path | Sequence[str | Path] | None) -> bool:
     """Whether a features folder (or a list of shard files) holds at least one Parquet shard."""
     if features is None:
@@ -189,8 +346,8 @@ def features_present(features: str | Path | Sequence[str | Path] | None) -> bool
 
 def run_dataset(
     *,
-    train_features: str | Path,
-    eval_features: str | Path | None,
+    train_features: str | Path | Sequence[str | Path],
+    eval_features: str | Path | Sequence[str | Path] | None,
     out_dir: str | Path,
     mid: str,
     name: str = "",
@@ -200,15 +357,63 @@ def run_dataset(
     use_eval: bool = True,
     logger: logging.Logger | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Build and write one label's dataset from the feature folders.
+    """Build and write one label's balanced train, val and test parts from feature shards.
+
+    Only clips with status ``ok`` are used. The training pool is the label's positives in
+    the train split plus as many negatives; val is a stratified ``val_fraction`` of it; the
+    test part is the eval split balanced the same way or, without one (or without a
+    positive in it), a stratified ``test_fraction`` held out of the pool first
+    (:func:`make_label_dataset`).
 
     Parameters
     ----------
-    train_features, eval_features : path
-        ``results/features/train`` and ``results/features/eval`` (the latter may be missing
-        or empty: no eval split).
+    train_features : str, Path or sequence of path
+        The train split's feature shards (the files, or their folder such as
+        ``results/features/train``); only their metadata and summary columns are read.
+    eval_features : str, Path, sequence of path or None
+        The eval split's feature shards; None, an empty list or shards that do not exist:
+        no eval split.
+    out_dir : str or Path
+        Folder of ``train.tsv``, ``val.tsv`` and ``test.tsv`` (``results/datasets/{label}``).
+    mid : str
+        The label's MID (``/m/04rlf``).
+    name : str
+        The label's display name, for log lines and messages (default: ``mid``).
+    val_fraction : float
+        Fraction of each class of the training pool held out for validation, in (0, 1)
+        (``training.val_fraction``); at least one clip of each class.
+    test_fraction : float
+        Without an eval split: the fraction of each class held out as the test part, in
+        (0, 1) (``training.test_fraction``).
+    seed : int
+        Seed of every draw (``selection.seed``), combined with ``mid``.
     use_eval : bool
-        False: ignore the eval split even if present (test set held out from train).
+        False: ignore the eval split even if present (test part held out of train).
+    logger : logging.Logger, optional
+        One line per part with its clip counts, one with the test part's source.
+
+    Returns
+    -------
+    dict of str to DataFrame
+        ``{"train", "val", "test"}``, each with columns ``ytid`` (str), ``split``
+        (``"train"`` or ``"eval"``), ``target`` (int, 1: the clip has the label), sorted by
+        YTID; ``attrs["test_source"]`` is ``"eval"`` or ``"train holdout"``. The same
+        tables are written to ``out_dir``.
+
+    Raises
+    ------
+    audiosetflow.errors.InputError
+        If a part would have no clip (no positive or no negative with status ok in train,
+        too few clips for a val or test part, a fraction of 0); one line naming the label
+        and what to change. Nothing is written then.
+    FileNotFoundError
+        If ``train_features`` holds no shard.
+
+    See Also
+    --------
+    make_label_dataset : the same on metadata tables, without files.
+    read_dataset : read the parts back.
+    audiosetflow.learning.training.run_train : the next stage.
     """
     from ..audio.features import load_summary
 
@@ -224,6 +429,7 @@ def run_dataset(
         val_fraction=float(val_fraction),
         test_fraction=float(test_fraction),
         seed=int(seed),
+        name=name,
     )
     write_dataset(out_dir, parts)
     for part, df in parts.items():

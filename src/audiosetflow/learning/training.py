@@ -14,8 +14,9 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from ..config import section
+from ..errors import InputError
 from ..io import atomic_path, atomic_write_text
 from .evaluation import (
     binary_metrics,
@@ -32,6 +34,9 @@ from .evaluation import (
     plot_training_curves,
 )
 from .models import AudioCNN, DenseNet, build_model
+
+if TYPE_CHECKING:
+    from ..audio.features import FeatureParams
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -48,6 +53,21 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "seed_columns",
+    "MODEL_KINDS",
+    "LabelRef",
+    "TrainOutputs",
+    "TrainJob",
+    "LabelData",
+    "FittedModel",
+    "ModelMetrics",
+    "TrainResult",
+    "load_features",
+    "load_label_data",
+    "train_cnn",
+    "train_dense",
+    "train_logreg",
+    "evaluate_model",
+    "write_outputs",
     "run_train",
 ]
 
@@ -58,7 +78,30 @@ CHECKPOINT_VERSION = 1
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Training hyper-parameters (``config['training']`` plus the global seed)."""
+    """Training hyper-parameters (``config['training']`` plus the global seed).
+
+    Attributes
+    ----------
+    epochs : int
+        Maximum epochs of the CNN, >= 1 (the dense baseline runs at least 100).
+    patience : int
+        Epochs without a lower val loss before stopping, >= 1 (dense: at least 10).
+    min_epochs : int
+        Early stopping never stops before this epoch, >= 0.
+    batch_size : int
+        Clips per batch, >= 1 (dense: at most 16).
+    learning_rate : float
+        Adam's learning rate, > 0.
+    threads : int
+        Torch CPU threads of a job.
+    extra_channels : tuple of str
+        Frame-level features stacked after log-mel as CNN channels
+        (:data:`audiosetflow.audio.features.FRAME_FEATURES`).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`resolve_device`).
+    seed : int
+        Seed of every draw (``selection.seed``).
+    """
 
     epochs: int = 30
     patience: int = 5
@@ -433,14 +476,15 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
     )
 
 
-# --- one label, end to end -------------------------------------------------------------------
+# --- the features of a dataset's clips -------------------------------------------------------
 
 
 class _SplitFeatures:
     """Lazily loaded features of one split (frame-level arrays and summary table), by YTID."""
 
-    def __init__(self, features_dir: str | Path | None):
-        self.dir = features_dir
+    def __init__(self, features: str | Path | Sequence[str | Path] | None, split: str):
+        self.dir = features
+        self.split = split
         self._frames: dict[str, tuple[np.ndarray, pd.Index]] = {}
         self._summary: pd.DataFrame | None = None
 
@@ -451,7 +495,7 @@ class _SplitFeatures:
             X, meta = load_split(self.dir, feature=feature)
             self._frames[feature] = (X, pd.Index(meta["ytid"].astype(str)))
         X, index = self._frames[feature]
-        return X[_positions(index, ytids, self.dir)]
+        return X[_positions(index, ytids, self.split)]
 
     def summary(self, columns: Sequence[str] | None, ytids: Sequence[str]) -> np.ndarray:
         """Summary columns (None: :func:`seed_columns`) of the clips, in ``ytids`` order."""
@@ -462,7 +506,7 @@ class _SplitFeatures:
         s = self._summary
         if columns is None:
             columns = seed_columns(s.columns)
-        pos = _positions(pd.Index(s["ytid"].astype(str)), ytids, self.dir)
+        pos = _positions(pd.Index(s["ytid"].astype(str)), ytids, self.split)
         return s[list(columns)].to_numpy(dtype=np.float32)[pos]
 
 
@@ -485,15 +529,16 @@ def seed_columns(columns: Sequence[str]) -> list[str]:
     return picked
 
 
-def _positions(index: pd.Index, ytids: Sequence[str], where) -> np.ndarray:
+def _positions(index: pd.Index, ytids: Sequence[str], split: str) -> np.ndarray:
     if not index.is_unique:
         index = index.drop_duplicates(keep="first")
     pos = index.get_indexer(list(ytids))
     if (pos < 0).any():
-        missing = [y for y, p in zip(ytids, pos, strict=True) if p < 0][:3]
-        raise ValueError(
-            f"{where}: no features (status ok) for YTIDs {missing}...: the "
-            "dataset is stale, rerun the dataset rule"
+        missing = [y for y, p in zip(ytids, pos, strict=True) if p < 0]
+        raise InputError(
+            f"the {split} features have no clip with status ok for {len(missing)} YTIDs of the "
+            f"dataset ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): the "
+            "dataset is stale, rebuild it (snakemake --forcerun dataset)"
         )
     return pos
 
@@ -511,191 +556,705 @@ def _gather(splits: Mapping[str, _SplitFeatures], part: pd.DataFrame, get) -> np
     return out
 
 
-def run_train(
+# --- one label: the job, its data, its models, its result -------------------------------------
+
+#: The models trained for every label, in the order they are trained and reported.
+MODEL_KINDS: tuple[str, ...] = ("cnn", "dense", "logreg")
+
+
+@dataclass(frozen=True)
+class LabelRef:
+    """The label a training job is for.
+
+    Attributes
+    ----------
+    slug : str
+        File-system safe name (``music``); the metrics' ``label``.
+    name : str
+        Display name (``Music``).
+    mid : str
+        Freebase machine id (``/m/04rlf``).
+    """
+
+    slug: str = ""
+    name: str = ""
+    mid: str = ""
+
+    @classmethod
+    def from_mapping(cls, label: Mapping[str, str]) -> LabelRef:
+        """From ``{"slug", "name", "mid"}`` (the train rule's ``label`` parameter); a missing
+        key is empty, other keys are ignored."""
+        return cls(
+            slug=str(label.get("slug", "")),
+            name=str(label.get("name", "")),
+            mid=str(label.get("mid", "")),
+        )
+
+    @property
+    def display(self) -> str:
+        """The name of log lines and figure titles: ``name``, else ``slug``."""
+        return self.name or self.slug or "label"
+
+    def as_dict(self) -> dict[str, str]:
+        """``{"slug", "name", "mid"}``, as stored in the checkpoint."""
+        return {"slug": self.slug, "name": self.name, "mid": self.mid}
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    """The files one training job writes.
+
+    Attributes
+    ----------
+    model : str or Path
+        The CNN checkpoint (:func:`save_checkpoint`), ``results/models/{label}.pt``.
+    metrics : str or Path
+        The metrics JSON (:meth:`TrainResult.metrics`), ``results/metrics/{label}.json``.
+    roc_pr, confusion, curves : str or Path
+        PNG figures: ROC and precision-recall curves of the test set, confusion matrices at
+        the validation thresholds, and the CNN's and dense baseline's training curves.
+    """
+
+    model: str | Path
+    metrics: str | Path
+    roc_pr: str | Path
+    confusion: str | Path
+    curves: str | Path
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What one label's training job reads and writes (its settings are a
+    :class:`TrainSettings`).
+
+    Attributes
+    ----------
+    label : LabelRef
+    dataset : str, Path or mapping of str to path
+        The label's ``train/val/test.tsv``: their folder, or ``{part: path}``
+        (:func:`audiosetflow.learning.datasets.write_dataset`).
+    train_features : str, Path or sequence of path
+        The training split's feature shards (the files, or their folder).
+    eval_features : str, Path, sequence of path or None
+        The eval split's feature shards; None when there is no eval split.
+    params : audiosetflow.audio.features.FeatureParams
+        The parameters the features were computed with (stored in the checkpoint, so that
+        the CLI computes the same input from a media file); ``params.sample_rate`` is the
+        clips' sample rate.
+    outputs : TrainOutputs
+    clip_seconds : float
+        Clip length in seconds, > 0 (stored in the checkpoint).
+    """
+
+    label: LabelRef
+    dataset: str | Path | Mapping[str, str | Path]
+    train_features: str | Path | Sequence[str | Path]
+    eval_features: str | Path | Sequence[str | Path] | None
+    params: FeatureParams
+    outputs: TrainOutputs
+    clip_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class LabelData:
+    """The inputs of one label's models, per dataset part (``train``, ``val``, ``test``).
+
+    Attributes
+    ----------
+    parts : dict of str to DataFrame
+        The dataset: ``ytid, split, target`` per clip (:func:`~.datasets.read_dataset`).
+    y : dict of str to ndarray of float32, shape (n,)
+        Targets (1: the clip has the label).
+    cnn : dict of str to ndarray of float32, shape (n, C, n_mels, T)
+        CNN inputs: log-mel plus the extra channels (:func:`stack_channels`).
+    summary : dict of str to ndarray of float32, shape (n, k)
+        The baselines' inputs: the seed summary columns (:func:`seed_columns`).
+    test_source : str
+        ``"eval"`` or ``"train holdout"``.
+    """
+
+    parts: dict[str, pd.DataFrame]
+    y: dict[str, np.ndarray]
+    cnn: dict[str, np.ndarray]
+    summary: dict[str, np.ndarray]
+    test_source: str
+
+
+@dataclass
+class FittedModel:
+    """A model fitted on a label's train part, with its scores on every part.
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`MODEL_KINDS`.
+    model : nn.Module or sklearn Pipeline
+    scores : dict of str to ndarray, shape (n,)
+        Probability of the label for every clip of each part.
+    seconds : float
+        Time spent fitting.
+    history : list of dict or None
+        Per-epoch history of :func:`fit_torch` (None: logistic regression).
+    best_epoch : int or None
+        The epoch whose weights were kept (None: logistic regression).
+    """
+
+    kind: str
+    model: object
+    scores: dict[str, np.ndarray]
+    seconds: float
+    history: list[dict] | None = None
+    best_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """Validation and test metrics of one model, at the threshold chosen on validation.
+
+    Attributes
+    ----------
+    val, test : dict
+        :func:`~.evaluation.binary_metrics` of the val and test parts.
+    seconds : float
+        Time spent fitting, rounded to ms.
+    best_epoch, epochs_run : int or None
+        The epoch kept and the epochs run (None: logistic regression).
+    """
+
+    val: dict
+    test: dict
+    seconds: float
+    best_epoch: int | None = None
+    epochs_run: int | None = None
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold (max F1 on validation; 0.5 without validation clips)."""
+        return self.val["threshold"]
+
+    def fit_info(self) -> dict:
+        """The metrics' ``fit`` entry: ``best_epoch, epochs_run, seconds`` (networks) or
+        ``seconds`` (logistic regression)."""
+        if self.best_epoch is None:
+            return {"seconds": self.seconds}
+        return {
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "seconds": self.seconds,
+        }
+
+    def to_dict(self) -> dict:
+        """``{"val", "test", "fit"}``, as in the metrics JSON."""
+        return {"val": self.val, "test": self.test, "fit": self.fit_info()}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one label's training job found (returned by :func:`run_train`).
+
+    Attributes
+    ----------
+    label : LabelRef
+    n_train, n_val, n_test : int
+        Clips per dataset part.
+    test_source : str
+        ``"eval"`` or ``"train holdout"``.
+    settings : TrainSettings
+    device : str
+        Where the CNN was trained (``"cpu"``, ``"cuda"``).
+    models : dict of str to ModelMetrics
+        Per model kind, in the order of :data:`MODEL_KINDS`.
+    """
+
+    label: LabelRef
+    n_train: int
+    n_val: int
+    n_test: int
+    test_source: str
+    settings: TrainSettings
+    device: str
+    models: dict[str, ModelMetrics]
+
+    @property
+    def best_epochs(self) -> dict[str, int]:
+        """Epoch kept per network (``cnn``, ``dense``)."""
+        return {k: m.best_epoch for k, m in self.models.items() if m.best_epoch is not None}
+
+    def metrics(self) -> dict:
+        """The metrics JSON: ``label, name, mid, dataset, settings, models``.
+
+        ``dataset``: ``n_train, n_val, n_test, test_source``; ``settings``: the fields of
+        :class:`TrainSettings` (``device``: the device used); ``models``: per kind,
+        ``val`` and ``test`` (:func:`~.evaluation.binary_metrics`) and ``fit``
+        (:meth:`ModelMetrics.fit_info`). Read by :func:`~.evaluation.summarize_metrics`.
+        """
+        return {
+            "label": self.label.slug,
+            "name": self.label.name,
+            "mid": self.label.mid,
+            "dataset": {
+                "n_train": self.n_train,
+                "n_val": self.n_val,
+                "n_test": self.n_test,
+                "test_source": self.test_source,
+            },
+            "settings": {
+                **asdict(self.settings),
+                "extra_channels": list(self.settings.extra_channels),
+                "device": self.device,
+            },
+            "models": {k: m.to_dict() for k, m in self.models.items()},
+        }
+
+
+# --- one label: the steps ---------------------------------------------------------------------
+
+
+def load_features(
+    parts: Mapping[str, pd.DataFrame],
+    train_features: str | Path | Sequence[str | Path],
+    eval_features: str | Path | Sequence[str | Path] | None,
     *,
-    dataset: str | Path | Mapping[str, str | Path],
-    train_features: str | Path,
-    eval_features: str | Path | None,
-    model_out: str | Path,
-    metrics_out: str | Path,
-    plots: Mapping[str, str | Path],
-    label: Mapping[str, str],
-    training_cfg: Mapping,
-    features_cfg: Mapping,
-    sample_rate: int,
-    clip_seconds: float = 10.0,
-    seed: int = 1234,
-    threads: int | None = None,
-    logger: logging.Logger | None = None,
-) -> dict:
-    """Train and evaluate one label's CNN and both baselines; write checkpoint, metrics, plots.
+    extra_channels: Sequence[str] = (),
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """CNN inputs and summary features of every clip of every part, in the parts' order.
+
+    Each split's features are read into memory whole (:func:`~.audio.features.load_split`
+    per frame-level feature, :func:`~.audio.features.load_summary`), then the rows of each
+    part are picked by YTID.
 
     Parameters
     ----------
-    dataset : folder or {part: path}
-        The label's ``train/val/test.tsv`` (:func:`audiosetflow.datasets.write_dataset`).
-    train_features, eval_features : path
-        Feature folders of the splits (``results/features/train``, ``.../eval``).
-    model_out, metrics_out : path
-        ``results/models/{label}.pt`` and ``results/metrics/{label}.json``.
-    plots : mapping
-        Output paths for ``roc_pr``, ``confusion`` and ``curves`` figures.
-    label : mapping
-        ``slug``, ``name``, ``mid``.
-    training_cfg, features_cfg : mapping
-        ``config['training']`` and ``config['features']``.
-    threads : int, optional
-        Torch CPU threads (default ``training_cfg['threads']``).
+    parts : mapping of str to DataFrame
+        Dataset parts (``ytid, split, target``); ``split`` says which features hold a clip.
+    train_features, eval_features : str, Path, sequence of path or None
+        Feature shards of the train and eval splits (eval: None when there is none).
+    extra_channels : sequence of str
+        Frame-level features stacked after log-mel (:func:`stack_channels`).
 
     Returns
     -------
-    dict
-        The metrics written to ``metrics_out``.
+    cnn : dict of str to ndarray of float32, shape (n, 1 + len(extra_channels), n_mels, T)
+    summary : dict of str to ndarray of float32, shape (n, k)
+        The seed summary columns (:func:`seed_columns`).
+
+    Raises
+    ------
+    audiosetflow.errors.InputError
+        If a clip of a part has no features with status ``ok`` (a stale dataset).
     """
-    from dataclasses import asdict
-
-    from ..audio.features import FeatureParams
-    from .datasets import read_dataset
-
-    logger = logger or log
-    cfg = TrainSettings.from_config(training_cfg, seed=seed)
-    torch.set_num_threads(int(threads or cfg.threads))
-    device = resolve_device(cfg.device)
-    params = FeatureParams.from_config(dict(features_cfg), sample_rate=sample_rate)
-    name = label.get("name") or label.get("slug", "label")
-    logger.info("%s: training on %s with %d threads", name, device, torch.get_num_threads())
-
-    parts = read_dataset(dataset if isinstance(dataset, (str, Path)) else dict(dataset))
-    source = parts["test"].attrs["test_source"]
-    splits = {"train": _SplitFeatures(train_features), "eval": _SplitFeatures(eval_features)}
-    y = {p: parts[p]["target"].to_numpy(dtype=np.float32) for p in parts}
+    splits = {
+        "train": _SplitFeatures(train_features, "train"),
+        "eval": _SplitFeatures(eval_features, "eval"),
+    }
 
     def cnn_input(sf: _SplitFeatures, ytids):
         lm = sf.frames("log_mel", ytids)
-        return stack_channels(lm, [sf.frames(f, ytids) for f in cfg.extra_channels])
+        return stack_channels(lm, [sf.frames(f, ytids) for f in extra_channels])
 
+    cnn = {p: _gather(splits, parts[p], cnn_input) for p in parts}
+    summary = {p: _gather(splits, parts[p], lambda sf, ids: sf.summary(None, ids)) for p in parts}
+    return cnn, summary
+
+
+def load_label_data(
+    job: TrainJob, settings: TrainSettings, *, logger: logging.Logger | None = None
+) -> LabelData:
+    """Read a label's dataset, check its parts and load the features of its clips.
+
+    Parameters
+    ----------
+    job : TrainJob
+        ``dataset``, ``train_features`` and ``eval_features`` are read.
+    settings : TrainSettings
+        ``extra_channels``: the CNN's channels after log-mel.
+    logger : logging.Logger, optional
+        One line with the sizes and the time spent.
+
+    Returns
+    -------
+    LabelData
+        Targets, CNN inputs and summary features per part.
+
+    Raises
+    ------
+    audiosetflow.errors.InputError
+        If a part has no clip, train or val lacks a positive or a negative
+        (:func:`~.datasets.check_dataset`), or the dataset does not match the features.
+
+    See Also
+    --------
+    load_features : the features alone (whole splits read into memory).
+    """
+    from .datasets import check_dataset, read_dataset
+
+    logger = logger or log
+    name = job.label.display
+    dataset = job.dataset if isinstance(job.dataset, (str, Path)) else dict(job.dataset)
+    parts = read_dataset(dataset)
+    check_dataset(parts, label=name)
+    if job.eval_features is None and any((df["split"] == "eval").any() for df in parts.values()):
+        raise InputError(
+            f"label {name}: the dataset has clips of the eval split but the job has no eval "
+            "features: rebuild the dataset (snakemake --forcerun dataset)"
+        )
+    y = {p: parts[p]["target"].to_numpy(dtype=np.float32) for p in parts}
     t0 = time.perf_counter()
-    X = {p: _gather(splits, parts[p], cnn_input) for p in parts}
-    S = {p: _gather(splits, parts[p], lambda sf, ids: sf.summary(None, ids)) for p in parts}
+    try:
+        cnn, summary = load_features(
+            parts, job.train_features, job.eval_features, extra_channels=settings.extra_channels
+        )
+    except InputError as exc:
+        raise InputError(f"label {name}: {exc}") from None
     logger.info(
         "%s: features loaded in %.1f s: train %s, val %d, test %d clips",
         name,
         time.perf_counter() - t0,
-        X["train"].shape,
+        cnn["train"].shape,
         len(y["val"]),
         len(y["test"]),
     )
+    return LabelData(
+        parts=parts, y=y, cnn=cnn, summary=summary, test_source=parts["test"].attrs["test_source"]
+    )
 
-    fit_kw = dict(
-        epochs=cfg.epochs,
-        patience=cfg.patience,
-        min_epochs=cfg.min_epochs,
-        batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
+
+def _fit_kwargs(settings: TrainSettings, device, logger) -> dict:
+    return dict(
+        epochs=settings.epochs,
+        patience=settings.patience,
+        min_epochs=settings.min_epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
         device=device,
-        seed=cfg.seed,
+        seed=settings.seed,
         logger=logger,
     )
-    scores: dict[str, dict[str, np.ndarray]] = {}
-    histories: dict[str, list[dict]] = {}
-    fit_info: dict[str, dict] = {}
 
-    # CNN on log-mel (+ extra channels)
-    seed_everything(cfg.seed)
+
+def train_cnn(
+    data: LabelData,
+    settings: TrainSettings,
+    *,
+    device: torch.device | str = "cpu",
+    logger: logging.Logger | None = None,
+    name: str = "label",
+) -> FittedModel:
+    """Fit the CNN on log-mel (+ extra channels) with early stopping on the val part.
+
+    The network (:class:`~.models.AudioCNN`) is built after seeding with ``settings.seed``
+    and normalises its input with the train part's per-channel, per-row statistics
+    (:func:`channel_stats`).
+
+    Parameters
+    ----------
+    data : LabelData
+        ``cnn`` inputs and targets ``y`` of the parts.
+    settings : TrainSettings
+        ``epochs``, ``patience``, ``min_epochs``, ``batch_size``, ``learning_rate``,
+        ``seed``.
+    device : torch.device or str
+        Where to train (:func:`resolve_device`).
+    logger : logging.Logger, optional
+    name : str
+        Prefix of the log lines (the label's name).
+
+    Returns
+    -------
+    FittedModel
+        The network with the weights of its best epoch, its scores on every part and its
+        history.
+
+    See Also
+    --------
+    fit_torch : the training loop.
+    """
+    X, y = data.cnn, data.y
+    seed_everything(settings.seed)
     cnn = AudioCNN(X["train"].shape[2], X["train"].shape[1])
     cnn.set_normalization(*channel_stats(X["train"]))
-    res = fit_torch(cnn, X["train"], y["train"], X["val"], y["val"], name=f"{name} cnn", **fit_kw)
-    scores["cnn"] = {p: predict_scores(cnn, X[p], device=device) for p in parts}
-    histories["cnn"], fit_info["cnn"] = res.history, _fit_info(res)
+    res = fit_torch(
+        cnn,
+        X["train"],
+        y["train"],
+        X["val"],
+        y["val"],
+        name=f"{name} cnn",
+        **_fit_kwargs(settings, device, logger or log),
+    )
+    scores = {p: predict_scores(cnn, X[p], device=device) for p in data.parts}
+    return FittedModel("cnn", cnn, scores, res.seconds, res.history, res.best_epoch)
 
-    # seed-style dense network on the summary features
-    seed_everything(cfg.seed)
+
+def train_dense(
+    data: LabelData,
+    settings: TrainSettings,
+    *,
+    logger: logging.Logger | None = None,
+    name: str = "label",
+) -> FittedModel:
+    """Fit the seed project's dense network on the summary features, on the CPU.
+
+    At least 100 epochs and a patience of 10, batches of at most 16 clips (the seed's
+    settings, for a network this small); the input is normalised with the train part's
+    column means and standard deviations. Otherwise as :func:`train_cnn`.
+
+    Parameters
+    ----------
+    data : LabelData
+        ``summary`` features and targets ``y`` of the parts.
+    settings : TrainSettings
+    logger : logging.Logger, optional
+    name : str
+        Prefix of the log lines.
+
+    Returns
+    -------
+    FittedModel
+    """
+    S, y = data.summary, data.y
+    seed_everything(settings.seed)
     dense = DenseNet(S["train"].shape[1])
     dense.set_normalization(S["train"].mean(axis=0), S["train"].std(axis=0))
-    dense_kw = {
-        **fit_kw,
-        "epochs": max(cfg.epochs, 100),
-        "patience": max(cfg.patience, 10),
-        "batch_size": min(cfg.batch_size, 16),
-        "device": "cpu",
+    kw = {
+        **_fit_kwargs(settings, "cpu", logger or log),
+        "epochs": max(settings.epochs, 100),
+        "patience": max(settings.patience, 10),
+        "batch_size": min(settings.batch_size, 16),
     }
-    res = fit_torch(
-        dense, S["train"], y["train"], S["val"], y["val"], name=f"{name} dense", **dense_kw
+    res = fit_torch(dense, S["train"], y["train"], S["val"], y["val"], name=f"{name} dense", **kw)
+    scores = {p: predict_scores(dense, S[p]) for p in data.parts}
+    return FittedModel("dense", dense, scores, res.seconds, res.history, res.best_epoch)
+
+
+def train_logreg(data: LabelData, settings: TrainSettings) -> FittedModel:
+    """Fit the logistic regression on the summary features (:func:`fit_logreg`).
+
+    Parameters
+    ----------
+    data : LabelData
+    settings : TrainSettings
+        ``seed``: the solver's ``random_state``.
+
+    Returns
+    -------
+    FittedModel
+        ``history`` and ``best_epoch`` are None.
+    """
+    S, y = data.summary, data.y
+    t0 = time.perf_counter()
+    clf = fit_logreg(S["train"], y["train"], seed=settings.seed)
+    scores = {p: clf.predict_proba(S[p])[:, 1] for p in data.parts}
+    return FittedModel("logreg", clf, scores, time.perf_counter() - t0)
+
+
+def evaluate_model(
+    fitted: FittedModel,
+    y: Mapping[str, np.ndarray],
+    *,
+    logger: logging.Logger | None = None,
+    name: str = "label",
+) -> ModelMetrics:
+    """Metrics of a fitted model on the val and test parts at the threshold chosen on val.
+
+    The threshold maximises F1 on the val part (:func:`~.evaluation.choose_threshold`; 0.5
+    without val clips). One line with the test metrics is logged.
+
+    Parameters
+    ----------
+    fitted : FittedModel
+        Its ``scores`` of the ``val`` and ``test`` parts.
+    y : mapping of str to ndarray
+        Targets per part.
+    logger : logging.Logger, optional
+    name : str
+        Prefix of the log line.
+
+    Returns
+    -------
+    ModelMetrics
+        ``val`` and ``test``: :func:`~.evaluation.binary_metrics` (``roc_auc,
+        average_precision, f1, accuracy, precision, recall, log_loss, threshold, n, n_pos,
+        confusion``), plus the fit's epochs and time.
+    """
+    sc = fitted.scores
+    thr = choose_threshold(y["val"], sc["val"]) if len(y["val"]) else 0.5
+    m = ModelMetrics(
+        val=binary_metrics(y["val"], sc["val"], threshold=thr),
+        test=binary_metrics(y["test"], sc["test"], threshold=thr),
+        seconds=round(fitted.seconds, 3),
+        best_epoch=fitted.best_epoch,
+        epochs_run=None if fitted.history is None else len(fitted.history),
     )
-    scores["dense"] = {p: predict_scores(dense, S[p]) for p in parts}
-    histories["dense"], fit_info["dense"] = res.history, _fit_info(res)
+    t = m.test
+    (logger or log).info(
+        "%s %s test: ROC-AUC %s, AP %s, F1 %.3f, accuracy %.3f (threshold %.3f)",
+        name,
+        fitted.kind,
+        _fmt(t["roc_auc"]),
+        _fmt(t["average_precision"]),
+        t["f1"],
+        t["accuracy"] or 0.0,
+        thr,
+    )
+    return m
 
-    # logistic regression on the summary features
-    t1 = time.perf_counter()
-    lr = fit_logreg(S["train"], y["train"], seed=cfg.seed)
-    scores["logreg"] = {p: lr.predict_proba(S[p])[:, 1] for p in parts}
-    fit_info["logreg"] = {"seconds": round(time.perf_counter() - t1, 3)}
 
-    models = {}
-    for kind, sc in scores.items():
-        thr = choose_threshold(y["val"], sc["val"]) if len(y["val"]) else 0.5
-        models[kind] = {
-            "val": binary_metrics(y["val"], sc["val"], threshold=thr),
-            "test": binary_metrics(y["test"], sc["test"], threshold=thr),
-            "fit": fit_info[kind],
-        }
-        t = models[kind]["test"]
-        logger.info(
-            "%s %s test: ROC-AUC %s, AP %s, F1 %.3f, accuracy %.3f (threshold %.3f)",
-            name,
-            kind,
-            _fmt(t["roc_auc"]),
-            _fmt(t["average_precision"]),
-            t["f1"],
-            t["accuracy"] or 0.0,
-            thr,
-        )
+def write_outputs(
+    job: TrainJob,
+    result: TrainResult,
+    *,
+    cnn: nn.Module,
+    y_test: np.ndarray,
+    test_scores: Mapping[str, np.ndarray],
+    histories: Mapping[str, list[dict]],
+) -> None:
+    """Write the checkpoint, the figures and (last) the metrics JSON of a job.
 
-    metrics = {
-        "label": label.get("slug", ""),
-        "name": label.get("name", ""),
-        "mid": label.get("mid", ""),
-        "dataset": {
-            "n_train": len(y["train"]),
-            "n_val": len(y["val"]),
-            "n_test": len(y["test"]),
-            "test_source": source,
-        },
-        "settings": {
-            **asdict(cfg),
-            "extra_channels": list(cfg.extra_channels),
-            "device": str(device),
-        },
-        "models": models,
-    }
+    Each file is written atomically; the metrics JSON comes last, so that its presence means
+    the job finished.
+
+    Parameters
+    ----------
+    job : TrainJob
+        ``outputs`` (the files), ``label``, ``params`` and ``clip_seconds`` (checkpoint).
+    result : TrainResult
+        The metrics; the checkpoint's threshold is the CNN's val threshold and its ``info``
+        holds the CNN's test metrics and the test part's source.
+    cnn : nn.Module
+        The trained CNN (moved to the CPU).
+    y_test : ndarray
+        Targets of the test part.
+    test_scores : mapping of str to ndarray
+        Each model's scores of the test part (ROC / PR figure).
+    histories : mapping of str to list of dict
+        Per-epoch histories of the networks (training-curves figure).
+
+    See Also
+    --------
+    save_checkpoint, TrainResult.metrics
+    """
+    out, label = job.outputs, job.label
+    cnn_metrics = result.models["cnn"]
     save_checkpoint(
-        model_out,
+        out.model,
         model=cnn.cpu(),
-        label=dict(label),
-        feature_params=asdict(params),
-        sample_rate=sample_rate,
-        clip_seconds=clip_seconds,
-        extra_channels=cfg.extra_channels,
-        threshold=models["cnn"]["val"]["threshold"],
-        info={"test": models["cnn"]["test"], "test_source": source},
+        label=label.as_dict(),
+        feature_params=asdict(job.params),
+        sample_rate=job.params.sample_rate,
+        clip_seconds=job.clip_seconds,
+        extra_channels=result.settings.extra_channels,
+        threshold=cnn_metrics.threshold,
+        info={"test": cnn_metrics.test, "test_source": result.test_source},
     )
-    title = f"{name} ({label.get('mid', '')}), test set: {source}, n={len(y['test'])}"
-    plot_roc_pr(y["test"], {k: s["test"] for k, s in scores.items()}, plots["roc_pr"], title=title)
+    title = f"{label.display} ({label.mid}), test set: {result.test_source}, n={len(y_test)}"
+    plot_roc_pr(y_test, dict(test_scores), out.roc_pr, title=title)
     plot_confusion(
-        {k: m["test"]["confusion"] for k, m in models.items()}, plots["confusion"], title=title
+        {k: m.test["confusion"] for k, m in result.models.items()}, out.confusion, title=title
     )
-    plot_training_curves(histories, plots["curves"], title=f"{name}: training")
-    atomic_write_text(metrics_out, json.dumps(metrics, indent=1, default=_json_default) + "\n")
-    logger.info("%s: done in %.1f s", name, time.perf_counter() - t0)
-    return metrics
+    plot_training_curves(dict(histories), out.curves, title=f"{label.display}: training")
+    text = json.dumps(result.metrics(), indent=1, default=_json_default) + "\n"
+    atomic_write_text(out.metrics, text)
 
 
-def _fit_info(res: FitResult) -> dict:
-    return {
-        "best_epoch": res.best_epoch,
-        "epochs_run": len(res.history),
-        "seconds": round(res.seconds, 3),
+def run_train(
+    job: TrainJob,
+    settings: TrainSettings,
+    *,
+    threads: int | None = None,
+    logger: logging.Logger | None = None,
+) -> TrainResult:
+    """Train and evaluate one label's CNN and both baselines; write checkpoint, metrics and
+    figures.
+
+    The three models (:data:`MODEL_KINDS`) learn from the same balanced train part: the CNN
+    on log-mel plus ``settings.extra_channels`` (:func:`train_cnn`), the seed project's dense
+    network (:func:`train_dense`) and a logistic regression (:func:`train_logreg`) on the
+    summary features. The networks stop early on the val part's loss; each model's decision
+    threshold is the one of maximum F1 on val, and its test metrics are taken at it
+    (:func:`evaluate_model`). Every draw is seeded from ``settings.seed``: the same inputs
+    give the same metrics and weights.
+
+    Parameters
+    ----------
+    job : TrainJob
+        The label, its dataset, the feature shards and the output files.
+    settings : TrainSettings
+        Hyper-parameters (``config['training']`` and ``selection.seed``).
+    threads : int, optional
+        Torch CPU threads, >= 1 (default ``settings.threads``; the rule passes its
+        ``threads``).
+    logger : logging.Logger, optional
+        Progress lines: one per epoch and one with each model's test metrics.
+
+    Returns
+    -------
+    TrainResult
+        Per-model val and test metrics, best epochs and dataset sizes;
+        :meth:`TrainResult.metrics` is the JSON written to ``job.outputs.metrics``.
+
+    Raises
+    ------
+    audiosetflow.errors.InputError
+        If a dataset part has no clip, train or val lacks a positive or a negative, or the
+        dataset does not match the features (one line naming the label and what to change);
+        nothing is written then.
+    RuntimeError
+        If ``settings.device`` is ``"cuda"`` and no CUDA device is available.
+
+    See Also
+    --------
+    audiosetflow.learning.datasets.run_dataset : the stage before, which writes the dataset.
+    load_checkpoint : read the CNN back (as the CLI does).
+    audiosetflow.learning.evaluation.summarize_metrics : one table of every label's metrics.
+
+    Examples
+    --------
+    >>> from audiosetflow.audio.features import FeatureParams
+    >>> job = TrainJob(
+    ...     label=LabelRef(slug="music", name="Music", mid="/m/04rlf"),
+    ...     dataset="results/datasets/music",
+    ...     train_features="results/features/train",
+    ...     eval_features="results/features/eval",
+    ...     params=FeatureParams.from_config({}, sample_rate=22050),
+    ...     outputs=TrainOutputs(model="music.pt", metrics="music.json", roc_pr="roc_pr.png",
+    ...                          confusion="confusion.png", curves="curves.png"),
+    ... )  # doctest: +SKIP
+    >>> result = run_train(job, TrainSettings(epochs=5))  # doctest: +SKIP
+    >>> result.models["cnn"].test["roc_auc"], result.best_epochs["cnn"]  # doctest: +SKIP
+    """
+    logger = logger or log
+    torch.set_num_threads(int(threads or settings.threads))
+    device = resolve_device(settings.device)
+    name = job.label.display
+    logger.info("%s: training on %s with %d threads", name, device, torch.get_num_threads())
+    t0 = time.perf_counter()
+    data = load_label_data(job, settings, logger=logger)
+    fitted = {
+        "cnn": train_cnn(data, settings, device=device, logger=logger, name=name),
+        "dense": train_dense(data, settings, logger=logger, name=name),
+        "logreg": train_logreg(data, settings),
     }
+    result = TrainResult(
+        label=job.label,
+        n_train=len(data.y["train"]),
+        n_val=len(data.y["val"]),
+        n_test=len(data.y["test"]),
+        test_source=data.test_source,
+        settings=settings,
+        device=str(device),
+        models={k: evaluate_model(f, data.y, logger=logger, name=name) for k, f in fitted.items()},
+    )
+    write_outputs(
+        job,
+        result,
+        cnn=fitted["cnn"].model,
+        y_test=data.y["test"],
+        test_scores={k: f.scores["test"] for k, f in fitted.items()},
+        histories={k: f.history for k, f in fitted.items() if f.history is not None},
+    )
+    logger.info("%s: done in %.1f s", name, time.perf_counter() - t0)
+    return result
 
 
 def _fmt(v) -> str:
