@@ -62,6 +62,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..audio.timing import section_start
 from ..io import read_tsv, write_tsv
 from ..tools import ensure_ffmpeg_on_path, ffmpeg_exe
 
@@ -682,7 +683,7 @@ class _Downloader:
         if not files:
             raise MediaCheckError("yt-dlp reported success but wrote no media file")
         media = max(files, key=lambda p: p.stat().st_size)
-        offset = lo if sectioned else 0.0
+        offset = section_start(media, lo) if sectioned else 0.0  # where ffmpeg's cut landed
         tol = cfg.duration_tolerance
         probed: list[float | None] = []
 
