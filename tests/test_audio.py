@@ -94,7 +94,7 @@ def test_short_segment_is_padded_and_flagged(tmp_path):
 
 
 @pytest.mark.parametrize("codec", ["aac", "libopus", "flac"])
-def test_transcode_to_mono_flac(tmp_path, codec):
+def test_transcode_to_mono_flac(tmp_path, codec, ffmpeg_build):
     t = np.arange(int(3 * 48000)) / 48000
     y = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     ext = {"aac": "m4a", "libopus": "webm", "flac": "flac"}[codec]
@@ -192,10 +192,10 @@ def _media(folder, name: str, codec: str, seed: int, seconds: float = 2.5, chann
 
 
 @pytest.fixture(params=["one-graph", "graph-per-input", "plain-inputs"])
-def route(request, monkeypatch):
+def route(request, monkeypatch, ffmpeg_build):
     """Every way of batching: all inputs decoded by one libavfilter graph (the default where the
     ffmpeg supports it), a graph per input (very long paths), plain ``-i`` inputs (an ffmpeg
-    without the lavfi device, amovie or aresample's ``ochl``)."""
+    without the lavfi device, amovie or aresample's ``ochl``); with every ffmpeg build."""
     if request.param == "plain-inputs":
         monkeypatch.setattr(audio, "_lavfi_route_ok", lambda ffmpeg: False)
     else:
