@@ -5,9 +5,11 @@ printed, where it is not given. The project's own small fixtures are in tests/da
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ffmpeg_builds import FFMPEG_BUILDS, clear_ffmpeg_caches, ffmpeg_builds, use_ffmpeg, version
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
@@ -24,3 +26,29 @@ def real_metadata() -> Path:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+# --------------------------------------------------------------------------------------------
+# ffmpeg builds (see ffmpeg_builds.py)
+
+
+@pytest.fixture(params=FFMPEG_BUILDS)
+def ffmpeg_build(request, monkeypatch) -> Iterator[str]:
+    """The test runs with each ffmpeg build in turn (the parameter: ``system``, ``imageio``);
+    yields the executable. An absent build is skipped with the reason; when there is no ffmpeg
+    at all the test fails."""
+    exe, why = ffmpeg_builds()[request.param]
+    if exe is None:
+        if not any(e for e, _ in ffmpeg_builds().values()):
+            pytest.fail(f"no ffmpeg at all: {why}")
+        pytest.skip(f"{request.param} ffmpeg absent: {why}")
+    use_ffmpeg(monkeypatch, exe)
+    yield exe
+    clear_ffmpeg_caches()  # the next test finds its ffmpeg again (after PATH/env are restored)
+
+
+def pytest_report_header(config) -> list[str]:
+    return [
+        f"ffmpeg {name}: {f'{exe} ({version(exe)})' if exe else f'absent ({why})'}"
+        for name, (exe, why) in ffmpeg_builds().items()
+    ]

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from audiosetflow.audio import codec as audio
+from audiosetflow.audio import timing
 from audiosetflow.audio.codec import AudioError, decode, load_clip, transcode, transcode_many, trim
 from audiosetflow.tools import ffmpeg_exe
 
@@ -90,7 +91,7 @@ def test_short_segment_is_padded_and_flagged(tmp_path):
 
 
 @pytest.mark.parametrize("codec", ["aac", "libopus", "flac"])
-def test_transcode_to_mono_flac(tmp_path, codec):
+def test_transcode_to_mono_flac(tmp_path, codec, ffmpeg_build):
     t = np.arange(int(3 * 48000)) / 48000
     y = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     ext = {"aac": "m4a", "libopus": "webm", "flac": "flac"}[codec]
@@ -100,6 +101,50 @@ def test_transcode_to_mono_flac(tmp_path, codec):
     info = sf.info(tmp_path / "out.flac")
     assert info.samplerate == SR and info.channels == 1 and info.subtype == "PCM_16"
     assert seconds == pytest.approx(3.0, abs=0.05)
+
+
+# source codec by suffix: the one ffmpeg encodes a cut with by default (as yt-dlp cuts: the
+# section in the source's container; for YouTube's WebM/Opus and M4A/AAC that is the source's
+# codec, which is what section_start assumes)
+_CUT_CODECS = {"webm": ("libopus", 48000), "m4a": ("aac", 44100), "mp3": ("libmp3lame", 44100),
+               "ogg": ("libvorbis", 44100), "opus": ("libopus", 48000),
+               "mka": ("libvorbis", 48000)}  # fmt: skip
+
+
+@pytest.mark.parametrize("ext", sorted(_CUT_CODECS))
+def test_section_start_locates_ffmpeg_cuts(tmp_path, ext, ffmpeg_build):
+    """A section cut as yt-dlp cuts it (``ffmpeg -ss T -i SRC OUT``, re-encoded) starts where
+    section_start says: to the sample where the container's timestamps are in samples, within
+    Matroska's 1-ms resolution for WebM/MKA (on which Debian's ffmpeg 5.1 lands 7 ms early)."""
+    codec, rate = _CUT_CODECS[ext]
+    src, cut = tmp_path / f"src.{ext}", tmp_path / f"cut.{ext}"
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         f"anoisesrc=color=white:sample_rate={rate}:duration=14:amplitude=0.3:seed=3",
+         "-c:a", codec, str(src)], check=True,
+    )  # fmt: skip
+    requested = 7.0
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-ss", str(requested), "-t", "4", "-i", str(src), str(cut)],
+        check=True,
+    )
+    offset = timing.section_start(cut, requested)
+    sr, pad = 16000, 400
+    full, sec = decode(src, sample_rate=sr), decode(cut, sample_rate=sr)[sr : 3 * sr]
+    first = int(round((offset + 1) * sr))
+    corr = np.correlate(full[first - pad : first + 2 * sr + pad], sec, mode="valid")
+    lag = int(np.argmax(corr)) - pad
+    assert corr.max() > 0.5 * float(np.dot(sec, sec))
+    assert abs(lag) <= (sr // 1000 if ext in ("webm", "mka") else 0), (offset, lag)
+    assert timing.section_start(cut, 0.0) == 0.0  # no -ss at all: the source's start
+
+
+def test_seek_bias_of_a_file_that_is_not_media(tmp_path):
+    bad = tmp_path / "page.webm"
+    bad.write_text("<html>not media</html>")
+    with pytest.raises(RuntimeError, match="no audio frame"):
+        timing.seek_bias(bad)
+    assert timing.section_start(bad, 9.0) == 9.0  # unmeasurable: the requested time
 
 
 def test_decode_errors_name_the_file(tmp_path):
@@ -144,10 +189,10 @@ def _media(folder, name: str, codec: str, seed: int, seconds: float = 2.5, chann
 
 
 @pytest.fixture(params=["one-graph", "graph-per-input", "plain-inputs"])
-def route(request, monkeypatch):
+def route(request, monkeypatch, ffmpeg_build):
     """Every way of batching: all inputs decoded by one libavfilter graph (the default where the
     ffmpeg supports it), a graph per input (very long paths), plain ``-i`` inputs (an ffmpeg
-    without the lavfi device, amovie or aresample's ``ochl``)."""
+    without the lavfi device, amovie or aresample's ``ochl``); with every ffmpeg build."""
     if request.param == "plain-inputs":
         monkeypatch.setattr(audio, "_lavfi_route_ok", lambda ffmpeg: False)
     else:

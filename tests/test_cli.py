@@ -118,6 +118,73 @@ def test_missing_file_and_missing_models(tmp_path, models_dir, capsys):
     assert "no model checkpoints" in capsys.readouterr().err
 
 
+def _tree(root: Path, media: dict[str, Path]) -> Path:
+    """A folder of media mixed with what predict must skip (hidden, non-media, sidecars)."""
+    (root / "a").mkdir(parents=True)
+    shutil.copy(media["tone"], root / "a" / "tone.wav")
+    shutil.copy(media["noise"], root / "b.flac")
+    shutil.copy(media["tone"], root / "c.WAV")  # suffixes in any case
+    shutil.copy(media["tone"], root / ".hidden.wav")
+    (root / ".dl-x.123").mkdir()  # a hidden folder (the download stage's temporary ones)
+    shutil.copy(media["noise"], root / ".dl-x.123" / "media.flac")
+    for name in ("notes.txt", "labels.csv", "b.offset", "model.pt", "cover.jpg"):
+        (root / name).write_text("not media\n")
+    return root
+
+
+def test_predict_folder_every_media_file_recursively_sorted(tmp_path, models_dir, media, capsys):
+    root = _tree(tmp_path / "in", media)
+    rc = main(["predict", "--models", str(models_dir), str(root)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert out.err == ""
+    rows = _table(out.out)
+    names = [Path(r[0]).relative_to(root).as_posix() for r in rows if r[1] == "Music"]
+    assert names == ["a/tone.wav", "b.flac", "c.WAV"]
+    assert [r[1] for r in rows] == ["Music", "Other"] * 3
+    p = {Path(r[0]).name: float(r[3]) for r in rows if r[1] == "Music"}
+    assert p["tone.wav"] > 0.5 > p["b.flac"]
+    # the same numbers as when the files are named one by one
+    rc = main(["predict", "--models", str(models_dir), *(str(root / n) for n in names)])
+    assert rc == 0 and _table(capsys.readouterr().out) == rows
+
+
+def test_predict_folder_with_undecodable_file_and_folders_mixed_with_files(
+    tmp_path, models_dir, media, capsys
+):
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(media["bad"], root / "sub" / "notes.mp3")  # a media suffix, not media
+    shutil.copy(media["tone"], root / "sub" / "tone.wav")
+    rc = main(["predict", "--models", str(models_dir), str(media["noise"]), str(root)])
+    out = capsys.readouterr()
+    assert rc == 1
+    err = [ln for ln in out.err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("audiosetflow: error: ")
+    assert str(root / "sub" / "notes.mp3") in err[0] and "cannot decode audio" in err[0]
+    rows = _table(out.out)
+    assert [Path(r[0]).name for r in rows] == ["noise.flac"] * 2 + ["tone.wav"] * 2
+
+
+def test_predict_folder_without_media_is_one_error(tmp_path, models_dir, media, capsys):
+    empty, other = tmp_path / "empty", tmp_path / "other"
+    empty.mkdir()
+    other.mkdir()
+    (other / "readme.txt").write_text("no audio here\n")
+    shutil.copy(media["tone"], other / ".hidden.wav")
+    for folder in (empty, other):
+        rc = main(["predict", "--models", str(models_dir), str(folder)])
+        out = capsys.readouterr()
+        assert rc == 1
+        err = [ln for ln in out.err.splitlines() if ln.strip()]
+        assert len(err) == 1 and err[0].startswith(f"audiosetflow: error: {folder}: no media")
+        assert _table(out.out) == []
+    # next to a good file: that file is still predicted
+    rc = main(["predict", "--models", str(models_dir), str(empty), str(media["tone"])])
+    out = capsys.readouterr()
+    assert rc == 1 and len(_table(out.out)) == 2 and len(out.err.strip().splitlines()) == 1
+
+
 def test_console_script(models_dir, media):
     exe = shutil.which("audiosetflow", path=str(Path(sys.executable).parent))
     if exe is None:

@@ -1,25 +1,48 @@
-"""Command line: ``audiosetflow predict [--models DIR] FILE...``.
+"""Command line: ``audiosetflow predict [--models DIR] FILE_OR_FOLDER...``.
 
 Every checkpoint in the models folder is applied to every file. A file is decoded with the
 same ffmpeg decoding and feature code as in training (its first ``clip_seconds``, zero-padded
 when shorter). Output: a tab-separated table on stdout, one line per file and label.
-A file that cannot be decoded gives one error line on stderr naming it; the other files are
-still predicted and the exit status is 1.
+A folder stands for every media file under it (:func:`media_files`: recursively, sorted,
+hidden files and folders skipped, only :data:`MEDIA_EXTENSIONS`).
+A file that cannot be decoded, and a folder without media, give one error line on stderr
+naming them; the other files are still predicted and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "predict_files", "load_models"]
+__all__ = [
+    "main",
+    "build_parser",
+    "predict_files",
+    "load_models",
+    "media_files",
+    "MEDIA_EXTENSIONS",
+]
 
 PROG = "audiosetflow"
+
+#: Suffixes (lower case) of the files a folder given to ``predict`` contributes: audio and video
+#: containers ffmpeg reads. Other files of the folder (text, images, tables, checkpoints) are
+#: skipped; a file named explicitly is always tried.
+MEDIA_EXTENSIONS = frozenset(
+    # audio
+    ".wav .wave .flac .mp3 .mp2 .m4a .m4b .aac .ogg .oga .opus .spx .wma .aif .aiff .aifc "
+    ".caf .au .snd .ac3 .eac3 .dts .amr .awb .ape .wv .mka .weba .mpga .3ga "
+    # video
+    ".mp4 .m4v .mkv .webm .mov .avi .wmv .asf .flv .f4v .mpg .mpeg .ts .mts .m2ts .3gp .3g2 "
+    ".ogv .vob".split()
+)
+_EXAMPLES = ".wav, .flac, .mp3, .m4a, .ogg, .opus, .webm, .mp4, .mkv"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,9 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="probability of every trained label for media files",
         description="Apply every checkpoint in --models to each FILE (any media ffmpeg reads; "
-        "its first clip_seconds are used).",
+        "its first clip_seconds are used), or to every media file under a folder.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio or video files")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="audio or video files, or folders: every media file under a folder (recursively, "
+        "sorted; hidden files and non-media extensions skipped)",
+    )
     p.add_argument(
         "--models",
         default="results/models",
@@ -62,6 +91,24 @@ def load_models(models: str | Path, *, device: str = "cpu") -> list:
     if not files:
         raise FileNotFoundError(f"{models}: no model checkpoints (*.pt); train them first")
     return [load_checkpoint(f, device=device) for f in files]
+
+
+def media_files(folder: str | Path) -> list[Path]:
+    """The media files under ``folder``, recursively, sorted by their path within it.
+
+    Hidden files and folders (names starting with ``.``, e.g. the download stage's temporary
+    files) and files whose suffix is not in :data:`MEDIA_EXTENSIONS` are skipped; folder links
+    are not followed.
+    """
+    root = Path(folder)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            p = Path(dirpath, name)
+            if not name.startswith(".") and p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file():
+                found.append(p)
+    return sorted(found, key=lambda p: p.relative_to(root).parts)
 
 
 def _decode(path: str, *, sample_rate: int, clip_seconds: float) -> np.ndarray:
@@ -135,9 +182,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    rows, errors = [], []
+    errors = []
     print("file\tlabel\tmid\tprobability\tpredicted", flush=True)
-    for f in args.files:  # one file at a time: results appear as they are computed
+    for f in _expand(args.files, errors):  # one file at a time: results appear as computed
         r, e = predict_files([f], checkpoints, device=device)
         for row in r:
             print(
@@ -147,9 +194,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             )
         for msg in e:
             print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
-        rows += r
         errors += e
     return 1 if errors else 0
+
+
+def _expand(args: Sequence[str], errors: list[str]):
+    """The files to predict, in order: a folder gives its :func:`media_files` (or an error
+    line, appended to ``errors``, when it has none); anything else is taken as a file."""
+    for arg in args:
+        if not Path(arg).is_dir():
+            yield arg
+            continue
+        files = media_files(arg)
+        if not files:
+            msg = f"{arg}: no media files in this folder (audio/video suffixes: {_EXAMPLES}, ...)"
+            print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
+            errors.append(msg)
+        yield from (str(p) for p in files)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

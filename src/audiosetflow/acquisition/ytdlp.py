@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..audio.timing import section_start
 from ..shard import SIDECARS, ShardLayout, Status
 from ..tools import ensure_ffmpeg_on_path, ffmpeg_exe
 from .classify import MediaCheckError
@@ -233,7 +234,7 @@ class YtdlpFetcher:
         if not files:
             raise MediaCheckError("yt-dlp reported success but wrote no media file")
         media = max(files, key=lambda p: p.stat().st_size)
-        offset = lo if sectioned else 0.0
+        offset = section_start(media, lo) if sectioned else 0.0  # where ffmpeg's cut landed
         tol = cfg.duration_tolerance
         probed: list[float | None] = []
 
