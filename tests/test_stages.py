@@ -181,18 +181,54 @@ def test_short_segment_is_padded_and_flagged(tmp_path):
     assert sf.info(str(shard.clip("shortclip01"))).frames == 10 * SR
 
 
-def test_transcode_cleans_temporaries_of_a_killed_run(tmp_path):
-    shard, _ = _shard(tmp_path, ["aaaaaaaaaaa", "bbbbbbbbbbb"])
-    shard.pcm_dir.mkdir(parents=True)
-    stale = [shard.pcm_dir / ".aaaaaaaaaaa.wav.x1y2.tmp.wav", shard.pcm_dir / ".b.wav.z.tmp.wav"]
-    for p in stale:
-        p.write_bytes(b"half")
-    run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
-                  sample_rate=SR)  # fmt: skip
-    assert not stale[0].exists()
-    assert stale[1].exists()  # not a temporary of this shard's YTIDs: left alone
-    assert sorted(p.name for p in shard.pcm_dir.iterdir() if not p.name.startswith(".")) == [
-        "aaaaaaaaaaa.wav", "bbbbbbbbbbb.wav"]  # fmt: skip
+_KILLED_TRANSCODE = """
+import sys
+from audiosetflow.audio.transcode import run_transcode
+from audiosetflow.shard import Layout
+shard = Layout(sys.argv[1]).shard("train", 0)
+print("start", flush=True)
+run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
+              sample_rate=22050, batch=4)
+"""
+
+
+def test_kill_9_mid_transcode_then_rerun_cleans_up(tmp_path):
+    """A transcode killed mid-batch leaves temporaries (never a final name); the next run of
+    the shard removes them and finishes every window."""
+    import os
+    import signal
+    import time
+
+    ytids = [f"kill{k:07d}" for k in range(48)]
+    shard, _ = _shard(tmp_path, ytids[:1])
+    one = shard.media(ytids[0])
+    t = ShardTable.read(shard.table("download"))
+    t = ShardTable.from_manifest(t.df.iloc[[0] * 48].assign(ytid=ytids))
+    for y in ytids:
+        (shard.download_dir / f"{y}.webm").write_bytes(one.read_bytes())
+        t.set("download", y, Status.OK)
+    t.save(shard, shard.table("download"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_TRANSCODE, str(tmp_path / "results")],
+        stdout=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout.readline().strip() == b"start"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        entries = list(shard.pcm_dir.glob(".*.tmp*")) if shard.pcm_dir.exists() else []
+        if entries and list(shard.pcm_dir.glob("kill*.wav")):
+            break
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)  # python and its ffmpeg child, mid-batch
+    proc.wait()
+    left = list(shard.pcm_dir.glob(".*.tmp*"))
+    assert left, "the kill should leave temporaries behind"
+    assert shard.running("transcode").exists()
+    done = run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
+                         sample_rate=SR)  # fmt: skip
+    assert done.passed("transcode") == ytids
+    assert not [p for p in shard.pcm_dir.iterdir() if p.name.startswith(".")]
+    assert not shard.running("transcode").exists()
 
 
 # --- faults of the machine ----------------------------------------------------------------------

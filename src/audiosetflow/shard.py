@@ -251,6 +251,25 @@ class ShardLayout:
         """The shard's features."""
         return self._fill("parquet")
 
+    def running(self, stage: str) -> Path:
+        """A marker that ``stage`` is running on this shard (left behind by a killed job)."""
+        return self.table(stage).with_name(f".{stage}.running")
+
+    @staticmethod
+    def clean_temporaries(folder: Path, names: Iterable[str]) -> int:
+        """Remove the temporaries that a killed job left for these file names (the
+        ``.{name}.XXXX.tmp{suffix}`` of :func:`audiosetflow.io.atomic_path`) in ``folder``;
+        return how many were removed. Lists ``folder`` once."""
+        wanted = set(names)
+        n = 0
+        for e in _scandir(folder):
+            if e.name.startswith(".") and ".tmp" in e.name:
+                name = e.name[1:].rsplit(".tmp", 1)[0].rsplit(".", 1)[0]
+                if name in wanted:
+                    Path(e.path).unlink(missing_ok=True)
+                    n += 1
+        return n
+
     @property
     def download_dir(self) -> Path:
         return self.layout.audio_dir("download", self.split)
@@ -357,18 +376,6 @@ class ShardLayout:
             if p.exists():
                 return p
         return None
-
-    def clean_pcm_tmp(self, ytids: Iterable[str]) -> int:
-        """Remove the temporaries (``.{ytid}.wav.XXXX.tmp.wav``) that a killed transcode left
-        for these YTIDs; returns how many were removed."""
-        wanted = set(ytids)
-        n = 0
-        for e in _scandir(self.pcm_dir):
-            if e.name.startswith(".") and ".tmp" in e.name:
-                if e.name[1:].split(".", 1)[0] in wanted:
-                    Path(e.path).unlink(missing_ok=True)
-                    n += 1
-        return n
 
     # --- trim -----------------------------------------------------------------------------
 
@@ -657,6 +664,9 @@ class StageRun:
     in_flight : list of str
         The YTIDs being processed now: marked ``transient`` if a fault of the machine stops
         the stage.
+    interrupted : bool
+        The stage's last run on this shard was killed (``kill -9``, power cut): it may have
+        left temporaries to clean up.
     """
 
     stage: str
@@ -664,6 +674,7 @@ class StageRun:
     todo: list[str]
     progress: Progress
     in_flight: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     def record(self, ytid: str, status: Status, reason: str = "", **columns: Any) -> None:
         """Record the stage's outcome for one YTID and count it in the progress lines."""
@@ -684,6 +695,8 @@ def stage_run(
     """Run a per-shard stage: read its input table, hand over what to do, save the result.
 
     The block processes ``run.todo``, recording each outcome with :meth:`StageRun.record`.
+    While it runs, a marker (:meth:`ShardLayout.running`) says so; one found at the start
+    means the last run was killed (``run.interrupted``).
     When it ends normally the table is written to ``out`` and as the shard's record. When a
     fault of the machine stops it, the YTIDs in flight are marked ``transient``, the record is
     kept (best effort) and :class:`~audiosetflow.errors.MachineError` is raised; other errors
@@ -694,12 +707,17 @@ def stage_run(
     table.reset(stage)
     todo = table.entering(stage)
     progress = Progress(f"{stage} {shard.name}", len(todo) if total is None else total, logger)
-    run = StageRun(stage, table, todo, progress)
+    marker = shard.running(stage)
+    run = StageRun(stage, table, todo, progress, interrupted=marker.exists())
     try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
         yield run
+        table.save(shard, out)
     except Exception as exc:
         machine = table.save_after_fault(shard, stage, run.in_flight, exc)
         if machine is None:
             raise
         raise machine from exc
-    table.save(shard, out)
+    finally:
+        marker.unlink(missing_ok=True)

@@ -952,6 +952,8 @@ def run_features(
         stage_run("features", table_in, shard=shard, out=out_table, logger=logger or log) as run,
         threadpool_limits(limits=threads),
     ):
+        if run.interrupted:  # a killed run may have left a half-written shard
+            shard.clean_temporaries(Path(out).parent, [Path(out).name])
         todo = set(run.todo)
         feats: list[dict[str, np.ndarray] | None] = []
         for ytid in run.table.ytids:

@@ -52,8 +52,8 @@ def run_transcode(
     batch : int
         YTIDs per ffmpeg process (>= 1; :func:`audiosetflow.audio.codec.transcode_many`).
         Each window is renamed into place on its own, so an interrupted run keeps every
-        finished window and leaves nothing half-written under a final name; temporaries that
-        a killed run left are removed first.
+        finished window and leaves nothing half-written under a final name; the temporaries
+        of a killed run are removed by the next.
     logger : logging.Logger, optional
 
     Returns
@@ -75,10 +75,10 @@ def run_transcode(
     """
     logger = logger or log
     with stage_run("transcode", table_in, shard=shard, out=out, logger=logger) as run:
-        if removed := shard.clean_pcm_tmp(run.todo):
-            logger.info(
-                "[transcode %s] removed %d temporaries of a killed run", shard.name, removed
-            )
+        if run.interrupted:  # a killed run may have left half-written windows
+            names = [shard.window_target(y).name for y in run.todo]
+            n = shard.clean_temporaries(shard.pcm_dir, names)
+            logger.info("[transcode %s] removed %d temporaries of a killed run", shard.name, n)
         media_of = shard.media_index(run.todo)
         pending = run.in_flight  # YTIDs of the batch being transcoded
         for ytid in run.todo:

@@ -60,6 +60,8 @@ def run_trim(
     audiosetflow.audio.features.run_features : the next stage.
     """
     with stage_run("trim", table_in, shard=shard, out=out, logger=logger or log) as run:
+        if run.interrupted:  # a killed run may have left half-written clips
+            shard.clean_temporaries(shard.clips_dir, [shard.clip(y).name for y in run.todo])
         for ytid in run.todo:
             run.in_flight[:] = [ytid]
             _trim_one(run, shard, ytid, clip_seconds, keep_intermediate)
