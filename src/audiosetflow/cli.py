@@ -193,20 +193,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    from .progress import ProgressBar
+
     rows, errors = [], []
     print("file\tlabel\tmid\tprobability\tpredicted", flush=True)
-    for f in args.files:  # one file at a time: results appear as they are computed
-        r, e = predict_files([f], checkpoints, device=device)
-        for row in r:
-            print(
-                f"{row['file']}\t{row['label']}\t{row['mid']}\t{row['probability']:.4f}\t"
-                f"{row['predicted']}",
-                flush=True,
-            )
-        for msg in e:
-            print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
-        rows += r
-        errors += e
+    bar = ProgressBar(len(args.files), PROG + " predict", unit="files")  # stderr on a terminal
+    with bar:
+        for f in args.files:  # one file at a time: results appear as they are computed
+            r, e = predict_files([f], checkpoints, device=device)
+            for row in r:
+                bar.write(
+                    f"{row['file']}\t{row['label']}\t{row['mid']}\t{row['probability']:.4f}\t"
+                    f"{row['predicted']}",
+                    file=sys.stdout,
+                )
+            for msg in e:
+                bar.write(f"{PROG}: error: {msg}", file=sys.stderr)
+            rows += r
+            errors += e
+            bar.update()
     return 1 if errors else 0
 
 
