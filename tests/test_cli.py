@@ -323,3 +323,53 @@ def test_progress_bar_helper():
         bar.update()
     assert one.getvalue() == ""
     assert len(ProgressBar(10, "d").render(width=30)) <= 29
+
+
+# --- the package alone ----------------------------------------------------------------------
+
+# Top-level modules that only the extras bring (train, workflow, test).
+EXTRAS_ONLY = ("snakemake", "yt_dlp", "librosa", "sklearn", "matplotlib", "pyarrow",
+               "jsonschema", "threadpoolctl", "scipy", "duckdb")  # fmt: skip
+
+BLOCK = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)", name=name)
+sys.meta_path.insert(0, _Block())
+from audiosetflow.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_predict_info_status_need_only_the_base_dependencies(models_dir, media, tmp_path):
+    """What `pip install audiosetflow` gives is enough for these commands: they run with every
+    module of the extras unimportable."""
+    import pandas as pd
+
+    from audiosetflow.shard import Layout, ShardTable, Status
+
+    layout = Layout(tmp_path / "results")
+    t = ShardTable.from_manifest(pd.DataFrame(
+        {"ytid": ["aaaaaaaaaaa", "bbbbbbbbbbb"], "split": "train", "shard": 0, "start": 0.0,
+         "end": 10.0, "labels": "/m/04rlf"}))  # fmt: skip
+    t.set("download", "aaaaaaaaaaa", Status.PERMANENT, "HTTP Error 404", attempts=1, runs=1)
+    t.save(layout.shard("train", 0))
+    code = BLOCK.format(blocked=EXTRAS_ONLY)
+    env = {**os.environ, "PYTHONPATH": str(Path(audiosetflow.__file__).resolve().parents[1])}
+    for args in (
+        ["predict", "--models", str(models_dir), str(media["tone"])],
+        ["info", str(models_dir / "music.pt")],
+        ["status", "--results", str(layout.root)],
+        ["failures", "--results", str(layout.root), "--format", "json"],
+        ["--version"],
+    ):
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                           env=env, check=False)  # fmt: skip
+        assert r.returncode == 0, (args, r.stderr[-2000:])
+        assert r.stdout.strip(), args
+    # the block works: a module of the extras is not importable that way
+    r = subprocess.run([sys.executable, "-c", code.replace("from audiosetflow.cli import main",
+                        "import snakemake")], capture_output=True, text=True, env=env)  # fmt: skip
+    assert r.returncode != 0 and "blocked" in r.stderr
