@@ -225,7 +225,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from .reporting import status as st
 
     try:
-        tables = st.read_records(args.results)
+        tables = st.read_records(args.results, progress=True)
     except ValueError as exc:
         return _error(exc)
     table = st.status(tables)
@@ -242,7 +242,7 @@ def _cmd_failures(args: argparse.Namespace) -> int:
     from .reporting import status as st
 
     try:
-        tables = st.read_records(args.results)
+        tables = st.read_records(args.results, progress=True)
     except ValueError as exc:
         return _error(exc)
     table = st.failures(tables, status=args.klass, reason=args.reason, stage=args.stage)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..progress import ProgressBar
 from ..shard import FAILED, STAGES, Layout, ShardTable, Status
 from .aggregate import _short_reason, stage_outcomes
 
@@ -74,8 +75,9 @@ def record_paths(results: str | Path = "results") -> list[Path]:
     return [p for _, _, p in sorted(found)]
 
 
-def read_records(results: str | Path = "results") -> list[ShardTable]:
-    """Read every shard record below ``results``.
+def read_records(results: str | Path = "results", *, progress: bool = False) -> list[ShardTable]:
+    """Read every shard record below ``results`` (``progress``: with a progress bar on stderr
+    when it is a terminal).
 
     Raises
     ------
@@ -91,7 +93,14 @@ def read_records(results: str | Path = "results") -> list[ShardTable]:
             f"{results}: {where} (shards/{{split}}/shard-N/table.tsv); "
             "run snakemake first, or give the results folder with --results"
         )
-    return [ShardTable.read(p) for p in paths]
+    tables = []
+    with ProgressBar(
+        len(paths), "reading shard records", unit="shards", enabled=None if progress else False
+    ) as bar:
+        for p in paths:
+            tables.append(ShardTable.read(p))
+            bar.update()
+    return tables
 
 
 def _tables(source: str | Path | Sequence[ShardTable]) -> list[ShardTable]:
