@@ -245,3 +245,15 @@ def test_reading_many_records_shows_a_bar_on_a_terminal_only(results):
     assert tty.endswith(b"\r\x1b[K")  # erased: the terminal shows nothing of it afterwards
     assert out == _run("status", "--results", str(results)).stdout
     assert _run("status", "--results", str(results)).stderr == ""  # piped: no bar
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["failures", "--class", "bogus"], ["status", "--format", "xml"], ["info"], [], ["nope"]],
+)
+def test_usage_errors_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as ex:
+        main(argv)
+    assert ex.value.code == 2
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and "error:" in err[0] and err[0].endswith("--help)")

@@ -26,9 +26,16 @@ __all__ = ["main", "build_parser", "predict_files", "load_models", "package_vers
 PROG = "audiosetflow"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``audiosetflow status: error: ... (see --help)``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (sub-commands)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="AudioSet segment classifiers: predict labels of media files, see where a "
         "workflow run stands, describe a trained model.",
@@ -60,6 +67,7 @@ def _add_report_parsers(sub) -> None:
 
     results = {
         "default": "results",
+        "metavar": "DIR",
         "help": "the workflow's results folder (default: %(default)s)",
     }
     p = sub.add_parser(
@@ -71,7 +79,12 @@ def _add_report_parsers(sub) -> None:
         "'entered' are the clips the stage before finished.",
     )
     p.add_argument("--results", **results)
-    p.add_argument("--format", choices=("table", "tsv", "json"), default="table")
+    p.add_argument(
+        "--format",
+        choices=("table", "tsv", "json"),
+        default="table",
+        help="table: aligned, for people (default); tsv, json: for scripts",
+    )
     p = sub.add_parser(
         "failures",
         help="the failed YTIDs, one line each (tab-separated, for pipes)",
@@ -79,10 +92,14 @@ def _add_report_parsers(sub) -> None:
         "shard, stage (the first that did not pass it), status, reason, attempts, runs.",
     )
     p.add_argument("--results", **results)
-    p.add_argument("--class", dest="klass", choices=[s.value for s in FAILED])
-    p.add_argument("--reason", help="only reasons containing TEXT (case-insensitive)")
-    p.add_argument("--stage", choices=STAGES)
-    p.add_argument("--format", choices=("tsv", "json"), default="tsv")
+    p.add_argument(
+        "--class", dest="klass", choices=[s.value for s in FAILED], help="only this class"
+    )
+    p.add_argument(
+        "--reason", metavar="TEXT", help="only reasons containing TEXT (case-insensitive)"
+    )
+    p.add_argument("--stage", choices=STAGES, help="only failures at this stage")
+    p.add_argument("--format", choices=("tsv", "json"), default="tsv", help="default: tsv")
     p = sub.add_parser(
         "info",
         help="what a trained checkpoint holds: label, threshold, features, data, metrics",
@@ -90,7 +107,7 @@ def _add_report_parsers(sub) -> None:
         "extra channels, training data counts and test metrics stored in a checkpoint.",
     )
     p.add_argument("model", metavar="MODEL.pt", help="a checkpoint (results/models/{label}.pt)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="default: text")
 
 
 def package_version() -> str:
