@@ -1,7 +1,12 @@
-"""`audiosetflow predict`: real ffmpeg decoding, real features, a small trained checkpoint."""
+"""`audiosetflow predict` (real ffmpeg decoding, real features, a small trained checkpoint; its
+progress bar under a real pseudo-terminal) and `audiosetflow info`."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -13,6 +18,7 @@ import pytest
 import soundfile as sf
 from synth_features import SR, synth_clip
 
+import audiosetflow
 from audiosetflow.audio.features import FeatureParams, compute
 from audiosetflow.cli import main
 from audiosetflow.learning.models import AudioCNN
@@ -22,6 +28,7 @@ from audiosetflow.learning.training import (
     save_checkpoint,
     stack_channels,
 )
+from audiosetflow.progress import ProgressBar
 
 CLIP = 2.0
 
@@ -197,3 +204,239 @@ def test_console_script(models_dir, media):
     )
     assert r.returncode == 0, r.stderr
     assert len(_table(r.stdout)) == 1
+
+
+# --- info ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_ckpt(tmp_path_factory) -> Path:
+    """A checkpoint with the info run_train stores: the CNN's test metrics and test source."""
+    params = FeatureParams.from_config({}, sample_rate=SR)
+    test = {"roc_auc": 0.981, "average_precision": 0.975, "f1": 0.9, "accuracy": 0.9,
+            "precision": 0.9, "recall": 0.9, "log_loss": float("nan"), "threshold": 0.4213,
+            "n": 40, "n_pos": 20, "confusion": [[18, 2], [2, 18]]}  # fmt: skip
+    path = tmp_path_factory.mktemp("trained") / "music.pt"
+    save_checkpoint(
+        path,
+        model=AudioCNN(params.n_mels, 3, width=4),
+        label={"slug": "music", "name": "Music", "mid": "/m/04rlf"},
+        feature_params=asdict(params),
+        sample_rate=SR,
+        clip_seconds=CLIP,
+        extra_channels=["zcr", "spectral_centroid"],
+        threshold=0.4213,
+        info={"test": test, "test_source": "eval"},
+    )
+    return path
+
+
+def _info_rows(text: str) -> dict[str, str]:
+    rows = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("  ")
+        rows[key.strip()] = value.strip()
+    return rows
+
+
+def test_info_shows_what_the_checkpoint_stores(trained_ckpt, capsys):
+    assert main(["info", str(trained_ckpt)]) == 0
+    rows = _info_rows(capsys.readouterr().out)
+    assert rows["checkpoint"] == str(trained_ckpt)
+    assert rows["label"] == "Music (slug music, mid /m/04rlf)"
+    assert rows["threshold"].startswith("0.4213")
+    assert rows["sample rate"] == f"{SR} Hz" and rows["clip length"] == f"{CLIP:g} s"
+    assert rows["extra channels"] == "zcr, spectral_centroid"
+    assert "n_mels=128" in rows["features"] and "hop_length=" in rows["features"]
+    assert rows["model"].startswith("cnn, ") and "in_channels=3" in rows["model config"]
+    assert rows["test data"] == "40 clips (20 positive); source: eval"
+    # run_train does not store the train/val counts in the checkpoint: said, not guessed
+    assert rows["train data"] == rows["val data"] == "not stored in the checkpoint"
+    assert "ROC-AUC 0.981" in rows["test metrics"] and "log loss n/a" in rows["test metrics"]
+    assert rows["confusion"].startswith("[[18, 2], [2, 18]]")
+
+    assert main(["info", str(trained_ckpt), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)  # strict JSON: the NaN log loss is null
+    assert info["label"] == {"slug": "music", "name": "Music", "mid": "/m/04rlf"}
+    assert info["threshold"] == pytest.approx(0.4213) and info["sample_rate"] == SR
+    assert info["feature_params"] == asdict(FeatureParams.from_config({}, sample_rate=SR))
+    assert info["data"]["test"] == {"n": 40, "n_pos": 20} and info["data"]["train"] is None
+    assert info["metrics"]["test"]["log_loss"] is None
+    assert info["absent"] == ["data.train", "data.val"]
+
+
+def test_info_of_a_checkpoint_without_info_says_what_is_absent(models_dir, capsys):
+    assert main(["info", str(models_dir / "other.pt")]) == 0
+    rows = _info_rows(capsys.readouterr().out)
+    assert rows["label"] == "Other (slug other, mid /m/xx)"
+    assert rows["test metrics"] == "not stored in the checkpoint"
+    assert rows["test data"] == "not stored in the checkpoint; source not stored in the checkpoint"
+    assert main(["info", str(models_dir / "other.pt"), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["metrics"]["test"] is None
+    assert set(info["absent"]) == {"data.train", "data.val", "data.test", "data.test_source",
+                                   "metrics.test"}  # fmt: skip
+
+
+def test_info_of_a_file_that_is_no_checkpoint_is_one_line(tmp_path, media, capsys):
+    import torch
+
+    other = tmp_path / "other.pt"
+    torch.save({"weights": [1, 2, 3]}, other)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for path in (media["bad"], other, empty, tmp_path / "missing.pt"):
+        assert main(["info", str(path)]) == 2
+        out = capsys.readouterr()
+        err = [ln for ln in out.err.splitlines() if ln.strip()]
+        assert out.out == "" and len(err) == 1, out.err
+        assert err[0].startswith(f"audiosetflow: error: {path}: ")
+    assert main(["info", str(other)]) == 2
+    assert "not an audiosetflow checkpoint" in capsys.readouterr().err
+
+
+# --- progress bar ----------------------------------------------------------------------------
+
+
+def _predict_cmd(models_dir, files) -> list[str]:
+    return [sys.executable, "-m", "audiosetflow", "predict", "--models", str(models_dir),
+            *map(str, files)]  # fmt: skip
+
+
+def _env() -> dict:
+    src = str(Path(audiosetflow.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": src, "TERM": "xterm", "COLUMNS": "100"}
+
+
+def _screen(text: str) -> list[str]:
+    """The lines a terminal shows after ``text``: ``\\r`` returns to the line's start,
+    ``ESC[K`` erases to its end, ``\\n`` starts a new line (a pty sends ``\\r\\n``)."""
+    lines, line, col = [], [], 0
+    i = 0
+    while i < len(text):
+        if text.startswith("\x1b[K", i):
+            del line[col:]
+            i += 3
+            continue
+        ch = text[i]
+        if ch == "\r":
+            col = 0
+        elif ch == "\n":
+            lines.append("".join(line))
+            line, col = [], 0
+        else:
+            line[col : col + 1] = [ch]
+            col += 1
+        i += 1
+    if line:
+        lines.append("".join(line))
+    return [ln for ln in lines if ln.strip()]
+
+
+def test_predict_shows_a_progress_bar_on_a_terminal_and_none_when_piped(models_dir, media):
+    """stderr on a real pseudo-terminal: a bar; stderr through a pipe: only the error lines.
+    stdout (a pipe both times) carries the same table, never a bar."""
+    files = [media["tone"], media["bad"], media["noise"]]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(_predict_cmd(models_dir, files), stdout=subprocess.PIPE,
+                            stderr=slave, env=_env())  # fmt: skip
+    os.close(slave)
+    tty = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        tty += chunk
+    out = proc.stdout.read().decode()
+    assert proc.wait(timeout=120) == 1
+    os.close(master)
+    text = tty.decode()
+    assert "\r" in text and "audiosetflow predict 3/3 [" in text and "files/s" in text
+    assert "audiosetflow predict 0/3 [" in text  # drawn before the first file
+    # what the terminal shows at the end: the error line on a line of its own, the bar erased
+    screen = _screen(text)
+    assert len(screen) == 1 and screen[0].startswith("audiosetflow: error: ")
+    assert str(media["bad"]) in screen[0]
+    assert len(_table(out)) == 4 and "\r" not in out and "[#" not in out
+
+    piped = subprocess.run(_predict_cmd(models_dir, files), capture_output=True, text=True,
+                           env=_env(), check=False)  # fmt: skip
+    assert piped.returncode == 1
+    assert piped.stdout == out
+    err = [ln for ln in piped.stderr.splitlines() if ln.strip()]
+    assert (
+        len(err) == 1 and err[0].startswith("audiosetflow: error:") and str(media["bad"]) in err[0]
+    )
+    assert "\r" not in piped.stderr and "\x1b" not in piped.stderr
+
+
+def test_progress_bar_helper():
+    buf = io.StringIO()
+    with ProgressBar(5, "x", stream=buf) as bar:  # not a terminal: nothing drawn
+        bar.update()
+        bar.write("line", file=buf)
+    assert buf.getvalue() == "line\n"
+    forced = io.StringIO()
+    with ProgressBar(4, "job", unit="files", stream=forced, enabled=True, min_interval=0) as bar:
+        for _ in range(4):
+            bar.update()
+    assert "job 4/4 [" in forced.getvalue() and "100%" in forced.getvalue()
+    assert forced.getvalue().endswith("\r\x1b[K")  # erased at the end
+    one = io.StringIO()
+    with ProgressBar(1, stream=one, enabled=True) as bar:  # one step: no bar
+        bar.update()
+    assert one.getvalue() == ""
+    assert len(ProgressBar(10, "d").render(width=30)) <= 29
+
+
+# --- the package alone ----------------------------------------------------------------------
+
+# Top-level modules that only the extras bring (train, workflow, test).
+EXTRAS_ONLY = ("snakemake", "yt_dlp", "librosa", "sklearn", "matplotlib", "pyarrow",
+               "jsonschema", "threadpoolctl", "scipy", "duckdb")  # fmt: skip
+
+BLOCK = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)", name=name)
+sys.meta_path.insert(0, _Block())
+from audiosetflow.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_predict_info_status_need_only_the_base_dependencies(models_dir, media, tmp_path):
+    """What `pip install audiosetflow` gives is enough for these commands: they run with every
+    module of the extras unimportable."""
+    import pandas as pd
+
+    from audiosetflow.shard import Layout, ShardTable, Status
+
+    layout = Layout(tmp_path / "results")
+    t = ShardTable.from_manifest(pd.DataFrame(
+        {"ytid": ["aaaaaaaaaaa", "bbbbbbbbbbb"], "split": "train", "shard": 0, "start": 0.0,
+         "end": 10.0, "labels": "/m/04rlf"}))  # fmt: skip
+    t.set("download", "aaaaaaaaaaa", Status.PERMANENT, "HTTP Error 404", attempts=1, runs=1)
+    t.save(layout.shard("train", 0))
+    code = BLOCK.format(blocked=EXTRAS_ONLY)
+    env = {**os.environ, "PYTHONPATH": str(Path(audiosetflow.__file__).resolve().parents[1])}
+    for args in (
+        ["predict", "--models", str(models_dir), str(media["tone"])],
+        ["info", str(models_dir / "music.pt")],
+        ["status", "--results", str(layout.root)],
+        ["failures", "--results", str(layout.root), "--format", "json"],
+        ["--version"],
+    ):
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                           env=env, check=False)  # fmt: skip
+        assert r.returncode == 0, (args, r.stderr[-2000:])
+        assert r.stdout.strip(), args
+    # the block works: a module of the extras is not importable that way
+    r = subprocess.run([sys.executable, "-c", code.replace("from audiosetflow.cli import main",
+                        "import snakemake")], capture_output=True, text=True, env=env)  # fmt: skip
+    assert r.returncode != 0 and "blocked" in r.stderr

@@ -1,4 +1,8 @@
-"""Command line: ``audiosetflow predict [--models DIR] FILE_OR_FOLDER...``.
+"""Command line: ``audiosetflow predict [--models DIR] FILE_OR_FOLDER...``, ``audiosetflow status``,
+``audiosetflow failures``, ``audiosetflow info MODEL.pt`` and ``audiosetflow --version``.
+
+``status`` and ``failures`` read the shard records (:mod:`audiosetflow.reporting.status`),
+``info`` a checkpoint (:mod:`audiosetflow.modelinfo`); neither runs Snakemake.
 
 Every checkpoint in the models folder is applied to every file. A file is decoded with the
 same ffmpeg decoding and feature code as in training (its first ``clip_seconds``, zero-padded
@@ -27,6 +31,7 @@ __all__ = [
     "load_models",
     "media_files",
     "MEDIA_EXTENSIONS",
+    "package_version",
 ]
 
 PROG = "audiosetflow"
@@ -45,11 +50,21 @@ MEDIA_EXTENSIONS = frozenset(
 _EXAMPLES = ".wav, .flac, .mp3, .m4a, .ogg, .opus, .webm, .mp4, .mkv"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``audiosetflow status: error: ... (see --help)``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (sub-commands)."""
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="AudioSet segment classifiers: predict labels of media files."
+    parser = _Parser(
+        prog=PROG,
+        description="AudioSet segment classifiers: predict labels of media files, see where a "
+        "workflow run stands, describe a trained model.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
         "predict",
@@ -73,7 +88,68 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="torch device: cpu, cuda or auto (default: %(default)s)"
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    _add_report_parsers(sub)
     return parser
+
+
+def _add_report_parsers(sub) -> None:
+    from .shard import FAILED, STAGES
+
+    results = {
+        "default": "results",
+        "metavar": "DIR",
+        "help": "the workflow's results folder (default: %(default)s)",
+    }
+    p = sub.add_parser(
+        "status",
+        help="per split and stage: clips done, failed and left (from the shard records)",
+        description="Per split and stage: clips that entered the stage, are done, failed (by "
+        "class, with the reasons) and are left (pending), read from the shard records "
+        "(results/shards/{split}/shard-N/table.tsv) without running Snakemake. A stage's "
+        "'entered' are the clips the stage before finished.",
+    )
+    p.add_argument("--results", **results)
+    p.add_argument(
+        "--format",
+        choices=("table", "tsv", "json"),
+        default="table",
+        help="table: aligned, for people (default); tsv, json: for scripts",
+    )
+    p = sub.add_parser(
+        "failures",
+        help="the failed YTIDs, one line each (tab-separated, for pipes)",
+        description="The failed YTIDs from the shard records, one row each: ytid, split, "
+        "shard, stage (the first that did not pass it), status, reason, attempts, runs.",
+    )
+    p.add_argument("--results", **results)
+    p.add_argument(
+        "--class", dest="klass", choices=[s.value for s in FAILED], help="only this class"
+    )
+    p.add_argument(
+        "--reason", metavar="TEXT", help="only reasons containing TEXT (case-insensitive)"
+    )
+    p.add_argument("--stage", choices=STAGES, help="only failures at this stage")
+    p.add_argument("--format", choices=("tsv", "json"), default="tsv", help="default: tsv")
+    p = sub.add_parser(
+        "info",
+        help="what a trained checkpoint holds: label, threshold, features, data, metrics",
+        description="Label, decision threshold, feature parameters, sample rate, clip length, "
+        "extra channels, training data counts and test metrics stored in a checkpoint.",
+    )
+    p.add_argument("model", metavar="MODEL.pt", help="a checkpoint (results/models/{label}.pt)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="default: text")
+
+
+def package_version() -> str:
+    """The installed package's version; ``audiosetflow.__version__`` when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("audiosetflow")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
 
 
 def load_models(models: str | Path, *, device: str = "cpu") -> list:
@@ -182,19 +258,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    errors = []
+    from .progress import ProgressBar
+
+    errors: list[str] = []
+    files = list(_expand(args.files, errors))
     print("file\tlabel\tmid\tprobability\tpredicted", flush=True)
-    for f in _expand(args.files, errors):  # one file at a time: results appear as computed
-        r, e = predict_files([f], checkpoints, device=device)
-        for row in r:
-            print(
-                f"{row['file']}\t{row['label']}\t{row['mid']}\t{row['probability']:.4f}\t"
-                f"{row['predicted']}",
-                flush=True,
-            )
-        for msg in e:
-            print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
-        errors += e
+    bar = ProgressBar(len(files), PROG + " predict", unit="files")  # stderr on a terminal
+    with bar:
+        for f in files:  # one file at a time: results appear as they are computed
+            r, e = predict_files([f], checkpoints, device=device)
+            for row in r:
+                bar.write(
+                    f"{row['file']}\t{row['label']}\t{row['mid']}\t{row['probability']:.4f}\t"
+                    f"{row['predicted']}",
+                    file=sys.stdout,
+                )
+            for msg in e:
+                bar.write(f"{PROG}: error: {msg}", file=sys.stderr)
+            errors += e
+            bar.update()
     return 1 if errors else 0
 
 
@@ -213,11 +295,66 @@ def _expand(args: Sequence[str], errors: list[str]):
         yield from (str(p) for p in files)
 
 
+def _error(msg: object) -> int:
+    text = str(msg).strip().splitlines()
+    print(f"{PROG}: error: {text[0] if text else type(msg).__name__}", file=sys.stderr)
+    return 2
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .reporting import status as st
+
+    try:
+        tables = st.read_records(args.results, progress=True)
+    except ValueError as exc:
+        return _error(exc)
+    table = st.status(tables)
+    if args.format == "tsv":
+        sys.stdout.write(table.to_csv(sep="\t", index=False))
+    elif args.format == "json":
+        print(st.to_json(table))
+    else:
+        print(st.format_status(args.results, tables, table))
+    return 0
+
+
+def _cmd_failures(args: argparse.Namespace) -> int:
+    from .reporting import status as st
+
+    try:
+        tables = st.read_records(args.results, progress=True)
+    except ValueError as exc:
+        return _error(exc)
+    table = st.failures(tables, status=args.klass, reason=args.reason, stage=args.stage)
+    if args.format == "json":
+        print(st.to_json(table))
+    else:
+        sys.stdout.write(table.to_csv(sep="\t", index=False))
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .modelinfo import checkpoint_info, format_info, info_json
+
+    try:
+        info = checkpoint_info(args.model)
+    except ValueError as exc:
+        return _error(exc)
+    print(info_json(info) if args.format == "json" else format_info(info))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``audiosetflow`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.command == "predict":
-        return _cmd_predict(args)
+    commands = {
+        "predict": _cmd_predict,
+        "status": _cmd_status,
+        "failures": _cmd_failures,
+        "info": _cmd_info,
+    }
+    if args.command in commands:
+        return commands[args.command](args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,5 +1,5 @@
-"""The only Snakemake-aware code of the package: parameter strings, the retry token, and how a
-script adapter ends a job.
+"""The only Snakemake-aware code of the package: parameter strings, the retry token, how a
+script adapter ends a job, and where the per-rule conda environment finds the project.
 
 Snakemake reruns a job when its parameters change. Two parameters of the download rule use
 that: the shard's segments (:func:`manifest_param`: a change of the selection reruns exactly
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,28 @@ __all__ = [
     "next_retry_token",
     "write_retry_token",
     "stage_job",
+    "PROJECT_VARIABLE",
+    "export_project",
 ]
+
+#: The environment variable that names the project folder to the post-deploy script of the
+#: per-rule conda environment (``workflow/envs/audiosetflow.post-deploy.sh``).
+PROJECT_VARIABLE = "AUDIOSETFLOW_PROJECT"
+
+
+def export_project(basedir: str | Path) -> str:
+    """Name the project folder (the Snakefile's, ``workflow.basedir``) in
+    :data:`PROJECT_VARIABLE` for the processes Snakemake starts, and return it (absolute).
+
+    ``snakemake --sdm conda`` builds the per-rule environment from a copy of its file in
+    ``.snakemake/conda/`` and runs the post-deploy script from the run's working directory
+    (``--directory``), so neither tells the script where the package is. Snakemake builds the
+    environments in its own process, after the Snakefile is read: the variable set here is in
+    their environment.
+    """
+    project = str(Path(basedir).resolve())
+    os.environ[PROJECT_VARIABLE] = project
+    return project
 
 
 def manifest_param(rows: pd.DataFrame) -> str:

@@ -20,7 +20,11 @@ wildcard_constraints:
 
 
 RES = "results"
-ENV = "../../environment.yml"
+# The per-rule conda environment (--sdm conda), relative to this file. Snakemake builds it in
+# .snakemake/conda/; its post-deploy script installs the package from the project folder,
+# which it reads from $AUDIOSETFLOW_PROJECT (the Snakefile's folder, set here).
+ENV = "../envs/audiosetflow.yaml"
+_smk.export_project(workflow.basedir)
 # Every per-shard and per-YTID path comes from one layout (audiosetflow.shard.Layout).
 LAYOUT = Layout(RES)
 # The shard table each stage writes, and the features shard (patterns with {split}, {shard}).

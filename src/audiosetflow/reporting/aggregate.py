@@ -11,17 +11,76 @@ import pandas as pd
 from ..io import write_tsv
 from ..shard import STAGES, ShardTable, Status
 
-__all__ = ["AVAILABILITY_COLUMNS", "availability", "aggregate"]
+__all__ = ["AVAILABILITY_COLUMNS", "OUTCOME_COLUMNS", "stage_outcomes", "availability", "aggregate"]
 
 log = logging.getLogger("audiosetflow.aggregate")
 
 #: Columns of ``availability.tsv``.
 AVAILABILITY_COLUMNS = ["split", "stage", "entered", "done", "failed", "reasons"]
 
+#: Columns of :func:`stage_outcomes`.
+OUTCOME_COLUMNS = ["split", "stage", "status", "reason", "count"]
+
 
 def _short_reason(reason: str, limit: int = 80) -> str:
     reason = " ".join(reason.split())
     return reason if len(reason) <= limit else reason[: limit - 1] + "…"
+
+
+def stage_outcomes(tables: Sequence[ShardTable]) -> pd.DataFrame:
+    """How the YTIDs that entered each stage came out of it: counts by status and reason.
+
+    A YTID *enters* a stage when the stage before passed it (``ok``); every YTID enters
+    ``download``. This is the one count that :func:`availability` and
+    :func:`audiosetflow.reporting.status.status` format.
+
+    Parameters
+    ----------
+    tables : sequence of ShardTable
+        The tables of every shard (a stage's output or the shard's record).
+
+    Returns
+    -------
+    DataFrame
+        :data:`OUTCOME_COLUMNS`, one row per split, stage, status and reason (the reason as
+        recorded, blanks collapsed to single spaces): ``count`` YTIDs. Rows are in split
+        order, then stage order (:data:`audiosetflow.shard.STAGES`); a stage that no YTID of a
+        split entered has one row with status ``pending`` and ``count`` 0.
+    """
+    parts = []
+    for table in tables:
+        df = table.df
+        entered = pd.Series(True, index=df.index)
+        for stage in STAGES:
+            status = df[f"{stage}_status"]
+            reason = df.loc[entered, f"{stage}_reason"].str.split().str.join(" ")
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "split": df.loc[entered, "split"],
+                        "stage": stage,
+                        "status": status[entered],
+                        "reason": reason.fillna(""),
+                    }
+                )
+            )
+            entered &= status == Status.OK.value
+    if not parts:
+        return pd.DataFrame(columns=OUTCOME_COLUMNS)
+    keys = ["split", "stage", "status", "reason"]
+    out = pd.concat(parts, ignore_index=True).groupby(keys, sort=False).size()
+    out = out.rename("count").reset_index()
+    splits = sorted({str(s) for t in tables for s in t.df["split"].unique()})
+    seen = set(zip(out["split"], out["stage"], strict=True))
+    missing = [(sp, st) for sp in splits for st in STAGES if (sp, st) not in seen]
+    if missing:
+        zero = pd.DataFrame(missing, columns=["split", "stage"]).assign(
+            status=Status.PENDING.value, reason="", count=0
+        )
+        out = pd.concat([out, zero], ignore_index=True)
+    order = {s: i for i, s in enumerate(STAGES)}
+    out = out.assign(_o=out["stage"].map(order)).sort_values(["split", "_o"], kind="stable")
+    return out.reset_index(drop=True)[OUTCOME_COLUMNS]
 
 
 def availability(tables: Sequence[ShardTable]) -> pd.DataFrame:
@@ -42,37 +101,25 @@ def availability(tables: Sequence[ShardTable]) -> pd.DataFrame:
 
     See Also
     --------
+    stage_outcomes : the counts this table is made of.
     audiosetflow.reporting.funnel.plot_funnel : the figure of this table.
     """
-    recs: dict[tuple[str, str], dict] = {}
-    for table in tables:
-        df = table.df
-        for split, part in df.groupby("split", sort=False):
-            sel = recs.setdefault((str(split), "selected"), _rec())
-            sel["entered"] += len(part)
-            sel["done"] += len(part)
-            entered = pd.Series(True, index=part.index)
-            for stage in STAGES:
-                status = part[f"{stage}_status"]
-                r = recs.setdefault((str(split), stage), _rec())
-                r["entered"] += int(entered.sum())
-                ok = entered & (status == Status.OK.value)
-                r["done"] += int(ok.sum())
-                bad = entered & ~ok
-                for st, reason in zip(status[bad], part.loc[bad, f"{stage}_reason"], strict=True):
-                    key = f"{st}: {_short_reason(str(reason))}".rstrip(": ")
-                    r["reasons"][key] = r["reasons"].get(key, 0) + 1
-                entered = ok
-    order = {s: i for i, s in enumerate(("selected", *STAGES))}
     rows = []
-    for (split, stage), r in sorted(recs.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
-        reasons = "; ".join(f"{k} x{v}" for k, v in sorted(r["reasons"].items()))
-        rows.append((split, stage, r["entered"], r["done"], r["entered"] - r["done"], reasons))
+    outcomes = stage_outcomes(tables)
+    for split, by_split in outcomes.groupby("split", sort=False):
+        for stage, part in by_split.groupby("stage", sort=False):
+            entered = int(part["count"].sum())
+            done = int(part.loc[part["status"] == Status.OK.value, "count"].sum())
+            if stage == STAGES[0]:
+                rows.append((split, "selected", entered, entered, 0, ""))
+            bad = part[(part["status"] != Status.OK.value) & (part["count"] > 0)]
+            reasons: dict[str, int] = {}
+            for st, reason, n in zip(bad["status"], bad["reason"], bad["count"], strict=True):
+                key = f"{st}: {_short_reason(str(reason))}".rstrip(": ")
+                reasons[key] = reasons.get(key, 0) + int(n)
+            text = "; ".join(f"{k} x{v}" for k, v in sorted(reasons.items()))
+            rows.append((split, stage, entered, done, entered - done, text))
     return pd.DataFrame(rows, columns=AVAILABILITY_COLUMNS)
-
-
-def _rec() -> dict:
-    return {"entered": 0, "done": 0, "reasons": {}}
 
 
 def aggregate(
