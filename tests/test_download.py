@@ -501,10 +501,15 @@ def test_finished_media_never_downloaded_again(tmp_path, server):
     (d / "ok_a.m4a").write_bytes(b"finished earlier")  # e.g. killed before the ledger write
     (d / ".dl-ok_b.999").mkdir()  # stale temp folder of a killed run
     (d / ".dl-ok_b.999" / "media.m4a").write_bytes(b"partial")
+    (d / ".ok_b.offset.x1y2.tmp.offset").write_text("9.0")
+    marker = shard_of(tmp_path).running("download")  # the killed run's marker
+    marker.parent.mkdir(parents=True)
+    marker.touch()
     led = by_ytid(run(tmp_path, manifest(["ok_a", "ok_b"]), make_cfg(server.url_template())))
     assert led["ok_a"]["status"] == "ok" and server.requests["ok_a"] == 0
     assert led["ok_b"]["status"] == "ok"
-    assert not (d / ".dl-ok_b.999").exists()
+    assert not (d / ".dl-ok_b.999").exists() and not marker.exists()
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]
 
 
 def test_ok_row_with_missing_file_is_downloaded_again(tmp_path, server):
@@ -650,7 +655,7 @@ def test_mixed_run(tmp_path, server, sleeps):
     assert {y: media_path(out(tmp_path), y).stat().st_mtime_ns for y in good} == ok_files
 
 
-def test_media_lookup_by_name_and_by_listing(tmp_path) -> None:
+def test_media_lookup_by_name_never_lists_the_folder(tmp_path, monkeypatch) -> None:
     import os
 
     d = out(tmp_path)
@@ -661,12 +666,28 @@ def test_media_lookup_by_name_and_by_listing(tmp_path) -> None:
         (d / name).write_bytes(b"x")
     os.utime(d / "ddddddddddd.m4a", (1, 1))  # older: the .opus wins
     want = ["-aaaaaaaaaa", "bbbbbbbbbbb", "ccccccccccc", "ddddddddddd", "eeeeeeeeeee"]
-    expected = {
-        "-aaaaaaaaaa": d / "-aaaaaaaaaa.webm",
-        "bbbbbbbbbbb": d / "bbbbbbbbbbb.weird",  # unusual extension: found by the listing
-        "ddddddddddd": d / "ddddddddddd.opus",
-    }
-    assert shard_of(tmp_path).media_index(want) == expected
-    assert {y: media_path(d, y) for y in want} == {**expected, "ccccccccccc": None,
-                                                   "eeeeeeeeeee": None}  # fmt: skip
+    expected = {"-aaaaaaaaaa": d / "-aaaaaaaaaa.webm", "ddddddddddd": d / "ddddddddddd.opus"}
+
+    def no_listing(*a, **k):
+        raise AssertionError("a folder of millions of media files must not be listed")
+
+    monkeypatch.setattr(os, "scandir", no_listing)
+    monkeypatch.setattr(os, "listdir", no_listing)
+    shard = shard_of(tmp_path)
+    assert shard.media_index(want) == expected
+    # an unusual extension is found by the name the download stage recorded
+    names = {"bbbbbbbbbbb": "bbbbbbbbbbb.weird", "ddddddddddd": ".hidden"}
+    assert shard.media_index(want, names) == {**expected, "bbbbbbbbbbb": d / "bbbbbbbbbbb.weird"}
+    none = dict.fromkeys(("bbbbbbbbbbb", "ccccccccccc", "eeeeeeeeeee"))
+    assert {y: media_path(d, y) for y in want} == {**expected, **none}
     assert shard_of(tmp_path / "missing").media_index(want) == {}
+
+
+def test_changed_segment_is_fetched_again(tmp_path, server):
+    cfg = make_cfg(server.url_template())
+    run(tmp_path, manifest(["ok_seg"], start=10.0, end=20.0), cfg)
+    assert float((out(tmp_path) / "ok_seg.offset").read_text()) == pytest.approx(9.0)
+    server.reset_counts()
+    led = by_ytid(run(tmp_path, manifest(["ok_seg"], start=14.0, end=24.0), cfg))
+    assert led["ok_seg"]["status"] == "ok" and server.requests["ok_seg"] >= 1
+    assert float((out(tmp_path) / "ok_seg.offset").read_text()) == pytest.approx(13.0, abs=0.01)

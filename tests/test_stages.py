@@ -104,17 +104,20 @@ def test_retry_token(tmp_path):
         t.set("download", y, st)
     # nothing left to retry: the token stays, so a rerun after a complete run does nothing
     assert next_retry_token(t, current="tok", cfg=cfg) == "tok"
-    # auth rows are tried by a job once cookies are set, but do not make a rerun run it again
-    with_cookies = DownloadConfig.from_config({"cookies": "/c.txt"})
-    assert next_retry_token(t, current="tok", cfg=with_cookies) == "tok"
-    again = next_retry_token(t, current="tok", cfg=DownloadConfig.from_config(
-        {"retry_permanent": True}))  # fmt: skip
-    assert again.startswith("retry-2-")
-    t.set("download", "a", Status.TRANSIENT, "HTTP 503", attempts=1)
+    # auth and permanent rows are tried by a job once cookies / retry_permanent are set (the
+    # changed setting reruns every job once), but they do not make every rerun run it again
+    for extra in ({"cookies": "/c.txt"}, {"retry_permanent": True}):
+        assert next_retry_token(t, current="tok", cfg=DownloadConfig.from_config(extra)) == "tok"
+    t.set("download", "a", Status.TRANSIENT, "HTTP 503", attempts=1, runs=1)
     tok1 = next_retry_token(t, current="tok", cfg=cfg)
-    t.set("download", "a", Status.TRANSIENT, "HTTP 503", attempts=2)
+    t.set("download", "a", Status.TRANSIENT, "HTTP 503", attempts=2, runs=2)
     tok2 = next_retry_token(t, current=tok1, cfg=cfg)
     assert tok1.startswith("retry-1-") and tok2 != tok1  # every attempt gives a new token
+    # a YTID that stays transient stops making reruns run the shard after max_runs runs
+    t.set("download", "a", Status.TRANSIENT, "HTTP 503", attempts=5, runs=5)
+    assert next_retry_token(t, current="tok", cfg=cfg) == "tok"
+    unlimited = DownloadConfig.from_config({"max_runs": 0})
+    assert next_retry_token(t, current="tok", cfg=unlimited).startswith("retry-1-")
 
 
 # --- transcode, trim, features ------------------------------------------------------------------
@@ -139,7 +142,7 @@ def test_stages_batch_reuse_and_report_per_ytid(tmp_path):
     assert tr["status"].tolist() == ["ok"] * 5 + ["permanent", "transient"]
     assert tr["reason"].tolist()[:5] == ["", "reused", "", "", ""]
     assert tr["reason"][5].startswith("cannot decode audio: ")
-    assert tr["reason"][6] == "downloaded media missing (rerun the download)"
+    assert tr["reason"][6] == "media missing (rerun: --forcerun download)"
     for y in (ytids[0], ytids[2]):
         ref = tmp_path / "ref" / f"{y}.flac"
         transcode(shard.media(y), ref, sample_rate=SR)
@@ -171,6 +174,23 @@ def test_stages_batch_reuse_and_report_per_ytid(tmp_path):
     tm2 = run_trim(shard.table("transcode"), shard=shard, out=shard.table("trim"),
                    clip_seconds=10.0).stage_frame("trim")  # fmt: skip
     assert tm2["reason"].tolist()[:5] == ["reused"] * 5
+
+
+def test_another_sample_rate_makes_windows_and_clips_again(tmp_path):
+    shard, _ = _shard(tmp_path, ["srchange001", "srchange002"])
+    _run_all(shard)
+    assert sf.info(str(shard.clip("srchange001"))).samplerate == SR
+    tr = run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
+                       sample_rate=16000).stage_frame("transcode")  # fmt: skip
+    assert tr["reason"].tolist() == ["", ""]  # not reused: made for 22050 Hz
+    tm = run_trim(shard.table("transcode"), shard=shard, out=shard.table("trim"),
+                  clip_seconds=10.0).stage_frame("trim")  # fmt: skip
+    assert tm["reason"].tolist() == ["", ""]
+    assert sf.info(str(shard.clip("srchange001"))).samplerate == 16000
+    # and the same again is reused
+    tr = run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
+                       sample_rate=16000).stage_frame("transcode")  # fmt: skip
+    assert tr["reason"].tolist() == ["reused", "reused"]
 
 
 def test_short_segment_is_padded_and_flagged(tmp_path):
@@ -253,6 +273,11 @@ def test_machine_errors_are_recognised():
     assert machine_error(OSError(errno.EROFS, "Read-only file system")).code == "EROFS"
     err = RuntimeError("x.wav: cannot decode audio: Error writing trailer: No space left on device")
     assert machine_error(err).code == "ENOSPC"
+    # ffmpeg answers corrupt input with these errnos' words too: the clip's fault, not ours
+    for text in ("Error while decoding stream #0:0: Operation not permitted",
+                 "Error while decoding stream #0:0: Cannot allocate memory",
+                 "x.m4a: Input/output error"):  # fmt: skip
+        assert machine_error(RuntimeError(f"cannot decode audio: {text}")) is None
     assert machine_error(RuntimeError("cannot decode audio: Invalid data found")) is None
     assert machine_error(FileNotFoundError(errno.ENOENT, "No such file")) is None
 

@@ -48,8 +48,12 @@ MACHINE_ERRNOS: frozenset[int] = frozenset(
     }
 )
 
-# What tools that are not Python (ffmpeg, libsndfile) print for those errnos.
-_MESSAGES = {os.strerror(e).lower(): e for e in MACHINE_ERRNOS}
+# What tools that are not Python (ffmpeg, libsndfile, yt-dlp's messages) print when the disk is
+# full or read-only. Only these: ffmpeg's decoders also answer corrupt input with EPERM, ENOMEM
+# or EIO ("Operation not permitted", "Cannot allocate memory", "Input/output error"), which
+# would make a broken clip read as a fault of the machine.
+_MESSAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+_MESSAGES = {os.strerror(e).lower(): e for e in _MESSAGE_ERRNOS}
 _MESSAGE_RE = re.compile("|".join(re.escape(m) for m in sorted(_MESSAGES, key=len, reverse=True)))
 
 _ADVICE = {
@@ -103,8 +107,10 @@ class MachineError(OSError):
 def machine_error(exc: BaseException, where: str = "") -> MachineError | None:
     """The :class:`MachineError` that ``exc`` (or anything it wraps) is, or ``None``.
 
-    Python ``OSError`` s are read by errno; other errors (ffmpeg's, libsndfile's) by their
-    message, e.g. ``"No space left on device"``.
+    Python ``OSError`` s are read by errno (any of :data:`MACHINE_ERRNOS`); other errors
+    (ffmpeg's, libsndfile's) by their message, and then only for a full or read-only disk
+    (``"No space left on device"``, ``"Disk quota exceeded"``, ``"Read-only file system"``):
+    ffmpeg reports corrupt input with the other codes' messages too.
     """
     seen: set[int] = set()
     e: BaseException | None = exc
@@ -122,6 +128,7 @@ def machine_error(exc: BaseException, where: str = "") -> MachineError | None:
 
 
 def machine_error_in_message(text: str) -> int | None:
-    """The errno of a machine fault named in a message (``"... No space left on device"``)."""
+    """The errno of a full or read-only disk named in a message (``"... No space left on
+    device"``), or ``None``."""
     m = _MESSAGE_RE.search(text.lower())
     return _MESSAGES[m.group(0)] if m else None

@@ -63,7 +63,9 @@ class Status(StrEnum):
         YouTube wants a signed-in user; tried again once ``download.cookies`` is set.
     ``transient``
         failed for a reason that may heal (network, rate limit, a fault of the machine such as
-        a full disk); a plain rerun tries it again.
+        a full disk): a plain rerun tries the download stage's again, and a fault of the
+        machine fails the job, which a plain rerun runs again. A file of an earlier stage that
+        has gone missing is transient too; its reason names the ``--forcerun`` that mends it.
     ``pending``
         not done yet: the stage has not reached the YTID, or an earlier stage did not pass it
         on.
@@ -90,7 +92,15 @@ MANIFEST_COLUMNS: tuple[str, ...] = ("ytid", "split", "shard", "start", "end", "
 STAGE_COLUMNS: dict[str, dict[str, Any]] = {
     # attempts: yt-dlp calls over all runs; runs: runs in which the YTID was tried;
     # rate_limited: its last try was answered with a rate limit (it goes last next time)
-    "download": {"attempts": 0, "runs": 0, "rate_limited": False, "bytes": 0, "updated": ""},
+    # media: the file name of the finished media in the download folder
+    "download": {
+        "attempts": 0,
+        "runs": 0,
+        "rate_limited": False,
+        "bytes": 0,
+        "updated": "",
+        "media": "",
+    },  # fmt: skip
     "transcode": {},
     "trim": {"duration": np.nan, "short": False},
     "features": {},
@@ -99,6 +109,7 @@ STAGE_COLUMNS: dict[str, dict[str, Any]] = {
 _INT_COLUMNS = ("shard", "attempts", "runs", "bytes")
 _FLOAT_COLUMNS = ("start", "end", "duration")
 _BOOL_COLUMNS = ("rate_limited", "short")
+_TEXT_COLUMNS = ("ytid", "split", "labels", "updated", "media")
 
 
 def shard_name(shard: int | str) -> str:
@@ -126,7 +137,10 @@ WINDOW_SUFFIX = ".wav"
 _LEGACY_WINDOW_SUFFIXES = (".flac",)
 # Extensions yt-dlp gives audio; looked up by name first, so that finding a YTID's media does
 # not list a folder that may hold millions of files (the unbalanced set).
-_COMMON_EXTS = ("webm", "m4a", "opus", "mp4", "mp3", "ogg", "mka", "aac", "flac", "wav", "mkv")
+_COMMON_EXTS = (
+    "webm", "m4a", "opus", "mp4", "mp3", "ogg", "oga", "mka", "aac", "flac", "wav", "mkv",
+    "3gp", "mov", "ts", "weba", "mp2",
+)  # fmt: skip
 #: File suffixes next to the media that are not media themselves.
 SIDECARS = frozenset({"offset", "part", "ytdl", "json", "tmp", "temp", "lock"})
 #: Prefix of the download stage's private temporary folders.
@@ -296,14 +310,17 @@ class ShardLayout:
         """The download stage's private temporary folder for ``ytid`` (this process)."""
         return self.download_dir / f"{DOWNLOAD_TMP_PREFIX}{ytid}.{os.getpid()}"
 
-    def media(self, ytid: str) -> Path | None:
+    def media(self, ytid: str, name: str = "") -> Path | None:
         """The finished media of ``ytid``, or ``None``.
 
-        Temporary files (names starting with ``.``) and sidecars (``.offset``, ``.part``, ...)
-        are never returned. Where several exist, the newest wins. Common audio extensions are
-        tried by name; the folder is listed only when none of them exists (see
-        :meth:`media_index` to look up many YTIDs with one listing).
+        ``name`` is the file name the download stage recorded (``media`` column); without it,
+        or when that file is gone, the common audio extensions are tried by name (never a
+        listing of the folder, which may hold millions of files). Temporary files (names
+        starting with ``.``) and sidecars (``.offset``, ...) are never returned; where several
+        exist, the newest wins.
         """
+        if name and not name.startswith(".") and (p := self.download_dir / name).is_file():
+            return p
         found = []
         for ext in _COMMON_EXTS:
             p = self.media_name(ytid, ext)
@@ -311,36 +328,16 @@ class ShardLayout:
                 found.append((p.stat().st_mtime, p))
             except OSError:
                 continue
-        if found:
-            return max(found)[1]
-        return self.media_index([ytid]).get(ytid)
+        return max(found)[1] if found else None
 
-    def media_index(self, ytids: Iterable[str]) -> dict[str, Path]:
-        """Finished media of many YTIDs with one listing of the folder: YTID to path (newest).
-
-        YTIDs without media are absent from the result.
-        """
-        folder = self.download_dir
-        wanted = set(ytids)
-        best: dict[str, tuple[float, Path]] = {}
-        try:
-            entries = os.scandir(folder)
-        except FileNotFoundError:
-            return {}
-        with entries:
-            for e in entries:
-                y = e.name.split(".", 1)[0]
-                if y not in wanted or not _is_media_name(e.name, f"{y}."):
-                    continue
-                try:
-                    if not e.is_file():
-                        continue
-                    m = e.stat().st_mtime
-                except OSError:
-                    continue
-                if y not in best or m > best[y][0]:
-                    best[y] = (m, folder / e.name)
-        return {y: p for y, (_, p) in best.items()}
+    def media_index(
+        self, ytids: Iterable[str], names: Mapping[str, str] | None = None
+    ) -> dict[str, Path]:
+        """:meth:`media` of many YTIDs (``names``: their recorded file names): YTID to path;
+        YTIDs without media are absent."""
+        names = names or {}
+        found = {y: self.media(y, names.get(y, "")) for y in ytids}
+        return {y: p for y, p in found.items() if p is not None}
 
     def write_offset(self, ytid: str, offset: float) -> None:
         """Record (atomically) where the downloaded media of ``ytid`` starts in its source."""
@@ -383,30 +380,66 @@ class ShardLayout:
         """The trimmed clip of ``ytid`` (mono 16-bit FLAC)."""
         return self.layout.clip(self.split, ytid)
 
-    def write_clip_duration(self, ytid: str, duration: float) -> None:
-        """Record (atomically) the seconds of real audio in the clip of ``ytid``."""
-        atomic_write_text(self.clip(ytid).with_suffix(".duration"), f"{duration:.6f}\n")
+    def write_clip_duration(
+        self, ytid: str, duration: float, *, start: float, end: float, sample_rate: int
+    ) -> None:
+        """Record (atomically) the seconds of real audio in the clip of ``ytid`` and what the
+        clip was cut for (segment and sample rate), written after the clip."""
+        atomic_write_text(
+            self.clip(ytid).with_suffix(".duration"),
+            f"{duration:.6f}\t{start:.3f}\t{end:.3f}\t{int(sample_rate)}\n",
+        )
 
-    def clip_duration(self, ytid: str) -> float | None:
+    def clip_duration(
+        self,
+        ytid: str,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        sample_rate: int | None = None,
+    ) -> float | None:
         """Seconds of real audio in the finished clip of ``ytid``; ``None`` when there is no
-        finished clip (the duration file is written after the clip: both, or not done)."""
+        finished clip (the duration file is written after the clip: both, or not done), or it
+        was cut for another segment or sample rate than those given (clips of earlier versions
+        record no segment and are taken as they are)."""
         try:
-            duration = float(self.clip(ytid).with_suffix(".duration").read_text())
-        except (FileNotFoundError, ValueError):
+            fields = self.clip(ytid).with_suffix(".duration").read_text().split()
+            duration = float(fields[0])
+            made = [float(f) for f in fields[1:4]]
+        except (FileNotFoundError, ValueError, IndexError):
             return None
+        if len(made) == 3:
+            for want, got in ((start, made[0]), (end, made[1]), (sample_rate, made[2])):
+                if want is not None and abs(float(want) - got) > 5e-4:
+                    return None
         return duration if self.clip(ytid).exists() else None
 
-    def transcoded(self, ytid: str) -> bool:
-        """Whether the transcode of ``ytid`` is done: its window exists, or the clip cut from
-        it (the window is deleted once the clip is written)."""
-        return self.window(ytid) is not None or self.clip_duration(ytid) is not None
+    def transcoded(self, ytid: str, *, sample_rate: int, start: float, end: float) -> bool:
+        """Whether the transcode of ``ytid`` is done: its window exists at ``sample_rate``, or
+        the clip cut from it for this segment (the window is deleted once the clip exists)."""
+        window = self.window(ytid)
+        if window is not None:
+            if _sample_rate(window) == sample_rate:
+                return True
+            window.unlink(missing_ok=True)  # made for another audio.sample_rate
+        return self.clip_duration(ytid, start=start, end=end, sample_rate=sample_rate) is not None
+
+    def forget_media(self, ytid: str) -> None:
+        """Delete what was made for ``ytid`` (media, offset, window, clip): its segment has
+        changed, so none of it is the segment's any more."""
+        for p in (self.media(ytid), self.offset_file(ytid), self.window(ytid), self.clip(ytid),
+                  self.clip(ytid).with_suffix(".duration")):  # fmt: skip
+            if p is not None:
+                p.unlink(missing_ok=True)
 
 
-def _is_media_name(name: str, prefix: str) -> bool:
-    if not name.startswith(prefix) or name.startswith("."):
-        return False
-    ext = name[len(prefix) :]
-    return bool(ext) and "." not in ext and ext.lower() not in SIDECARS
+def _sample_rate(path: Path) -> int | None:
+    import soundfile as sf
+
+    try:
+        return int(sf.info(str(path)).samplerate)
+    except (RuntimeError, OSError):
+        return None
 
 
 def _scandir(folder: Path) -> list[os.DirEntry]:
@@ -454,7 +487,7 @@ class ShardTable:
         df = df.astype({c: "float64" for c in _FLOAT_COLUMNS})
         df = df.astype({c: "bool" for c in _BOOL_COLUMNS})
         for c in df.columns:
-            if c.endswith(("_status", "_reason")) or c in ("ytid", "split", "labels", "updated"):
+            if c.endswith(("_status", "_reason")) or c in _TEXT_COLUMNS:
                 df[c] = df[c].fillna("").astype(str)
         self.df = df.set_index("ytid", drop=False)
         self.df.index.name = None
@@ -481,7 +514,7 @@ class ShardTable:
         from .io import read_tsv
 
         try:
-            frame = read_tsv(path, dtype={"split": str, "labels": str, "updated": str})
+            frame = read_tsv(path, dtype=dict.fromkeys(_TEXT_COLUMNS[1:], str))
             for c in _BOOL_COLUMNS:
                 if c in frame.columns:
                     frame[c] = frame[c].astype(str).str.lower().isin(("true", "1"))
@@ -495,10 +528,15 @@ class ShardTable:
     @classmethod
     def read_record(cls, shard: ShardLayout) -> ShardTable | None:
         """The shard's record (its latest table), or ``None`` when there is none or it cannot
-        be read (then nothing is known of earlier runs)."""
+        be read (then nothing is known of earlier runs, and a warning says so)."""
         try:
             return cls.read(shard.record)
-        except (FileNotFoundError, ValueError, pd.errors.EmptyDataError):
+        except FileNotFoundError:
+            return None
+        except (ValueError, pd.errors.EmptyDataError) as exc:
+            logging.getLogger("audiosetflow.shard").warning(
+                "%s: unreadable, earlier runs of the shard are forgotten: %s", shard.record, exc
+            )
             return None
 
     def write(self, path: str | Path) -> None:
@@ -638,15 +676,6 @@ LEDGER_COLUMNS: tuple[str, ...] = (
 )
 
 
-def stage_counts(tables: Iterable[ShardTable], stage: str) -> Mapping[str, int]:
-    """Sum of :meth:`ShardTable.counts` over tables."""
-    total = {s.value: 0 for s in Status}
-    for t in tables:
-        for k, v in t.counts(stage).items():
-            total[k] += v
-    return total
-
-
 @dataclass
 class StageRun:
     """One run of a per-shard stage (see :func:`stage_run`).
@@ -711,6 +740,8 @@ def stage_run(
     run = StageRun(stage, table, todo, progress, interrupted=marker.exists())
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
+        if run.interrupted:  # the killed run's half-written tables
+            shard.clean_temporaries(marker.parent, ["table.tsv", shard.table(stage).name])
         marker.touch()
         yield run
         table.save(shard, out)

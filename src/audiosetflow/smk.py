@@ -20,7 +20,7 @@ import pandas as pd
 
 from .errors import InputError, machine_error
 from .io import atomic_write_text
-from .shard import MANIFEST_COLUMNS, ShardTable, Status
+from .shard import MANIFEST_COLUMNS, ShardTable
 
 __all__ = [
     "manifest_param",
@@ -83,14 +83,19 @@ def next_retry_token(table: ShardTable, *, current: str, cfg) -> str:
     """The value of the download rule's ``retry_token`` parameter for the next run.
 
     When YTIDs remain to be retried (:func:`audiosetflow.acquisition.download.retry_wanted`
-    with ``rerun=True``), the next token is new (derived from the download columns, which
-    change on every attempt); when none remain it is ``current``, the token this run was
-    started with, so a rerun after a complete run has nothing to do.
+    with ``rerun=True``: ``transient`` ones tried in fewer than ``download.max_runs`` runs),
+    the next token is new (derived from the download columns, which change on every
+    attempt); when none remain it is ``current``, the token this run was started with, so a
+    rerun after a complete run has nothing to do.
     """
     from .acquisition.download import retry_wanted
 
-    status = table.status("download")
-    todo = [s for s in status if s != Status.OK and retry_wanted(s, cfg=cfg, rerun=True)]
+    df = table.df
+    todo = [
+        y
+        for y, st, runs in zip(df.index, df["download_status"], df["runs"], strict=True)
+        if retry_wanted(st, cfg=cfg, rerun=True, runs=int(runs))
+    ]
     if not todo:
         return current
     digest = hashlib.sha1(table.ledger().to_csv(sep="\t", index=False).encode()).hexdigest()

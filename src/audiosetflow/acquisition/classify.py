@@ -218,12 +218,19 @@ def _one_line(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def classify(exc: BaseException) -> Failure:
+def classify(exc: BaseException, where: str = "") -> Failure:
     """Classify a failed download attempt (see the module docstring for the classes).
 
     The whole exception chain is inspected (``__cause__``, ``__context__``, yt-dlp's
     ``exc_info`` and ``cause``): an HTTP status of a ``yt_dlp.networking.exceptions.HTTPError``
     where present, the messages otherwise.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What the attempt raised.
+    where : str
+        The YTID or file, named by a :class:`~audiosetflow.errors.MachineError`.
 
     Raises
     ------
@@ -235,11 +242,11 @@ def classify(exc: BaseException) -> Failure:
     text = " | ".join(f"{type(e).__name__}: {e}" for e in chain).lower()
     retry_after = next((r for e in chain if (r := _retry_after(e)) is not None), None)
 
-    if (machine := machine_error(exc)) is not None:
-        raise machine from exc
-    for e in chain:
+    for e in chain:  # our own verdict on the media first: ffmpeg's words are about the file
         if isinstance(e, MediaCheckError):
             return Failure(e.status, _one_line(str(e)))
+    if (machine := machine_error(exc, where)) is not None:
+        raise machine from exc
     status = next((s for e in chain if (s := _http_status(e)) is not None), None)
     if status is None:
         m = re.search(r"http error (\d{3})", text)

@@ -74,6 +74,9 @@ class DownloadConfig:
         Per-request socket timeout of yt-dlp and of ffmpeg's network reads (seconds).
     retry_permanent : bool
         Try ``permanent`` and ``auth`` YTIDs of a previous run again.
+    max_runs : int
+        Runs after which a ``transient`` YTID no longer makes a plain rerun run its shard
+        again (:func:`retry_wanted` with ``rerun=True``); 0: no limit.
     cookies : str
         Netscape cookies file (yt-dlp ``cookiefile``); empty: none.
     proxy : str
@@ -96,6 +99,7 @@ class DownloadConfig:
     cooldown: float = 300.0
     socket_timeout: float = 30.0
     retry_permanent: bool = False
+    max_runs: int = 5
     cookies: str = ""
     proxy: str = ""
     js_runtimes: Mapping[str, Any] = field(default_factory=dict)
@@ -128,7 +132,9 @@ class DownloadConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def retry_wanted(status: Status | str, *, cfg: DownloadConfig, rerun: bool = False) -> bool:
+def retry_wanted(
+    status: Status | str, *, cfg: DownloadConfig, rerun: bool = False, runs: int = 0
+) -> bool:
     """Whether a YTID whose last download status is ``status`` is tried again.
 
     Parameters
@@ -138,19 +144,25 @@ def retry_wanted(status: Status | str, *, cfg: DownloadConfig, rerun: bool = Fal
     cfg : DownloadConfig
     rerun : bool
         False: the question of a download job that runs (which YTIDs it tries). True: whether
-        the YTID alone is reason to run the job again (the retry token): ``auth`` YTIDs are
-        tried by a job once ``cookies`` is set (setting it changes the rule's parameters, so
-        every job runs again), but they do not make a plain rerun run the job again.
+        the YTID alone is reason to run the job again (the retry token). Only ``transient``
+        ones are, and only until they have been tried in ``cfg.max_runs`` runs: ``auth`` and
+        ``permanent`` YTIDs are tried again by a job once ``cookies`` or ``retry_permanent``
+        is set (setting them changes the rule's parameters, so every job runs again once),
+        but they do not make every plain rerun run the job again.
+    runs : int
+        Runs in which the YTID was tried (with ``rerun=True``).
 
     Returns
     -------
     bool
     """
     status = Status(status)
+    if rerun:
+        return status is Status.TRANSIENT and not (cfg.max_runs and runs >= cfg.max_runs)
     if status is Status.PERMANENT:
         return cfg.retry_permanent
     if status is Status.AUTH:
-        return cfg.retry_permanent or (bool(cfg.cookies) and not rerun)
+        return cfg.retry_permanent or bool(cfg.cookies)
     return True
 
 
@@ -202,11 +214,28 @@ def download_shard(
     log = log or log_default
     shard.download_dir.mkdir(parents=True, exist_ok=True)
     previous = ShardTable.read_record(shard)
-    if previous is not None:
-        table.restore("download", previous)
     ytids = table.ytids
-    shard.clean_download_tmp(ytids)
-    finished = shard.media_index(ytids)  # one listing of the folder for the whole shard
+    if previous is not None:
+        restored = set(table.restore("download", previous))
+        for y in set(previous.ytids) & set(ytids) - restored:
+            shard.forget_media(y)  # its segment changed: what was fetched is not the segment
+    marker = shard.running("download")
+    if marker.exists():  # the last run was killed: clean up what it left
+        shard.clean_download_tmp(ytids)
+        shard.clean_temporaries(shard.download_dir, [f"{y}.offset" for y in ytids])
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    try:
+        return _download(table, shard, cfg, out, log)
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _download(
+    table: ShardTable, shard: ShardLayout, cfg: DownloadConfig, out, log: logging.Logger
+) -> ShardTable:
+    ytids = table.ytids
+    finished = shard.media_index(ytids, dict(zip(ytids, table.df["media"], strict=True)))
     tag = f"[shard {shard.name}]"
 
     todo: list[str] = []
@@ -216,12 +245,13 @@ def download_shard(
         media = finished.get(y)
         if media is not None:
             reason = row["download_reason"] if status is Status.OK else "found finished media"
-            table.set("download", y, Status.OK, reason, bytes=media.stat().st_size)
+            table.set("download", y, Status.OK, reason, bytes=media.stat().st_size,
+                      media=media.name)  # fmt: skip
         elif status is not Status.PENDING and not retry_wanted(status, cfg=cfg):
             continue  # failed for good: kept as it is
         else:
             reason = "pending: media of an earlier ok run is gone" if status is Status.OK else ""
-            table.set("download", y, Status.PENDING, reason)
+            table.set("download", y, Status.PENDING, reason, media="")
             todo.append(y)
     # a YTID that was rate limited last time goes last, so that it cannot starve the others
     todo.sort(key=lambda y: bool(table.df.at[y, "rate_limited"]))
@@ -250,6 +280,7 @@ def download_shard(
             runs=int(row["runs"]) + 1,
             rate_limited=outcome.rate_limited,
             bytes=outcome.bytes,
+            media=outcome.media,
             updated=_now(),
         )  # fmt: skip
         table.save(shard)
@@ -284,6 +315,7 @@ class _Outcome:
     bytes: int = 0
     rate_limited: bool = False
     cooldown: float = 0.0
+    media: str = ""
 
 
 def _download_one(
@@ -303,7 +335,7 @@ def _download_one(
         except MachineError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is classified
-            f = classify(exc)  # raises MachineError for a fault of the machine
+            f = classify(exc, ytid)  # raises MachineError for a fault of the machine
             if f.rate_limited:
                 cool = cfg.cooldown
                 if f.retry_after is not None:
@@ -315,4 +347,6 @@ def _download_one(
             log.info("%s: %s; retry %d/%d in %.1f s", ytid, f.reason, attempts, cfg.retries, delay)
             _sleep(delay)
             continue
-        return _Outcome(Status.OK, res.reason, attempts, res.path.stat().st_size)
+        return _Outcome(
+            Status.OK, res.reason, attempts, res.path.stat().st_size, media=res.path.name
+        )

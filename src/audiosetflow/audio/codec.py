@@ -61,6 +61,9 @@ def _ffmpeg_error(path: Path, stderr: bytes) -> AudioError:
     lines = [ln for ln in lines if ln]
     reasons = [ln for ln in lines if not _TEARDOWN.match(ln)] or lines
     reason = reasons[-1] if reasons else "ffmpeg failed"
+    # ffmpeg names the input by its path: keep only the file's name, so that the same failure
+    # of many clips reads alike (reports count them by reason)
+    reason = reason.replace(f"{path}: ", "").replace(str(path), path.name)
     return AudioError(f"{path}: cannot decode audio: {reason}")
 
 

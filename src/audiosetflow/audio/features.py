@@ -960,6 +960,10 @@ def run_features(
             f = None
             if ytid in todo:
                 run.in_flight[:] = [ytid]
+                if not shard.clip(ytid).exists():
+                    run.record(ytid, Status.TRANSIENT, "clip missing (rerun: --forcerun trim)")
+                    feats.append(None)
+                    continue
                 try:
                     y, sr = sf.read(str(shard.clip(ytid)), dtype="float32")
                     if sr != params.sample_rate:

@@ -79,13 +79,15 @@ def run_transcode(
             names = [shard.window_target(y).name for y in run.todo]
             n = shard.clean_temporaries(shard.pcm_dir, names)
             logger.info("[transcode %s] removed %d temporaries of a killed run", shard.name, n)
-        media_of = shard.media_index(run.todo)
+        df = run.table.df
+        media_of = shard.media_index(run.todo, dict(zip(df.index, df["media"], strict=True)))
         pending = run.in_flight  # YTIDs of the batch being transcoded
         for ytid in run.todo:
-            if shard.transcoded(ytid):
+            seg = {"start": df.at[ytid, "start"], "end": df.at[ytid, "end"]}
+            if shard.transcoded(ytid, sample_rate=sample_rate, **seg):
                 run.record(ytid, Status.OK, "reused")
             elif ytid not in media_of:
-                run.record(ytid, Status.TRANSIENT, "downloaded media missing (rerun the download)")
+                run.record(ytid, Status.TRANSIENT, "media missing (rerun: --forcerun download)")
             else:
                 pending.append(ytid)
                 if len(pending) >= batch:

@@ -61,7 +61,8 @@ def run_trim(
     """
     with stage_run("trim", table_in, shard=shard, out=out, logger=logger or log) as run:
         if run.interrupted:  # a killed run may have left half-written clips
-            shard.clean_temporaries(shard.clips_dir, [shard.clip(y).name for y in run.todo])
+            names = [n for y in run.todo for n in (f"{y}.flac", f"{y}.duration")]
+            shard.clean_temporaries(shard.clips_dir, names)
         for ytid in run.todo:
             run.in_flight[:] = [ytid]
             _trim_one(run, shard, ytid, clip_seconds, keep_intermediate)
@@ -71,14 +72,19 @@ def run_trim(
 
 def _trim_one(run: StageRun, shard: ShardLayout, ytid: str, clip_seconds: float, keep: bool):
     """Cut one YTID's clip (or find it cut) and record the outcome."""
-    duration = shard.clip_duration(ytid)
+    row = run.table.row(ytid)
+    window = shard.window(ytid)
+    made_for = {"start": float(row["start"]), "end": float(row["end"])}
+    if window is not None:  # the window that is there is what the clip must come from
+        made_for["sample_rate"] = sf.info(str(window)).samplerate
+    duration = shard.clip_duration(ytid, **made_for)
     if duration is not None:
+        if not keep and window is not None:
+            window.unlink(missing_ok=True)  # e.g. keep_intermediate was true, or a kill came
         short = bool(duration < clip_seconds - 1e-6)
         return run.record(ytid, Status.OK, "reused", duration=duration, short=short)
-    window = shard.window(ytid)
     if window is None:
-        return run.record(ytid, Status.TRANSIENT, "transcoded window missing (rerun transcode)")
-    row = run.table.row(ytid)
+        return run.record(ytid, Status.TRANSIENT, "window missing (rerun: --forcerun transcode)")
     try:
         res = trim(
             window,
@@ -91,8 +97,10 @@ def _trim_one(run: StageRun, shard: ShardLayout, ytid: str, clip_seconds: float,
     except (AudioError, sf.LibsndfileError, ValueError) as exc:
         if machine_error(exc) is not None:
             raise
-        return run.record(ytid, Status.PERMANENT, str(exc))
-    shard.write_clip_duration(ytid, res.duration)
+        reason = str(exc).replace(f"{window}: ", "")  # the reason, not the path
+        return run.record(ytid, Status.PERMANENT, reason)
+    shard.write_clip_duration(ytid, res.duration, sample_rate=made_for["sample_rate"],
+                              start=made_for["start"], end=made_for["end"])  # fmt: skip
     run.record(ytid, Status.OK, "", duration=res.duration, short=res.short)
     if not keep:
         window.unlink(missing_ok=True)
