@@ -131,10 +131,11 @@ class ClipIndex:
     n_frames : int
         Frames of every wanted clip (0 without clips).
     groups_total : int
-        Row groups of all the files.
+        Row groups of the files searched (those of the splits the wanted clips are in).
     groups_pruned : int
-        Row groups whose ``ytid`` statistics exclude every wanted clip (their ``ytid`` column
-        was not read).
+        Row groups among them whose ``ytid`` statistics exclude every wanted clip (their
+        ``ytid`` column was not read). Both counts are of the whole :func:`index_parts`
+        pass, which searches for the clips of all its parts at once.
     """
 
     ytids: tuple[str, ...]
