@@ -208,9 +208,10 @@ def test_train_settings_from_config():
     assert s.epochs == 3 and s.extra_channels == ("zcr",) and s.seed == 9
 
 
-def test_run_train_end_to_end(tmp_path):
+def test_run_train_end_to_end(tmp_path, monkeypatch):
     from synth_features import POS_MID, write_split
 
+    from audiosetflow.audio import features as ft
     from audiosetflow.audio.features import FeatureParams
     from audiosetflow.learning.datasets import run_dataset
     from audiosetflow.learning.training import (
@@ -233,6 +234,12 @@ def test_run_train_end_to_end(tmp_path):
         seed=1,
     )
     plots = {k: tmp_path / f"plots/{k}.png" for k in ("roc_pr", "confusion", "curves")}
+
+    def whole_split(*a, **k):
+        raise AssertionError("training read a split whole")
+
+    for fn in ("load_split", "load_summary", "load_meta"):  # the CNN streams from the shards
+        monkeypatch.setattr(ft, fn, whole_split)
     cfg = {
         "epochs": 6,
         "patience": 3,
@@ -367,3 +374,48 @@ def test_run_train_eval_clips_without_eval_features(tmp_path, caplog):
     msg = _train_error(_job(tmp_path, tmp_path / "f/train", eval_features=None), caplog)
     assert "clips of the eval split but the job has no eval features" in msg
     assert "rebuild the dataset" in msg
+
+
+def test_streamed_cnn_matches_the_in_memory_path(tmp_path):
+    """fit_batches on a FeatureStream trains from every train clip each epoch; predict_stream
+    returns the scores in the part's order, equal to predict_scores on the whole array."""
+    from synth_features import write_split
+
+    from audiosetflow.audio.features import load_split
+    from audiosetflow.learning.stream import index_clips
+    from audiosetflow.learning.training import (
+        FeatureStream,
+        fit_batches,
+        predict_stream,
+        stack_channels,
+    )
+
+    meta = write_split(tmp_path / "f", "train", n_pos=12, n_neg=12, seconds=0.5, shard_size=10)
+    rng = np.random.default_rng(0)
+    part = meta.iloc[rng.permutation(len(meta))].reset_index(drop=True)
+    y = np.array([labels == ["/m/04rlf"] for labels in part["labels"]], dtype=np.float32)
+    stream = FeatureStream(
+        index_clips(tmp_path / "f", part["ytid"]),
+        targets=y,
+        extra_channels=["zcr"],
+        batch_size=5,
+        shuffle=True,
+        seed=2,
+        buffer_size=8,
+    )
+    lm, m = load_split(tmp_path / "f")
+    pos = pd.Index(m["ytid"]).get_indexer(part["ytid"])
+    X = stack_channels(lm[pos], [load_split(tmp_path / "f", feature="zcr")[0][pos]])
+    mean, std = stream.channel_stats()
+    np.testing.assert_allclose(mean, channel_stats(X)[0], rtol=1e-6)
+    np.testing.assert_allclose(std, channel_stats(X)[1], rtol=1e-6)
+    torch.manual_seed(0)
+    cnn = AudioCNN(X.shape[2], X.shape[1], width=4)
+    cnn.set_normalization(mean, std)
+    res = fit_batches(
+        cnn, stream, stream.replace(shuffle=False), epochs=3, patience=3, learning_rate=3e-3
+    )
+    assert len(res.history) == 3 and 1 <= res.best_epoch <= 3
+    assert stream.peak_buffered == 8 and stream.peak_group <= 10
+    s = predict_stream(cnn, stream, batch_size=7)
+    np.testing.assert_allclose(s, predict_scores(cnn, X), rtol=1e-5, atol=1e-6)

@@ -53,6 +53,8 @@ __all__ = [
     "summary_columns",
     "write_shard",
     "read_params",
+    "shard_files",
+    "shard_params",
     "load_split",
     "load_summary",
     "load_meta",
@@ -750,9 +752,29 @@ def read_params(path: str | Path) -> tuple[int, FeatureParams]:
     return version, FeatureParams(**json.loads(md[key]))
 
 
-def _dataset(files: list[Path]):
-    import pyarrow.dataset as ds
+def shard_files(features: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The shard files of ``features``: exactly the files given, or the ``shard-*.parquet``
+    of a folder, sorted by name (the order :func:`load_split` reads them in).
 
+    Raises
+    ------
+    FileNotFoundError
+        If a file given does not exist, or the folder does not exist or holds no shard.
+    """
+    return _shards(features)
+
+
+def shard_params(files: Sequence[str | Path]) -> FeatureParams:
+    """The :class:`FeatureParams` every shard of ``files`` was computed with (only the file
+    footers are read).
+
+    Raises
+    ------
+    ValueError
+        If a shard is of another schema version than :data:`SCHEMA_VERSION`, or shards were
+        computed with different parameters.
+    """
+    files = [Path(f) for f in files]
     versions, params = set(), set()
     for f in files:
         v, p = read_params(f)
@@ -768,7 +790,14 @@ def _dataset(files: list[Path]):
             f"{files[0].parent}: shards computed with different feature parameters: "
             "rerun the features rule"
         )
-    return ds.dataset([str(f) for f in files], format="parquet"), params.pop()
+    return params.pop()
+
+
+def _dataset(files: list[Path]):
+    import pyarrow.dataset as ds
+
+    params = shard_params(files)
+    return ds.dataset([str(f) for f in files], format="parquet"), params
 
 
 def _to_pandas_meta(table) -> pd.DataFrame:

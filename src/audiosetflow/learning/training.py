@@ -34,6 +34,7 @@ from .evaluation import (
     plot_training_curves,
 )
 from .models import AudioCNN, DenseNet, build_model
+from .stream import DEFAULT_BUFFER, BatchSource, FeatureStream, part_streams
 
 if TYPE_CHECKING:
     from ..audio.features import FeatureParams
@@ -48,7 +49,9 @@ __all__ = [
     "stack_channels",
     "channel_stats",
     "fit_torch",
+    "fit_batches",
     "predict_scores",
+    "predict_stream",
     "fit_logreg",
     "save_checkpoint",
     "load_checkpoint",
@@ -215,15 +218,45 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     return float(roc_auc_score(y, s))
 
 
+class _ArrayBatches:
+    """A :class:`~.stream.BatchSource` over in-memory arrays: shuffled with ``generator``
+    (one permutation per call of :meth:`batches`), or in order without it."""
+
+    def __init__(self, X, y, batch_size: int, generator: torch.Generator | None = None):
+        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.float32))
+        self.batch_size, self.generator = int(batch_size), generator
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def batches(self, epoch: int = 0):
+        if self.generator is None:
+            for i in range(0, len(self.X), self.batch_size):
+                yield self.X[i : i + self.batch_size], self.y[i : i + self.batch_size]
+            return
+        order = torch.randperm(len(self.X), generator=self.generator)
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            yield self.X[idx], self.y[idx]
+
+
+def _tensor(a) -> torch.Tensor:
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a, dtype=np.float32))
+
+
 @torch.no_grad()
-def _evaluate(model, X: torch.Tensor, y: torch.Tensor, device, batch_size: int):
+def _evaluate(model, source: BatchSource, device, epoch: int):
+    """Loss and scores over one pass of ``source``; also returns the targets in that order."""
     model.eval()
-    logits = []
-    for i in range(0, len(X), batch_size):
-        logits.append(model(X[i : i + batch_size].to(device)).float().cpu())
+    logits, ys = [], []
+    for xb, yb, *_ in source.batches(epoch):
+        logits.append(model(_tensor(xb).to(device)).float().cpu())
+        ys.append(_tensor(yb).float())
     z = torch.cat(logits) if logits else torch.zeros(0)
+    y = torch.cat(ys) if ys else torch.zeros(0)
     loss = nn.functional.binary_cross_entropy_with_logits(z, y).item() if len(z) else math.nan
-    return loss, torch.sigmoid(z).numpy()
+    return loss, torch.sigmoid(z).numpy(), y.numpy()
 
 
 def fit_torch(
@@ -244,7 +277,53 @@ def fit_torch(
     logger: logging.Logger | None = None,
     name: str = "model",
 ) -> FitResult:
-    """Train a binary classifier (one logit per example) with Adam and early stopping.
+    """Train a binary classifier (one logit per example) on in-memory arrays:
+    :func:`fit_batches` with the train examples in a new random order each epoch (a torch
+    generator seeded with ``seed``) and the val examples in order, ``2 * batch_size`` at a
+    time.
+
+    The summary-feature baseline (:func:`train_dense`) trains this way; the CNN streams its
+    inputs from the shards (:func:`train_cnn`).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return fit_batches(
+        model,
+        _ArrayBatches(X_train, y_train, batch_size, gen),
+        _ArrayBatches(X_val, y_val, 2 * batch_size),
+        epochs=epochs,
+        patience=patience,
+        learning_rate=learning_rate,
+        min_epochs=min_epochs,
+        device=device,
+        seed=seed,
+        weight_decay=weight_decay,
+        logger=logger,
+        name=name,
+    )
+
+
+def fit_batches(
+    model: nn.Module,
+    train: BatchSource,
+    val: BatchSource | None,
+    *,
+    epochs: int,
+    patience: int,
+    learning_rate: float,
+    min_epochs: int = 0,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    weight_decay: float = 1e-4,
+    logger: logging.Logger | None = None,
+    name: str = "model",
+) -> FitResult:
+    """Train a binary classifier (one logit per example) with Adam and early stopping, from
+    batch sources.
+
+    ``train.batches(epoch)`` gives epoch ``epoch``'s training batches (in the order to train
+    on: a shuffled :class:`~.stream.FeatureStream`, or :func:`fit_torch`'s arrays);
+    ``val.batches(epoch)`` one pass over the validation examples. A batch of one example is
+    skipped when there are more (BatchNorm needs two).
 
     Early stopping watches the validation loss: training stops after ``patience`` epochs
     without improvement, but never before epoch ``min_epochs`` (with few batches per epoch
@@ -262,11 +341,7 @@ def fit_torch(
     logger = logger or log
     device = torch.device(device)
     seed_everything(seed)
-    gen = torch.Generator().manual_seed(seed)
-    Xt = torch.from_numpy(np.ascontiguousarray(X_train, dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(y_train, dtype=np.float32))
-    Xv = torch.from_numpy(np.ascontiguousarray(X_val, dtype=np.float32))
-    yv = torch.from_numpy(np.asarray(y_val, dtype=np.float32))
+    n_train, n_val = len(train), (0 if val is None else len(val))
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -276,23 +351,24 @@ def fit_torch(
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        order = torch.randperm(len(Xt), generator=gen)
         total = 0.0
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            if len(idx) < 2 and len(order) > 1:  # BatchNorm needs 2+ examples
+        for xb, yb, *_ in train.batches(epoch - 1):
+            if len(xb) < 2 and n_train > 1:  # BatchNorm needs 2+ examples
                 continue
-            xb, yb = Xt[idx].to(device), yt[idx].to(device)
+            xb, yb = _tensor(xb).to(device), _tensor(yb).to(device)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)
             loss.backward()
             opt.step()
-            total += loss.item() * len(idx)
-        train_loss = total / max(len(order), 1)
-        val_loss, val_scores = _evaluate(model, Xv, yv, device, 2 * batch_size)
-        val_auc = _auc(y_val, val_scores)
+            total += loss.item() * len(xb)
+        train_loss = total / max(n_train, 1)
+        if n_val:
+            val_loss, val_scores, val_y = _evaluate(model, val, device, epoch - 1)
+            val_auc = _auc(val_y, val_scores)
+        else:
+            val_loss, val_auc = math.nan, float("nan")
         secs = time.perf_counter() - t0
-        improved = len(Xv) == 0 or (val_loss < best_loss - 1e-4)
+        improved = n_val == 0 or (val_loss < best_loss - 1e-4)
         if improved:
             best_loss, waited, result.best_epoch = val_loss, 0, epoch
             best_state = copy.deepcopy(model.state_dict())
@@ -317,10 +393,10 @@ def fit_torch(
             val_loss,
             val_auc,
             secs,
-            len(order) / max(secs, 1e-9),
+            n_train / max(secs, 1e-9),
             " *" if improved else "",
         )
-        if len(Xv) and waited >= patience and epoch >= min_epochs:
+        if n_val and waited >= patience and epoch >= min_epochs:
             logger.info(
                 "%s: early stop after epoch %d (best epoch %d, val loss %.4f)",
                 name,
@@ -350,6 +426,25 @@ def predict_scores(
         for i in range(0, len(Xt), batch_size)
     ]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+@torch.no_grad()
+def predict_stream(
+    model: nn.Module,
+    stream: FeatureStream,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Probabilities of a model for every clip of a stream, in the stream's clip order (the
+    dataset part's), read in file order ``batch_size`` clips at a time."""
+    device = torch.device(device)
+    model.to(device).eval()
+    scores = np.full(len(stream), np.nan, dtype=np.float32)
+    for b in stream.replace(batch_size=batch_size).batches(shuffle=False):
+        z = model(torch.from_numpy(b.x).to(device)).float().cpu()
+        scores[b.index] = torch.sigmoid(z).numpy()
+    return scores
 
 
 def fit_logreg(X_train: np.ndarray, y_train: np.ndarray, *, seed: int = 0):
@@ -479,37 +574,6 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
 # --- the features of a dataset's clips -------------------------------------------------------
 
 
-class _SplitFeatures:
-    """Lazily loaded features of one split (frame-level arrays and summary table), by YTID."""
-
-    def __init__(self, features: str | Path | Sequence[str | Path] | None, split: str):
-        self.dir = features
-        self.split = split
-        self._frames: dict[str, tuple[np.ndarray, pd.Index]] = {}
-        self._summary: pd.DataFrame | None = None
-
-    def frames(self, feature: str, ytids: Sequence[str]) -> np.ndarray:
-        from ..audio.features import load_split
-
-        if feature not in self._frames:
-            X, meta = load_split(self.dir, feature=feature)
-            self._frames[feature] = (X, pd.Index(meta["ytid"].astype(str)))
-        X, index = self._frames[feature]
-        return X[_positions(index, ytids, self.split)]
-
-    def summary(self, columns: Sequence[str] | None, ytids: Sequence[str]) -> np.ndarray:
-        """Summary columns (None: :func:`seed_columns`) of the clips, in ``ytids`` order."""
-        from ..audio.features import load_summary
-
-        if self._summary is None:
-            self._summary = load_summary(self.dir)
-        s = self._summary
-        if columns is None:
-            columns = seed_columns(s.columns)
-        pos = _positions(pd.Index(s["ytid"].astype(str)), ytids, self.split)
-        return s[list(columns)].to_numpy(dtype=np.float32)[pos]
-
-
 def seed_columns(columns: Sequence[str]) -> list[str]:
     """The dense baseline's inputs among summary ``columns``: the seed project's five summary
     features (frame means of MFCCs, spectral centroid, ZCR, chroma and roll-off).
@@ -527,33 +591,6 @@ def seed_columns(columns: Sequence[str]) -> list[str]:
     if not picked:
         raise ValueError("no seed summary columns (mfcc/centroid/zcr/chroma/rolloff means)")
     return picked
-
-
-def _positions(index: pd.Index, ytids: Sequence[str], split: str) -> np.ndarray:
-    if not index.is_unique:
-        index = index.drop_duplicates(keep="first")
-    pos = index.get_indexer(list(ytids))
-    if (pos < 0).any():
-        missing = [y for y, p in zip(ytids, pos, strict=True) if p < 0]
-        raise InputError(
-            f"the {split} features have no clip with status ok for {len(missing)} YTIDs of the "
-            f"dataset ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): the "
-            "dataset is stale, rebuild it (snakemake --forcerun dataset)"
-        )
-    return pos
-
-
-def _gather(splits: Mapping[str, _SplitFeatures], part: pd.DataFrame, get) -> np.ndarray:
-    """Rows of a dataset part from the split each YTID belongs to, in the part's order."""
-    out = None
-    for split, grp in part.groupby("split", sort=False):
-        arr = get(splits[str(split)], grp["ytid"].astype(str).tolist())
-        if out is None:
-            out = np.empty((len(part), *arr.shape[1:]), dtype=np.float32)
-        out[np.flatnonzero((part["split"] == split).to_numpy())] = arr
-    if out is None:
-        raise ValueError("empty dataset part")
-    return out
 
 
 # --- one label: the job, its data, its models, its result -------------------------------------
@@ -665,8 +702,9 @@ class LabelData:
         The dataset: ``ytid, split, target`` per clip (:func:`~.datasets.read_dataset`).
     y : dict of str to ndarray of float32, shape (n,)
         Targets (1: the clip has the label).
-    cnn : dict of str to ndarray of float32, shape (n, C, n_mels, T)
-        CNN inputs: log-mel plus the extra channels (:func:`stack_channels`).
+    cnn : dict of str to FeatureStream
+        CNN inputs, streamed from the shards: log-mel plus the extra channels
+        (:func:`stack_channels`), batches of (B, C, n_mels, T).
     summary : dict of str to ndarray of float32, shape (n, k)
         The baselines' inputs: the seed summary columns (:func:`seed_columns`).
     test_source : str
@@ -675,7 +713,7 @@ class LabelData:
 
     parts: dict[str, pd.DataFrame]
     y: dict[str, np.ndarray]
-    cnn: dict[str, np.ndarray]
+    cnn: dict[str, FeatureStream]
     summary: dict[str, np.ndarray]
     test_source: str
 
@@ -816,12 +854,16 @@ def load_features(
     eval_features: str | Path | Sequence[str | Path] | None,
     *,
     extra_channels: Sequence[str] = (),
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """CNN inputs and summary features of every clip of every part, in the parts' order.
+) -> tuple[dict[str, FeatureStream], dict[str, np.ndarray]]:
+    """CNN input streams and summary features of every clip of every part.
 
-    Each split's features are read into memory whole (:func:`~.audio.features.load_split`
-    per frame-level feature, :func:`~.audio.features.load_summary`), then the rows of each
-    part are picked by YTID.
+    No split is read whole: one pass over the shards' ``ytid``/``status``/``n_frames``
+    columns finds the row groups holding each part's clips (:func:`~.stream.part_streams`).
+    The CNN's frame-level inputs are then streamed from those row groups batch by batch
+    (:class:`~.stream.FeatureStream`; nothing of them is read here). The baselines' inputs
+    are small and read into memory: the seed summary columns (:func:`seed_columns`, 35
+    floats per clip with the default parameters) of the parts' clips only, read column by
+    column from the same row groups.
 
     Parameters
     ----------
@@ -834,33 +876,34 @@ def load_features(
 
     Returns
     -------
-    cnn : dict of str to ndarray of float32, shape (n, 1 + len(extra_channels), n_mels, T)
+    cnn : dict of str to FeatureStream
+        Per part, unshuffled, targets from the part's ``target`` column; its batches are
+        (B, 1 + len(extra_channels), n_mels, T) float32.
     summary : dict of str to ndarray of float32, shape (n, k)
-        The seed summary columns (:func:`seed_columns`).
+        The seed summary columns, in the part's order.
 
     Raises
     ------
     audiosetflow.errors.InputError
         If a clip of a part has no features with status ``ok`` (a stale dataset).
     """
-    splits = {
-        "train": _SplitFeatures(train_features, "train"),
-        "eval": _SplitFeatures(eval_features, "eval"),
-    }
+    from ..audio.features import summary_columns
 
-    def cnn_input(sf: _SplitFeatures, ytids):
-        lm = sf.frames("log_mel", ytids)
-        return stack_channels(lm, [sf.frames(f, ytids) for f in extra_channels])
-
-    cnn = {p: _gather(splits, parts[p], cnn_input) for p in parts}
-    summary = {p: _gather(splits, parts[p], lambda sf, ids: sf.summary(None, ids)) for p in parts}
+    cnn = part_streams(
+        parts, {"train": train_features, "eval": eval_features}, extra_channels=extra_channels
+    )
+    columns = seed_columns(summary_columns(next(iter(cnn.values())).index.params))
+    summary = {p: st.read_columns(columns) for p, st in cnn.items()}
+    for st in cnn.values():
+        st.close()
     return cnn, summary
 
 
 def load_label_data(
     job: TrainJob, settings: TrainSettings, *, logger: logging.Logger | None = None
 ) -> LabelData:
-    """Read a label's dataset, check its parts and load the features of its clips.
+    """Read a label's dataset, check its parts and index (CNN) or load (summary) the
+    features of its clips.
 
     Parameters
     ----------
@@ -874,7 +917,7 @@ def load_label_data(
     Returns
     -------
     LabelData
-        Targets, CNN inputs and summary features per part.
+        Targets, CNN input streams and summary features per part.
 
     Raises
     ------
@@ -884,7 +927,7 @@ def load_label_data(
 
     See Also
     --------
-    load_features : the features alone (whole splits read into memory).
+    load_features : the features alone (no split is read whole).
     """
     from .datasets import check_dataset, read_dataset
 
@@ -907,10 +950,13 @@ def load_label_data(
     except InputError as exc:
         raise InputError(f"label {name}: {exc}") from None
     logger.info(
-        "%s: features loaded in %.1f s: train %s, val %d, test %d clips",
+        "%s: features indexed in %.1f s: train %s (streamed, %d of %d row groups), "
+        "val %d, test %d clips",
         name,
         time.perf_counter() - t0,
         cnn["train"].shape,
+        len(cnn["train"].index.groups),
+        cnn["train"].index.groups_total,
         len(y["val"]),
         len(y["test"]),
     )
@@ -939,17 +985,24 @@ def train_cnn(
     device: torch.device | str = "cpu",
     logger: logging.Logger | None = None,
     name: str = "label",
+    buffer_size: int = DEFAULT_BUFFER,
 ) -> FittedModel:
-    """Fit the CNN on log-mel (+ extra channels) with early stopping on the val part.
+    """Fit the CNN on log-mel (+ extra channels) with early stopping on the val part,
+    streaming its inputs from the feature shards.
 
     The network (:class:`~.models.AudioCNN`) is built after seeding with ``settings.seed``
     and normalises its input with the train part's per-channel, per-row statistics
-    (:func:`channel_stats`).
+    (:meth:`~.stream.FeatureStream.channel_stats`: one streaming pass, equal to
+    :func:`channel_stats` of the whole array). Each epoch reads the train part's row groups in
+    a new order (seeded with ``settings.seed`` and the epoch) through a shuffle buffer of
+    ``buffer_size`` clips; validation and the scores of every part read in file order
+    (:func:`predict_stream`). Memory holds the buffer, one row group and a batch, whatever
+    the number of clips.
 
     Parameters
     ----------
     data : LabelData
-        ``cnn`` inputs and targets ``y`` of the parts.
+        ``cnn`` streams and targets ``y`` of the parts.
     settings : TrainSettings
         ``epochs``, ``patience``, ``min_epochs``, ``batch_size``, ``learning_rate``,
         ``seed``.
@@ -958,31 +1011,34 @@ def train_cnn(
     logger : logging.Logger, optional
     name : str
         Prefix of the log lines (the label's name).
+    buffer_size : int
+        Clips of the training stream's shuffle buffer.
 
     Returns
     -------
     FittedModel
-        The network with the weights of its best epoch, its scores on every part and its
-        history.
+        The network with the weights of its best epoch, its scores on every part (in the
+        part's order) and its history.
 
     See Also
     --------
-    fit_torch : the training loop.
+    fit_batches : the training loop.
     """
-    X, y = data.cnn, data.y
-    seed_everything(settings.seed)
-    cnn = AudioCNN(X["train"].shape[2], X["train"].shape[1])
-    cnn.set_normalization(*channel_stats(X["train"]))
-    res = fit_torch(
-        cnn,
-        X["train"],
-        y["train"],
-        X["val"],
-        y["val"],
-        name=f"{name} cnn",
-        **_fit_kwargs(settings, device, logger or log),
+    streams = data.cnn
+    train = streams["train"].replace(
+        shuffle=True, seed=settings.seed, batch_size=settings.batch_size, buffer_size=buffer_size
     )
-    scores = {p: predict_scores(cnn, X[p], device=device) for p in data.parts}
+    val = streams["val"].replace(shuffle=False, batch_size=2 * settings.batch_size)
+    _, channels, rows, _ = train.shape
+    seed_everything(settings.seed)
+    cnn = AudioCNN(rows, channels)
+    cnn.set_normalization(*train.channel_stats())
+    kw = _fit_kwargs(settings, device, logger or log)
+    del kw["batch_size"]
+    res = fit_batches(cnn, train, val, name=f"{name} cnn", **kw)
+    scores = {p: predict_stream(cnn, streams[p], device=device) for p in data.parts}
+    for st in (train, val, *streams.values()):
+        st.close()
     return FittedModel("cnn", cnn, scores, res.seconds, res.history, res.best_epoch)
 
 
