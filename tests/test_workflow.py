@@ -179,13 +179,13 @@ def test_permanent_failures_are_not_asked_again_on_rerun(tmp_path):
 
 def test_shrunk_selection_reads_no_stale_shard(tmp_path):
     """Shards of an earlier, larger selection stay on disk; the datasets use none of them."""
-    _corpus(tmp_path, per_class=6, faulty=False)
+    _corpus(tmp_path, per_class=8, faulty=False)
     with FaultServer(tmp_path / "media") as srv:
         target = "results/datasets/music/train.tsv"
         cfg = _config(tmp_path, srv.url_template(), shard_size=3)
         _snakemake(tmp_path, cfg, target)
         before = sorted((tmp_path / "results/features/train").glob("shard-*.parquet"))
-        cfg = _config(tmp_path, srv.url_template(), shard_size=3, selection={"max_positives": 1})
+        cfg = _config(tmp_path, srv.url_template(), shard_size=3, selection={"max_positives": 2})
         _snakemake(tmp_path, cfg, target)
     led = _ledger(tmp_path)
     current = set(led.index)
