@@ -41,6 +41,7 @@ rule train:
     output:
         model=f"{RES}/models/{{label}}.pt",
         metrics=f"{RES}/metrics/{{label}}.json",
+        scores=f"{RES}/metrics/{{label}}_scores.tsv",
         roc_pr=report(
             f"{RES}/plots/{{label}}/roc_pr.png",
             caption="../report/roc_pr.rst",
