@@ -85,3 +85,17 @@ def test_example_figure_leaves_out_mfcc_c0(tmp_path, figures):
     assert np.allclose(image, feats["mfcc"][1:])
     lo, hi = ax.get_images()[0].get_clim()
     assert lo == -hi and hi < np.abs(feats["mfcc"][0]).max()  # c0 would not fit the scale
+
+
+def test_funnel_reason_lines_fit_under_their_panel(tmp_path):
+    from audiosetflow.reporting.funnel import _fit, plot_funnel
+
+    line = "download: permanent: " + "x" * 120 + " x12"
+    assert len(_fit(line, 60)) == 60 and _fit(line, 60).endswith("… x12")
+    assert _fit("short x1", 60) == "short x1"
+    av = pd.DataFrame(
+        [("train", "selected", 3, 3, 0, ""), ("train", "download", 3, 2, 1, line[22:])],
+        columns=["split", "stage", "entered", "done", "failed", "reasons"],
+    )
+    plot_funnel(av, tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes()[:8] == PNG
