@@ -29,6 +29,7 @@ include: "workflow/rules/trim.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -99,3 +99,187 @@ def test_funnel_reason_lines_fit_under_their_panel(tmp_path):
     )
     plot_funnel(av, tmp_path / "f.png")
     assert (tmp_path / "f.png").read_bytes()[:8] == PNG
+
+
+def test_class_features_figure(tmp_path, figures):
+    from synth_features import POS_MID, write_split
+
+    from audiosetflow.learning.datasets import run_dataset
+    from audiosetflow.reporting.classes import class_feature_columns, run_class_features
+
+    write_split(tmp_path / "f/train", "train", n_pos=8, n_neg=8, seconds=1.0, seed=1)
+    write_split(tmp_path / "f/eval", "eval", n_pos=3, n_neg=3, seconds=1.0, seed=2)
+    run_dataset(
+        train_features=tmp_path / "f/train",
+        eval_features=tmp_path / "f/eval",
+        out_dir=tmp_path / "d",
+        mid=POS_MID,
+        val_fraction=0.25,
+        test_fraction=0.2,
+        seed=1,
+    )
+    shards = sorted(str(p) for p in (tmp_path / "f").rglob("*.parquet"))
+    cols = run_class_features(
+        dataset={p: tmp_path / f"d/{p}.tsv" for p in ("train", "val", "test")},
+        features=shards,
+        label="Music",
+        out=tmp_path / "cf.png",
+    )
+    assert (tmp_path / "cf.png").read_bytes()[:8] == PNG
+    assert cols == ["spectral_centroid_mean", "spectral_centroid_std", "rolloff_mean",
+                    "zcr_mean", "mfcc_mean_01", "mfcc_std_00"]  # fmt: skip
+    (fig,) = figures()
+    drawn = [a for a in fig.axes if a.patches]
+    assert len(drawn) == 6
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["Music (n=11)", "not Music (n=11)"]
+    assert class_feature_columns(["zcr_mean", "mfcc_mean_0"]) == [
+        ("zcr_mean", "zero-crossing rate, mean")
+    ]
+
+
+# --- benchmarks -------------------------------------------------------------------------------
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def _bench(path, *rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{s}\t0:00:00\t{rss}\t1\t1\t1\t0\t0\t0\t{cpu}\n" for s, rss, cpu in rows]
+    path.write_text(BENCH_HEADER + "".join(lines))
+
+
+def test_benchmarks_summed_per_rule(tmp_path, figures):
+    from audiosetflow.reporting import benchmarks as bm
+
+    root = tmp_path / "results/benchmarks"
+    _bench(root / "download/train/shard-0000.tsv", (10.0, 200.0, 2.0))
+    _bench(root / "download/train/shard-0001.tsv", (30.0, 250.5, 4.0))
+    _bench(root / "download/eval/shard-0000.tsv", (20.0, "NA", "NA"))  # too short to measure
+    _bench(root / "train/music.tsv", (50.0, 900.0, 80.0), (70.0, 1100.0, 100.0))  # repeat(2)
+    _bench(root / "aggregate.tsv", (1.5, 120.0, 1.0))
+    (root / "funnel.tsv").write_text("")  # an empty file is skipped
+    files = sorted(root.rglob("*.tsv"))
+    assert bm.rule_of(root / "download/train/shard-0000.tsv", root) == "download"
+    assert bm.rule_of(root / "aggregate.tsv", root) == "aggregate"
+    jobs = bm.read_benchmarks(files, root)
+    assert len(jobs) == 5 and set(jobs["rule"]) == {"download", "train", "aggregate"}
+    got = bm.summarize_benchmarks(jobs).set_index("rule")
+    assert list(got.index) == ["download", "train", "aggregate"]  # most wall time first
+    cols = ["jobs", "wall_s", "cpu_s", "max_wall_s", "max_rss_mb"]
+    assert got.loc["download", cols].tolist() == [3, 60.0, 6.0, 30.0, 250.5]
+    assert got.loc["train", ["jobs", "wall_s", "cpu_s", "max_rss_mb"]].tolist() == [
+        1, 60.0, 90.0, 1000.0
+    ]  # fmt: skip
+    assert got["share_wall"].sum() == pytest.approx(1.0)
+    summary = bm.run_benchmarks(
+        files=files, root=root, table_out=tmp_path / "b.tsv", plot_out=tmp_path / "b.png"
+    )
+    back = pd.read_csv(tmp_path / "b.tsv", sep="\t")
+    assert list(back.columns) == bm.BENCHMARK_COLUMNS and len(back) == len(summary) == 3
+    assert (tmp_path / "b.png").read_bytes()[:8] == PNG
+    fig = figures()[-1]
+    assert [a.get_xlabel() for a in fig.axes] == [
+        "wall time, summed over jobs (s)", "CPU time, summed over jobs (s)",
+        "peak memory of one job (MB)",
+    ]  # fmt: skip
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()][-1] == "download (3)"
+    assert bm.summarize_benchmarks(bm.read_benchmarks([], root)).empty
+
+
+# --- worst false positives and negatives --------------------------------------------------------
+
+
+def _scores():
+    rows = [
+        # ytid, target, cnn, dense
+        ("negHigh0001", 0, 0.95, 0.2),
+        ("negHigh0002", 0, 0.90, 0.3),
+        ("negTie00003", 0, 0.80, 0.1),
+        ("negTie00002", 0, 0.80, 0.1),
+        ("negAtThr001", 0, 0.50, 0.4),  # == threshold: predicted positive
+        ("negLow00001", 0, 0.10, 0.9),
+        ("posLow00001", 1, 0.05, 0.5),
+        ("posLow00002", 1, 0.30, 0.6),
+        ("posHigh0001", 1, 0.99, 0.7),
+    ]
+    df = pd.DataFrame(rows, columns=["ytid", "target", "cnn", "dense"])
+    df.insert(1, "split", "eval")
+    df.insert(2, "start", 30.0)
+    df.insert(3, "end", 40.0)
+    return df[["ytid", "split", "start", "end", "target", "cnn", "dense"]]
+
+
+def test_worst_errors_picks_and_orders():
+    from audiosetflow.reporting.errors import worst_errors, youtube_url
+
+    fp, fn = worst_errors(_scores(), model="cnn", threshold=0.5, n=4)
+    assert fp["ytid"].tolist() == ["negHigh0001", "negHigh0002", "negTie00002", "negTie00003"]
+    assert fn["ytid"].tolist() == ["posLow00001", "posLow00002"]
+    fp, _ = worst_errors(_scores(), model="cnn", threshold=0.5, n=10)
+    assert fp["ytid"].tolist()[-1] == "negAtThr001"
+    fp, fn = worst_errors(_scores(), model="dense", threshold=0.65, n=5)
+    assert fp["ytid"].tolist() == ["negLow00001"] and fn["ytid"].tolist()[0] == "posLow00001"
+    assert list(fp.columns) == list(_scores().columns)
+    with pytest.raises(KeyError, match="no column 'logreg'"):
+        worst_errors(_scores(), model="logreg", threshold=0.5)
+    assert youtube_url("-abcdefghij", 30.6) == "https://www.youtube.com/watch?v=-abcdefghij&t=30s"
+
+
+def test_errors_page_embeds_clips_and_links(tmp_path):
+    import base64
+    import json
+    import re
+
+    import soundfile as sf
+
+    from audiosetflow.reporting.errors import write_errors_page
+    from audiosetflow.shard import Layout
+
+    layout = Layout(tmp_path / "results")
+    scores = _scores()
+    clip_dir = layout.audio_dir("clips", "eval")
+    clip_dir.mkdir(parents=True)
+    for y in scores["ytid"]:
+        if y != "negHigh0002":  # one clip is missing
+            sf.write(clip_dir / f"{y}.flac", np.zeros(2205, dtype=np.float32), 22050)
+    scores.to_csv(tmp_path / "music_scores.tsv", sep="\t", index=False)
+    metrics = {
+        "label": "music", "name": "Music", "mid": "/m/04rlf",
+        "dataset": {"test_source": "eval"},
+        "models": {"cnn": {"val": {"threshold": 0.5}}, "dense": {"val": {"threshold": 0.65}}},
+    }  # fmt: skip
+    (tmp_path / "music.json").write_text(json.dumps(metrics))
+    fp, fn = write_errors_page(
+        scores=tmp_path / "music_scores.tsv",
+        metrics=tmp_path / "music.json",
+        layout=layout,
+        out=tmp_path / "errors/music.html",
+        n=3,
+    )
+    assert fp["ytid"].tolist() == ["negHigh0001", "negHigh0002", "negTie00002"]
+    page = (tmp_path / "errors/music.html").read_text()
+    assert page.startswith("<!doctype html>") and "the worst mistakes of the CNN (log-mel)" in page
+    assert "False positives: the 3 worst of 5" in page and "False negatives: all 2" in page
+    assert "<b>0.500</b>" in page
+    # 3 + 2 players minus the missing clip, each the FLAC file itself
+    srcs = re.findall(r'<audio controls preload="none" src="data:audio/flac;base64,([^"]+)"', page)
+    assert len(srcs) == 4 and base64.b64decode(srcs[0])[:4] == b"fLaC"
+    assert page.count("clip not found") == 1
+    assert 'href="https://www.youtube.com/watch?v=negHigh0001&amp;t=30s"' in page
+    assert "30–40\u00a0s" in page and "0.950" in page and "Dense (seed)" in page
+    # a model without mistakes says so
+    _, fn = write_errors_page(
+        scores=tmp_path / "music_scores.tsv", metrics=tmp_path / "music.json", layout=layout,
+        out=tmp_path / "errors/dense.html", model="dense",
+    )  # fmt: skip
+    assert fn["ytid"].tolist() == ["posLow00001", "posLow00002"]
+    scores.assign(cnn=scores["target"].astype(float)).to_csv(
+        tmp_path / "perfect.tsv", sep="\t", index=False
+    )
+    write_errors_page(
+        scores=tmp_path / "perfect.tsv", metrics=tmp_path / "music.json", layout=layout,
+        out=tmp_path / "errors/perfect.html",
+    )  # fmt: skip
+    page = (tmp_path / "errors/perfect.html").read_text()
+    assert page.count("None at threshold 0.500.") == 2 and "<audio" not in page

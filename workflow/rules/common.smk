@@ -146,4 +146,28 @@ def all_targets():
         *[f"{RES}/models/{slug}.pt" for slug in LABEL_SLUGS],
         f"{RES}/metrics/summary.tsv",
         *[f for s in splits() for f in feature_shards(s)],
+        *[f"{RES}/reports/errors/{slug}.html" for slug in LABEL_SLUGS],
+        *[f"{RES}/plots/{slug}/summary_features.png" for slug in LABEL_SLUGS],
+        f"{RES}/reports/benchmarks.tsv",
     ]
+
+
+# Rules whose benchmark files are summed (by the benchmarks rule), per shard, per label, once.
+SHARD_RULES = ["download", "transcode", "trim", "features"]
+LABEL_RULES = ["dataset", "train", "errors", "class_features"]
+SINGLE_RULES = ["aggregate", "funnel", "feature_examples", "metrics_summary"]
+
+
+def benchmark_inputs(wildcards):
+    """The benchmark file of every job before the report (all but benchmarks and overview)."""
+    files = [
+        f for r in SHARD_RULES for f in per_shard(str(getattr(rules, r).benchmark))
+    ]
+    files += expand(
+        [str(getattr(rules, r).benchmark) for r in LABEL_RULES], label=LABEL_SLUGS
+    )
+    files += [str(getattr(rules, r).benchmark) for r in SINGLE_RULES]
+    if DEMO:
+        files.append(str(rules.demo_media.benchmark))
+    return files
+
