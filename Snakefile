@@ -14,6 +14,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# The report's landing page (it includes results/reports/overview.html, see the overview rule).
+report: "workflow/report/workflow.rst"
+
+
 # Fills in the defaults and turns --config strings into the schema's types; one-line errors.
 try:
     validate(config)

@@ -7,6 +7,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from browser import Elements
 
 from audiosetflow.learning import evaluation as ev
 
@@ -283,3 +284,149 @@ def test_errors_page_embeds_clips_and_links(tmp_path):
     )  # fmt: skip
     page = (tmp_path / "errors/perfect.html").read_text()
     assert page.count("None at threshold 0.500.") == 2 and "<audio" not in page
+
+
+# --- the landing page ----------------------------------------------------------------------------
+
+
+def _metrics_json(slug, name, mid, aps):
+    models = {}
+    for kind, ap in aps.items():
+        test = {"roc_auc": ap + 0.01, "average_precision": ap, "f1": 0.8, "accuracy": 0.75,
+                "precision": 0.7, "recall": 0.9, "log_loss": 0.4, "threshold": 0.42, "n": 20,
+                "n_pos": 10, "confusion": [[6, 4], [1, 9]]}  # fmt: skip
+        fit = {"seconds": 1.0} if kind == "logreg" else {"best_epoch": 4, "epochs_run": 9,
+                                                         "seconds": 2.0}  # fmt: skip
+        models[kind] = {"val": dict(test), "test": test, "fit": fit}
+    return {"label": slug, "name": name, "mid": mid,
+            "dataset": {"n_train": 30, "n_val": 8, "n_test": 20, "test_source": "eval"},
+            "settings": {"device": "cpu"}, "models": models}  # fmt: skip
+
+
+def test_landing_page_tables(tmp_path):
+    import json
+
+    from audiosetflow.config import validate
+    from audiosetflow.learning.datasets import write_dataset
+    from audiosetflow.reporting import overview as ov
+
+    res = tmp_path / "results"
+    labels = [{"slug": "music", "name": "Music", "mid": "/m/04rlf"},
+              {"slug": "speech", "name": "Speech", "mid": "/m/09x0r"}]  # fmt: skip
+    datasets = {}
+    for lab, n_pos in (("music", 3), ("speech", 2)):
+        parts = {
+            "train": pd.DataFrame({"ytid": [f"{lab}t{i}" for i in range(8)], "split": "train",
+                                   "target": [int(i < n_pos) for i in range(8)]}),
+            "val": pd.DataFrame({"ytid": ["v1", "v2"], "split": "train", "target": [1, 0]}),
+            "test": pd.DataFrame({"ytid": ["e1", "e2", "e3"], "split": "eval",
+                                  "target": [1, 0, 0]}),
+        }  # fmt: skip
+        write_dataset(res / f"datasets/{lab}", parts)
+        datasets[lab] = {p: res / f"datasets/{lab}/{p}.tsv" for p in parts}
+    counts = ov.label_counts(labels, datasets)
+    assert counts.loc[0, ["train", "train_pos", "val", "val_pos", "test", "test_pos"]].tolist() == [
+        8, 3, 2, 1, 3, 1
+    ]  # fmt: skip
+    assert counts["test_source"].tolist() == ["eval", "eval"]
+
+    metrics = [
+        _metrics_json("music", "Music", "/m/04rlf", {"cnn": 0.95, "dense": 0.6, "logreg": 0.7}),
+        _metrics_json("speech", "Speech", "/m/09x0r", {"cnn": 0.5, "dense": 0.9, "logreg": 0.7}),
+    ]
+    mfiles = []
+    for m in metrics:
+        mfiles.append(res / f"metrics/{m['label']}.json")
+        mfiles[-1].parent.mkdir(parents=True, exist_ok=True)
+        mfiles[-1].write_text(json.dumps(m))
+    summary = ev.summarize_metrics(mfiles, res / "metrics/summary.tsv")
+    table = ov.metrics_table(summary, metrics)
+    assert table.loc[table["best"], ["label", "model"]].values.tolist() == [
+        ["Music", "cnn"], ["Speech", "dense"]
+    ]  # fmt: skip
+    assert table["epochs"].tolist()[:3] == ["4 / 9", "4 / 9", ""]
+
+    avail = pd.DataFrame(
+        [("eval", "selected", 5, 5, 0, ""), ("eval", "download", 5, 4, 1, "permanent: x x1"),
+         ("train", "selected", 10, 10, 0, ""), ("train", "download", 10, 10, 0, "")],
+        columns=["split", "stage", "entered", "done", "failed", "reasons"],
+    )  # fmt: skip
+    pivot = ov.availability_table(avail)
+    assert list(pivot.columns) == [
+        "stage",
+        "eval done",
+        "eval failed",
+        "train done",
+        "train failed",
+    ]
+    assert pivot.values.tolist() == [["selected", 5, 0, 10, 0], ["download", 4, 1, 10, 0]]
+    (res / "reports").mkdir(parents=True)
+    avail.to_csv(res / "reports/availability.tsv", sep="\t", index=False)
+    pd.DataFrame(
+        [("eval", "download", "permanent", "HTTP 404: {ytid} gone", 1)],
+        columns=["split", "stage", "status", "reason", "count"],
+    ).to_csv(res / "reports/failures.tsv", sep="\t", index=False)
+    bench = pd.DataFrame(
+        [("train", 2, 60.0, 90.0, 40.0, 800.0, 0.75),
+         ("aggregate", 1, 20.0, 5.0, 20.0, 120.0, 0.25)],
+        columns=["rule", "jobs", "wall_s", "cpu_s", "max_wall_s", "max_rss_mb", "share_wall"],
+    )  # fmt: skip
+    bench.to_csv(res / "reports/benchmarks.tsv", sep="\t", index=False)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    fig.savefig(res / "funnel.png")
+    plt.close(fig)
+
+    config = {"labels": ["Music", "Speech", "Bird"], "demo": {"enabled": True},
+              "training": {"epochs": 7}}  # fmt: skip
+    validate(config)
+    cfg = ov.config_table(config, metrics).set_index(["section", "key"])["value"]
+    assert cfg[("training", "epochs")] == "7" and cfg[("features", "n_mels")] == "128"
+    assert cfg[("training", "device used")] == "cpu" and ("features", "threads") not in cfg
+    src = ov.sources_table(config, [("Bird", 0.5)]).set_index("what")["value"]
+    assert src["corpus"].startswith("offline demo") and src["eval segments"].endswith(
+        "results/demo/metadata/eval_segments.csv"
+    )
+    assert src["dropped label"] == "Bird: rated-true ratio 0.50 < 0.8"
+    soft = ov.software_versions(("pandas", "no-such-package-xyz")).set_index("software")
+    assert soft.loc["pandas", "version"] == pd.__version__
+    assert soft.loc["no-such-package-xyz", "version"] == "not installed"
+    assert {"python", "ffmpeg"} <= set(soft.index) and soft.loc["ffmpeg", "version"][0].isdigit()
+
+    html = ov.write_overview(
+        config=config,
+        labels=labels,
+        datasets=datasets,
+        summary=res / "metrics/summary.tsv",
+        metrics=mfiles,
+        availability=res / "reports/availability.tsv",
+        failures=res / "reports/failures.tsv",
+        funnel=res / "funnel.png",
+        benchmarks=res / "reports/benchmarks.tsv",
+        benchmarks_plot=res / "missing.png",  # left out when missing
+        out=res / "reports/overview.html",
+        dropped=[("Bird", 0.5)],
+    )
+    assert (res / "reports/overview.html").read_text() == html
+    el = Elements(html, root_id="asf-overview")
+    rows = el.tables["asf-metrics"]
+    assert rows[0][:5] == ["label", "model", "ROC-AUC", "AP", "F1"]
+    assert rows[1][:4] == ["Music", "CNN (log-mel)", "0.960", "0.950"] and len(rows) == 7
+    assert "test clips (pos)" in rows[0] and rows[1][rows[0].index("test clips (pos)")] == "20 (10)"
+    assert html.count('<tr class="best">') == 2
+    assert el.tables["asf-availability"][2] == ["download", "4", "1", "10", "0"]
+    assert el.tables["asf-failures"][1] == [
+        "eval",
+        "download",
+        "permanent",
+        "HTTP 404: {ytid} gone",
+        "1",
+    ]
+    assert el.tables["asf-labels"][1] == ["Music", "/m/04rlf", "8 (3)", "2 (1)", "3 (1)", "eval"]
+    assert el.tables["asf-benchmarks"][1][:4] == ["train", "2", "60.0", "90.0"]
+    assert el.tables["asf-benchmarks"][1][-1] == "75.0"
+    assert any("training" in r[0] and "epochs\xa07" in r[1] for r in el.tables["asf-config"])
+    assert [i["alt"] for i in el.images] == ["availability funnel"]
+    assert el.images[0]["src"].startswith("data:image/png;base64,")
+    assert "Best average precision per label: Music: CNN (log-mel), AP 0.950" in html
+    assert "15 YTIDs selected, 14 downloaded" in html

@@ -148,7 +148,7 @@ def all_targets():
         *[f for s in splits() for f in feature_shards(s)],
         *[f"{RES}/reports/errors/{slug}.html" for slug in LABEL_SLUGS],
         *[f"{RES}/plots/{slug}/summary_features.png" for slug in LABEL_SLUGS],
-        f"{RES}/reports/benchmarks.tsv",
+        f"{RES}/reports/overview.html",
     ]
 
 
@@ -171,3 +171,18 @@ def benchmark_inputs(wildcards):
         files.append(str(rules.demo_media.benchmark))
     return files
 
+
+def labels_param(wildcards):
+    """Slug, MID and name of every target label, in order."""
+    return [{"slug": lab.slug, **label_info(lab.slug)} for lab in PLAN.labels]
+
+
+def datasets_param(wildcards):
+    """Each label's dataset parts: {slug: {part: path}}."""
+    parts = ("train", "val", "test")
+    return {s: {p: DATASET.format(label=s, part=p) for p in parts} for s in LABEL_SLUGS}
+
+
+def dropped_param(wildcards):
+    """Labels dropped by the quality filter, with their rated-true ratio."""
+    return [(lab.name, float(ratio)) for lab, ratio in PLAN.dropped]

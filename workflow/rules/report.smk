@@ -1,7 +1,8 @@
-# Report: where the time goes (benchmarks per rule), each label's worst mistakes with audio and
-# its summary features by class.
+# Report: the landing page (run overview), where the time goes (benchmarks per rule), each
+# label's worst mistakes with audio and its summary features by class.
 # Needs from common.smk: RES, ENV, FEATURES, LABEL_SLUGS, label_info(slug), per_shard(pattern),
-# benchmark_inputs; from train.smk: the rules dataset and train.
+# benchmark_inputs, labels_param, datasets_param, dropped_param; from train.smk: DATASET and
+# the rules dataset, train and metrics_summary; from aggregate.smk: aggregate and funnel.
 
 
 rule errors:
@@ -80,3 +81,34 @@ rule benchmarks:
     script:
         "../../scripts/benchmarks.py"
 
+
+rule overview:
+    input:
+        summary=rules.metrics_summary.output.summary,
+        metrics=expand(f"{RES}/metrics/{{label}}.json", label=LABEL_SLUGS),
+        datasets=expand(DATASET, label=LABEL_SLUGS, part=["train", "val", "test"]),
+        availability=rules.aggregate.output.availability,
+        failures=rules.aggregate.output.failures,
+        funnel=rules.funnel.output[0],
+        benchmarks=rules.benchmarks.output.table,
+        benchmarks_plot=rules.benchmarks.output.plot,
+    output:
+        report(
+            f"{RES}/reports/overview.html",
+            caption="../report/overview.rst",
+            category="0. Overview",
+        ),
+    log:
+        f"{RES}/logs/overview.log",
+    benchmark:
+        f"{RES}/benchmarks/overview.tsv"
+    localrule: True
+    conda:
+        ENV
+    params:
+        config=config,
+        labels=labels_param,
+        datasets=datasets_param,
+        dropped=dropped_param,
+    script:
+        "../../scripts/overview.py"
