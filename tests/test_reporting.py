@@ -227,6 +227,18 @@ def test_worst_errors_picks_and_orders():
     assert youtube_url("-abcdefghij", 30.6) == "https://www.youtube.com/watch?v=-abcdefghij&t=30s"
 
 
+def test_clip_label_names_of_some_ytids(tmp_path):
+    from synth_features import write_split, ytid
+
+    from audiosetflow.reporting.errors import clip_label_names
+
+    write_split(tmp_path / "f", "train", n_pos=2, n_neg=2, seconds=0.5, shard_size=2)
+    shards = sorted(tmp_path.glob("f/*.parquet"))
+    got = clip_label_names(shards, [ytid("train", 0), ytid("train", 3), "notThere001"])
+    assert got == {ytid("train", 0): "Music", ytid("train", 3): "Vehicle"}
+    assert clip_label_names(shards, []) == {}
+
+
 def test_errors_page_embeds_clips_and_links(tmp_path):
     import base64
     import json

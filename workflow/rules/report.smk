@@ -21,6 +21,7 @@ rule errors:
         f"{RES}/logs/errors/{{label}}.log",
     benchmark:
         f"{RES}/benchmarks/errors/{{label}}.tsv"
+    localrule: True
     conda:
         ENV
     params:
@@ -47,6 +48,7 @@ rule class_features:
         f"{RES}/logs/class_features/{{label}}.log",
     benchmark:
         f"{RES}/benchmarks/class_features/{{label}}.tsv"
+    localrule: True
     conda:
         ENV
     params:

@@ -27,18 +27,22 @@ def class_feature_columns(columns: Sequence[str]) -> list[tuple[str, str]]:
     the mean of MFCC c1 and the standard deviation of c0 (how much the loudness varies), those
     of them that ``columns`` has."""
     cols = list(columns)
-    mfcc_mean = sorted(c for c in cols if c.startswith("mfcc_mean_"))
-    mfcc_std = sorted(c for c in cols if c.startswith("mfcc_std_"))
+
+    def coefficient(prefix: str, k: int) -> str | None:
+        hits = [c for c in cols if c.startswith(prefix) and c[len(prefix) :].isdigit()]
+        return next((c for c in hits if int(c[len(prefix) :]) == k), None)
+
+    c1, c0_std = coefficient("mfcc_mean_", 1), coefficient("mfcc_std_", 0)
     wanted = [
         ("spectral_centroid_mean", "spectral centroid, mean (Hz)"),
         ("spectral_centroid_std", "spectral centroid, std over frames (Hz)"),
         ("rolloff_mean", "85 % roll-off, mean (Hz)"),
         ("zcr_mean", "zero-crossing rate, mean"),
     ]
-    if len(mfcc_mean) > 1:
-        wanted.append((mfcc_mean[1], "MFCC c1, mean"))
-    if mfcc_std:
-        wanted.append((mfcc_std[0], "MFCC c0 (log energy), std over frames"))
+    if c1:
+        wanted.append((c1, "MFCC c1, mean"))
+    if c0_std:
+        wanted.append((c0_std, "MFCC c0 (log energy), std over frames"))
     return [(c, t) for c, t in wanted if c in cols]
 
 
@@ -145,8 +149,8 @@ def run_class_features(
     out: str | Path,
     logger: logging.Logger | None = None,
 ) -> list[str]:
-    """Read a label's dataset and the summary features of its clips; draw
-    :func:`plot_class_features`.
+    """Read a label's dataset and the summary features it shows of its clips (only those
+    columns are read); draw :func:`plot_class_features`.
 
     Parameters
     ----------
@@ -160,15 +164,17 @@ def run_class_features(
         The PNG.
     logger : logging.Logger, optional
     """
-    from ..audio.features import load_summary
+    import pyarrow.dataset as pds
+
     from ..learning.datasets import read_dataset
 
     parts = read_dataset(dict(dataset))
-    by_dir: dict[Path, list[str]] = {}
-    for f in features:
-        by_dir.setdefault(Path(f).parent, []).append(str(f))
-    summaries = [load_summary(files) for files in by_dir.values()]
-    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    # only the columns drawn, of the clips that have features: cheap on any number of shards
+    dset = pds.dataset([str(f) for f in features], format="parquet")
+    cols = [c for c, _ in class_feature_columns(dset.schema.names)]
+    summary = dset.to_table(
+        columns=["ytid", "split", *cols], filter=pds.field("status") == "ok"
+    ).to_pandas()
     frame = class_feature_frame(summary, parts)
     cols = plot_class_features(frame, out, label=label)
     (logger or log).info("%s: %d clips, features %s", label, len(frame), ", ".join(cols))

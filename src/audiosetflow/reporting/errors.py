@@ -19,6 +19,7 @@ from . import html as h
 __all__ = [
     "youtube_url",
     "worst_errors",
+    "clip_label_names",
     "errors_page",
     "write_errors_page",
 ]
@@ -191,6 +192,25 @@ def errors_page(
     return "\n".join(parts) + "\n"
 
 
+def clip_label_names(features: Sequence[str | Path], ytids: Sequence[str]) -> dict[str, str]:
+    """YTID to its AudioSet label names (``"Music, Speech"``), read from the feature shards
+    for the given YTIDs only."""
+    import pyarrow.dataset as pds
+
+    if not ytids:
+        return {}
+    dset = pds.dataset([str(f) for f in features], format="parquet")
+    t = dset.to_table(
+        columns=["ytid", "label_names"], filter=pds.field("ytid").isin(list(map(str, ytids)))
+    )
+    return {
+        str(y): ", ".join(map(str, v or []))
+        for y, v in zip(
+            t.column("ytid").to_pylist(), t.column("label_names").to_pylist(), strict=True
+        )
+    }
+
+
 def write_errors_page(
     *,
     scores: str | Path,
@@ -232,15 +252,8 @@ def write_errors_page(
     table = read_tsv(scores)
     m = json.loads(Path(metrics).read_text(encoding="utf-8"))
     threshold = float(m["models"][model]["val"]["threshold"])
-    names: dict[str, str] = {}
-    if features:
-        from ..audio.features import load_meta
-
-        meta, _ = load_meta(list(features))
-        names = {
-            str(y): ", ".join(map(str, v))
-            for y, v in zip(meta["ytid"], meta["label_names"], strict=True)
-        }
+    fp, fn = worst_errors(table, model=model, threshold=threshold, n=n)
+    names = clip_label_names(features, [*fp["ytid"], *fn["ytid"]]) if features else {}
     label = m.get("name") or m.get("label") or "label"
     page = errors_page(
         table,
@@ -253,7 +266,6 @@ def write_errors_page(
         n=n,
     )
     atomic_write_text(out, page)
-    fp, fn = worst_errors(table, model=model, threshold=threshold, n=n)
     logger.info(
         "%s: %d false positive(s), %d false negative(s) shown (%s, threshold %.3f)",
         label,
