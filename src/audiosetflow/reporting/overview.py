@@ -368,7 +368,7 @@ def _config_html(config: pd.DataFrame) -> str:
 #: (a tall landing page would otherwise lose its top); they match only the landing page.
 LANDING_STYLE = """
 .prose:has(#asf-overview) { max-width: 74rem !important; }
-div.h-screen:has(#asf-overview) { align-items: flex-start !important; }
+div.grow.h-screen.overflow-auto:has(#asf-overview) { align-items: flex-start !important; }
 div.flex:has(> div > .prose #asf-overview) { flex-wrap: wrap; }
 """
 
