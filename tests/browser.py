@@ -16,7 +16,7 @@ import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
-__all__ = ["find", "install", "skip_reason", "dump_dom", "screenshot", "Elements"]
+__all__ = ["find", "install", "skip_reason", "dump_dom", "screenshot", "audio_duration", "Elements"]
 
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (
@@ -125,6 +125,24 @@ def screenshot(
     if not out.exists():
         raise RuntimeError(f"chromium wrote no screenshot {out}")
     return out
+
+
+def audio_duration(exe: str, src: str, folder: str | Path) -> str:
+    """What Chromium's media stack makes of an audio ``src`` (e.g. a ``data:`` URI):
+    ``"duration=<seconds>"`` once its metadata loaded, ``"error <code>"``, or ``"pending"``."""
+    page = Path(folder) / "audio-check.html"
+    page.write_text(
+        '<html><body><div id="out">pending</div>'
+        f'<audio id="a" preload="metadata" src="{src}"></audio><script>'
+        'const a = document.getElementById("a"), out = document.getElementById("out");'
+        'a.addEventListener("loadedmetadata", () => {'
+        '  out.textContent = "duration=" + a.duration; });'
+        'a.addEventListener("error", () => { out.textContent = "error " + a.error.code; });'
+        "</script></body></html>"
+    )
+    dom = dump_dom(exe, page, budget_ms=5000)
+    start = dom.find('<div id="out">') + len('<div id="out">')
+    return dom[start : dom.find("</div>", start)]
 
 
 class Elements(HTMLParser):

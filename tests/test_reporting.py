@@ -280,7 +280,7 @@ def test_errors_page_embeds_clips_and_links(tmp_path):
     assert len(srcs) == 4 and base64.b64decode(srcs[0])[:4] == b"fLaC"
     assert page.count("clip not found") == 1
     assert 'href="https://www.youtube.com/watch?v=negHigh0001&amp;t=30s"' in page
-    assert "30–40\u00a0s" in page and "0.950" in page and "Dense (seed)" in page
+    assert '<td class="nowrap">30–40 s</td>' in page and "0.950" in page and "Dense (seed)" in page
     # a model without mistakes says so
     _, fn = write_errors_page(
         scores=tmp_path / "music_scores.tsv", metrics=tmp_path / "music.json", layout=layout,

@@ -99,10 +99,10 @@ def _rows_html(
                 "#": i,
                 "YTID": f"<code>{h.esc(rec['ytid'])}</code>",
                 "split": rec["split"],
-                "segment": f"{float(rec['start']):g}–{float(rec['end']):g}\u00a0s",
+                "segment": f"{float(rec['start']):g}–{float(rec['end']):g} s",
                 **{MODEL_TITLES.get(m, m): float(rec[m]) for m in models},
                 "labels": names.get(str(rec["ytid"]), ""),
-                "YouTube": h.link(url, "open\u00a0at\u00a0segment"),
+                "YouTube": h.link(url, "open at segment"),
                 "trimmed clip": player,
             }
         )
@@ -110,6 +110,7 @@ def _rows_html(
     return h.table(
         df,
         raw=["YTID", "YouTube", "trimmed clip"],
+        nowrap=["segment", "YouTube", "trimmed clip"],
         numeric=["#", *[MODEL_TITLES.get(m, m) for m in models]],
         formats={MODEL_TITLES.get(m, m): (lambda v: f"{v:.3f}") for m in models},
     )

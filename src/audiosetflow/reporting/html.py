@@ -44,6 +44,7 @@ STYLE = """
 .asf th { background: #f3f5f7; font-weight: 600; }
 .asf table.kv td:first-child { background: #f3f5f7; font-weight: 600; white-space: nowrap; }
 .asf td.num, .asf th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.asf td.nowrap { white-space: nowrap; }
 .asf tr.best td { background: #eef6ee; }
 .asf td.bad { color: #b3261e; }
 .asf img { max-width: 100%; height: auto; margin: 0.3rem 0 0.6rem; }
@@ -103,6 +104,7 @@ def table(
     row_class: Callable[[pd.Series], str] | None = None,
     table_id: str | None = None,
     header: bool = True,
+    nowrap: Sequence[str] = (),
 ) -> str:
     """An HTML table of a DataFrame (no index).
 
@@ -124,6 +126,8 @@ def table(
         The table's ``id``.
     header : bool
         False: no header row (a table of ``key, value`` rows).
+    nowrap : sequence of str
+        Columns whose cells never wrap.
     """
     headers = dict(headers or {})
     formats = dict(formats or {})
@@ -152,7 +156,10 @@ def table(
             else:
                 text = "" if v is None else str(v)
             cell = text if c in raw else esc(text)
-            cls = ' class="num"' if c in numeric else ""
+            classes = " ".join(
+                k for k, on in (("num", c in numeric), ("nowrap", c in nowrap)) if on
+            )
+            cls = f' class="{classes}"' if classes else ""
             out.append(f"<td{cls}>{cell}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
