@@ -14,6 +14,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# The report's landing page (it includes results/reports/overview.html, see the overview rule).
+report: "workflow/report/workflow.rst"
+
+
 # Fills in the defaults and turns --config strings into the schema's types; one-line errors.
 try:
     validate(config)
@@ -29,6 +33,7 @@ include: "workflow/rules/trim.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -8,5 +8,6 @@ aggregate(
     features=snakemake.input.features,
     availability_out=snakemake.output.availability,
     ledger_out=snakemake.output.ledger,
+    failures_out=snakemake.output.failures,
     logger=setup_logging(snakemake.log[0], name="audiosetflow.aggregate"),
 )

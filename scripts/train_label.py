@@ -26,6 +26,7 @@ with stage_job("train", log):
             roc_pr=out.roc_pr,
             confusion=out.confusion,
             curves=out.curves,
+            scores=out.scores,
         ),
         clip_seconds=params.clip_seconds,
     )

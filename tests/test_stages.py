@@ -349,7 +349,8 @@ def test_availability_and_ledger(tmp_path):
     t.save(shard, shard.table("download"))
     (shard.download_dir / f"{ytids[2]}.webm").write_bytes(b"broken")
     _run_all(shard)
-    outs = {"availability_out": tmp_path / "av.tsv", "ledger_out": tmp_path / "led.tsv"}
+    outs = {"availability_out": tmp_path / "av.tsv", "ledger_out": tmp_path / "led.tsv",
+            "failures_out": tmp_path / "fail.tsv"}  # fmt: skip
     av = aggregate(tables=[shard.table("features")], features=[shard.parquet], **outs)
     got = av.set_index("stage")[["entered", "done", "failed"]].to_dict("index")
     assert got == {
@@ -367,6 +368,32 @@ def test_availability_and_ledger(tmp_path):
                                  "runs", "bytes", "updated"]  # fmt: skip
     assert led["status"].tolist() == ["ok", "ok", "ok", "permanent"]
     assert availability([]).empty
+    fails = pd.read_csv(tmp_path / "fail.tsv", sep="\t")
+    assert list(fails.columns) == ["split", "stage", "status", "reason", "count"]
+    assert fails[["stage", "status", "count"]].values.tolist() == [
+        ["download", "permanent", 1], ["transcode", "permanent", 1]
+    ]  # fmt: skip
+    assert fails.loc[0, "reason"] == "HTTP 404: gone"
+
+
+def test_failures_count_one_reason_for_many_ytids(tmp_path):
+    from audiosetflow.reporting.aggregate import failures
+
+    ytids = [f"fail{k:07d}" for k in range(5)]
+    shard, _ = _shard(tmp_path, ytids, ok=ytids[:1])
+    t = ShardTable.read(shard.table("download"))
+    for y in ytids[1:4]:
+        t.set("download", y, Status.PERMANENT, f"[generic] {y}: no such file media/{y}.m4a")
+    t.set("download", ytids[4], Status.TRANSIENT, "HTTP 503")
+    got = failures([t])  # the download stage's table: the OK YTID is pending at transcode
+    assert got[["stage", "status", "reason", "count"]].values.tolist() == [
+        ["download", "permanent", "[generic] {ytid}: no such file media/{ytid}.m4a", 3],
+        ["download", "transient", "HTTP 503", 1],
+        ["transcode", "pending", "", 1],
+    ]
+    av = availability([t]).set_index("stage")
+    assert av.loc["download", "reasons"].startswith("permanent: [generic] {ytid}: no such")
+    assert failures([]).empty
 
 
 def test_layout_locates_the_shard_of_its_files(tmp_path):

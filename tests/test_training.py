@@ -256,7 +256,10 @@ def test_run_train_end_to_end(tmp_path, monkeypatch):
         eval_features=tmp_path / "f/eval",
         params=FeatureParams.from_config({}, sample_rate=22050),
         outputs=TrainOutputs(
-            model=tmp_path / "m/music.pt", metrics=tmp_path / "metrics/music.json", **plots
+            model=tmp_path / "m/music.pt",
+            metrics=tmp_path / "metrics/music.json",
+            scores=tmp_path / "metrics/music_scores.tsv",
+            **plots,
         ),
         clip_seconds=2.0,
     )
@@ -282,10 +285,37 @@ def test_run_train_end_to_end(tmp_path, monkeypatch):
     assert ck.feature_params["sample_rate"] == 22050
     assert ck.label == {"slug": "music", "name": "Music", "mid": POS_MID}
     assert all(p.stat().st_size > 1000 for p in plots.values())
+    # per-clip test scores: the test part in order, one column per model, matching the metrics
+    sc = pd.read_csv(tmp_path / "metrics/music_scores.tsv", sep="\t", dtype={"ytid": str})
+    assert list(sc.columns) == ["ytid", "split", "start", "end", "target", "cnn", "dense", "logreg"]
+    test = pd.read_csv(tmp_path / "d/test.tsv", sep="\t", dtype={"ytid": str})
+    assert sc["ytid"].tolist() == test["ytid"].tolist() and (sc["split"] == "eval").all()
+    assert sc["target"].tolist() == test["target"].tolist()
+    assert ((sc["end"] - sc["start"]) > 0).all() and sc[["cnn", "dense", "logreg"]].le(
+        1
+    ).all().all()
+    for kind in ("cnn", "dense", "logreg"):
+        again = ev.binary_metrics(sc["target"], sc[kind], threshold=res.models[kind].threshold)
+        assert again["confusion"] == m["models"][kind]["test"]["confusion"]
+        assert again["roc_auc"] == pytest.approx(m["models"][kind]["test"]["roc_auc"], abs=1e-5)
     summary = ev.summarize_metrics([tmp_path / "metrics/music.json"], tmp_path / "summary.tsv")
     back = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
     assert list(back["model"]) == ["cnn", "dense", "logreg"] == list(summary["model"])
     assert back.loc[0, "roc_auc"] == pytest.approx(m["models"]["cnn"]["test"]["roc_auc"], abs=1e-4)
+
+
+def test_scores_table_columns_and_length_check():
+    from audiosetflow.learning.training import SCORES_COLUMNS, scores_table
+
+    part = pd.DataFrame(
+        {"ytid": ["a", "b"], "split": ["eval"] * 2, "target": [1, 0], "start": [0.0, 5.5],
+         "end": [10.0, 15.5]}
+    )  # fmt: skip
+    out = scores_table(part, {"cnn": np.array([0.91234567, 0.1]), "logreg": [0.4, 0.6]})
+    assert list(out.columns) == [*SCORES_COLUMNS, "cnn", "logreg"]
+    assert out["cnn"].tolist() == [0.912346, 0.1] and out["start"].tolist() == [0.0, 5.5]
+    with pytest.raises(ValueError, match="scores of dense: 1 values for 2 clips"):
+        scores_table(part, {"dense": [0.5]})
 
 
 def test_seed_columns_default_and_other_params():

@@ -365,7 +365,14 @@ def test_bad_metadata_stops_with_one_line(tmp_path, data_dir, bad_line, message)
 
 
 def test_demo_to_report(tmp_path):
-    """The README's demo, smaller: generated corpus -> features -> models -> HTML report."""
+    """The README's demo, smaller: generated corpus -> features -> models -> HTML report, which a
+    real browser (headless Chromium) opens on a landing page with the metrics table and the
+    availability funnel."""
+    import browser
+
+    reason = browser.skip_reason()  # checked first: no demo run for a test that would skip
+    if reason:
+        pytest.skip(f"no headless browser: {reason}")
     cfg = tmp_path / "small.yaml"
     cfg.write_text(
         yaml.safe_dump(
@@ -387,9 +394,16 @@ def test_demo_to_report(tmp_path):
     assert summary["roc_auc"].between(0, 1).all()
     for label in ("music", "speech"):
         assert (res / f"models/{label}.pt").stat().st_size > 10_000
-        assert (res / f"plots/{label}/roc_pr.png").exists()
+        for plot in ("roc_pr", "confusion", "training_curves", "summary_features"):
+            assert (res / f"plots/{label}/{plot}.png").exists()
+        scores = pd.read_csv(res / f"metrics/{label}_scores.tsv", sep="\t")
+        assert list(scores.columns) == ["ytid", "split", "start", "end", "target", "cnn",
+                                        "dense", "logreg"]  # fmt: skip
     feats = ds.dataset(res / "features/train", format="parquet").to_table(columns=["status"])
     assert feats.num_rows > 0 and set(feats.column("status").to_pylist()) == {"ok"}
+    bench = pd.read_csv(res / "reports/benchmarks.tsv", sep="\t").set_index("rule")
+    assert {"download", "features", "train", "errors", "demo_media"} <= set(bench.index)
+    assert bench.loc["download", "jobs"] == len(list((res / "benchmarks/download").rglob("*.tsv")))
     rep = subprocess.run(
         [*base, "--report", str(res / "report.html")],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
@@ -397,3 +411,32 @@ def test_demo_to_report(tmp_path):
     assert rep.returncode == 0, rep.stderr[-3000:]
     html = (res / "report.html").read_text(errors="replace")
     assert "availability_funnel.png" in html and "roc_pr.png" in html
+
+    exe = browser.find() or browser.install()
+    dom = browser.dump_dom(exe, res / "report.html")
+    page = browser.Elements(dom, root_id="app")  # what the report's scripts rendered
+    assert "asf-overview" in page.ids, dom[-2000:]
+    metrics = page.tables["asf-metrics"]
+    assert metrics[0][:5] == ["label", "model", "ROC-AUC", "AP", "F1"]
+    assert "threshold" in metrics[0] and len(metrics) == 1 + len(summary)
+    assert {r[0] for r in metrics[1:]} == {"Music", "Speech"}
+    assert {r[1] for r in metrics[1:]} == {"CNN (log-mel)", "Dense (seed)", "Logistic regression"}
+    avail = page.tables["asf-availability"]
+    assert [r[0] for r in avail[1:]] == ["selected", "download", "transcode", "trim", "features"]
+    assert any(i.get("alt") == "availability funnel" and i["src"].startswith("data:image/png")
+               for i in page.images)  # fmt: skip
+    assert {"asf-labels", "asf-benchmarks", "asf-config"} <= set(page.tables)
+    assert [r[0] for r in page.tables["asf-labels"][1:]] == ["Music", "Speech"]
+    shot = browser.screenshot(exe, res / "report.html", tmp_path / "report.png")
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1600, 2400)
+        assert len(im.convert("L").getcolors(1 << 16) or []) > 50  # drawn, not a blank page
+    # a label's worst mistakes: one player (the trimmed clip, embedded) per row
+    errors = browser.Elements(browser.dump_dom(exe, res / "reports/errors/music.html"))
+    rows = sum(len(t) - 1 for t in errors.tables.values())
+    assert len(errors.audio) == rows and rows <= 10
+    assert all(a["src"].startswith("data:audio/flac;base64,") for a in errors.audio)
+    if errors.audio:  # the browser decodes the embedded clip: 10 s, as trimmed
+        assert browser.audio_duration(exe, errors.audio[0]["src"], tmp_path) == "duration=10"

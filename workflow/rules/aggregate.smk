@@ -1,4 +1,5 @@
-# Stage 5: the availability funnel and the download ledger over every shard.
+# Stage 5: the availability funnel, the failures by reason and the download ledger over every
+# shard.
 
 
 rule aggregate:
@@ -8,6 +9,7 @@ rule aggregate:
     output:
         availability=f"{RES}/reports/availability.tsv",
         ledger=f"{RES}/reports/download_ledger.tsv",
+        failures=f"{RES}/reports/failures.tsv",
     log:
         f"{RES}/logs/aggregate.log",
     benchmark:
@@ -27,6 +29,7 @@ rule funnel:
             f"{RES}/plots/availability_funnel.png",
             caption="../report/funnel.rst",
             category="1. Data",
+            subcategory="Availability",
         ),
     log:
         f"{RES}/logs/funnel.log",

@@ -150,4 +150,43 @@ def all_targets():
         *[f"{RES}/models/{slug}.pt" for slug in LABEL_SLUGS],
         f"{RES}/metrics/summary.tsv",
         *[f for s in splits() for f in feature_shards(s)],
+        *[f"{RES}/reports/errors/{slug}.html" for slug in LABEL_SLUGS],
+        *[f"{RES}/plots/{slug}/summary_features.png" for slug in LABEL_SLUGS],
+        f"{RES}/reports/overview.html",
     ]
+
+
+# Rules whose benchmark files are summed (by the benchmarks rule), per shard, per label, once.
+SHARD_RULES = ["download", "transcode", "trim", "features"]
+LABEL_RULES = ["dataset", "train", "errors", "class_features"]
+SINGLE_RULES = ["aggregate", "funnel", "feature_examples", "metrics_summary"]
+
+
+def benchmark_inputs(wildcards):
+    """The benchmark file of every job before the report (all but benchmarks and overview)."""
+    files = [
+        f for r in SHARD_RULES for f in per_shard(str(getattr(rules, r).benchmark))
+    ]
+    files += expand(
+        [str(getattr(rules, r).benchmark) for r in LABEL_RULES], label=LABEL_SLUGS
+    )
+    files += [str(getattr(rules, r).benchmark) for r in SINGLE_RULES]
+    if DEMO:
+        files.append(str(rules.demo_media.benchmark))
+    return files
+
+
+def labels_param(wildcards):
+    """Slug, MID and name of every target label, in order."""
+    return [{"slug": lab.slug, **label_info(lab.slug)} for lab in PLAN.labels]
+
+
+def datasets_param(wildcards):
+    """Each label's dataset parts: {slug: {part: path}}."""
+    parts = ("train", "val", "test")
+    return {s: {p: DATASET.format(label=s, part=p) for p in parts} for s in LABEL_SLUGS}
+
+
+def dropped_param(wildcards):
+    """Labels dropped by the quality filter, with their rated-true ratio."""
+    return [(lab.name, float(ratio)) for lab, ratio in PLAN.dropped]

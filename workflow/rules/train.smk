@@ -41,22 +41,23 @@ rule train:
     output:
         model=f"{RES}/models/{{label}}.pt",
         metrics=f"{RES}/metrics/{{label}}.json",
+        scores=f"{RES}/metrics/{{label}}_scores.tsv",
         roc_pr=report(
             f"{RES}/plots/{{label}}/roc_pr.png",
             caption="../report/roc_pr.rst",
-            category="Classifiers",
+            category="2. Classifiers",
             subcategory="{label}",
         ),
         confusion=report(
             f"{RES}/plots/{{label}}/confusion.png",
             caption="../report/confusion.rst",
-            category="Classifiers",
+            category="2. Classifiers",
             subcategory="{label}",
         ),
         curves=report(
             f"{RES}/plots/{{label}}/training_curves.png",
             caption="../report/training_curves.rst",
-            category="Classifiers",
+            category="2. Classifiers",
             subcategory="{label}",
         ),
     log:
@@ -87,12 +88,12 @@ rule metrics_summary:
         summary=report(
             f"{RES}/metrics/summary.tsv",
             caption="../report/summary.rst",
-            category="Metrics",
+            category="3. Metrics",
         ),
         plot=report(
             f"{RES}/plots/summary.png",
             caption="../report/summary_plot.rst",
-            category="Metrics",
+            category="3. Metrics",
         ),
     log:
         f"{RES}/logs/metrics_summary.log",

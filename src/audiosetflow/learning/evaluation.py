@@ -23,6 +23,7 @@ __all__ = [
     "plot_confusion",
     "plot_training_curves",
     "plot_summary",
+    "confusion_rates",
     "SUMMARY_COLUMNS",
 ]
 
@@ -223,23 +224,37 @@ def plot_roc_pr(
     _save(fig, out)
 
 
+def confusion_rates(cm: Sequence[Sequence[int]]) -> np.ndarray:
+    """Row-normalised confusion matrix: each cell's share of its true class
+    (``[[TNR, FPR], [FNR, TPR]]``); a row without clips is all NaN."""
+    cm = np.asarray(cm, dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(rows > 0, cm / np.where(rows > 0, rows, 1), np.nan)
+
+
 def plot_confusion(
     confusions: Mapping[str, Sequence[Sequence[int]]], out: str | Path, *, title: str = ""
 ) -> None:
-    """One confusion matrix panel per model (``[[tn, fp], [fn, tp]]``), counts annotated."""
+    """One confusion matrix panel per model (``[[tn, fp], [fn, tp]]``): each cell shows its
+    count and its rate within the true class (row), and is shaded by that rate."""
     plt = _plt()
     n = max(len(confusions), 1)
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.6), squeeze=False)
+    names = {(0, 0): "TN", (0, 1): "FP", (1, 0): "FN", (1, 1): "TP"}
     for ax, (name, cm) in zip(axes[0], confusions.items(), strict=False):
         cm = np.asarray(cm)
-        ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
+        rates = confusion_rates(cm)
+        ax.imshow(np.nan_to_num(rates), cmap="Blues", vmin=0, vmax=1)
         for i in range(2):
             for j in range(2):
-                dark = cm[i, j] > cm.max() / 2
+                r = rates[i, j]
+                dark = np.isfinite(r) and r > 0.5
+                rate = "n/a" if not np.isfinite(r) else f"{100 * r:.0f} %"
                 ax.text(
                     j,
                     i,
-                    str(int(cm[i, j])),
+                    f"{names[(i, j)]} {int(cm[i, j])}\n{rate}",
                     ha="center",
                     va="center",
                     color="white" if dark else "black",
@@ -248,6 +263,14 @@ def plot_confusion(
         ax.set_yticks([0, 1], ["neg", "pos"])
         ax.set(xlabel="Predicted", title=MODEL_TITLES.get(name, name))
     axes[0][0].set_ylabel("True")
+    fig.text(
+        0.5,
+        -0.02,
+        "count and share of the true class (row): TN/FP rates of negatives, FN/TP of positives",
+        ha="center",
+        fontsize=8,
+        color="0.3",
+    )
     if title:
         fig.suptitle(title)
     _save(fig, out)
@@ -286,14 +309,30 @@ def plot_training_curves(
 
 
 def plot_summary(summary: pd.DataFrame, out: str | Path) -> None:
-    """Grouped bars of test ROC-AUC and average precision per label and model."""
+    """Grouped bars of test ROC-AUC and average precision per label and model, each bar
+    labelled with its value; one legend for both panels, below them."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    titles = {"roc_auc": "ROC-AUC", "average_precision": "average precision (AP)"}
     for ax, metric in zip(axes, ("roc_auc", "average_precision"), strict=True):
         if len(summary):
             wide = summary.pivot_table(index="name", columns="model", values=metric, sort=False)
+            order = [m for m in MODEL_TITLES if m in wide.columns]
+            wide = wide[order + [m for m in wide.columns if m not in order]]
             wide = wide.rename(columns=lambda m: MODEL_TITLES.get(m, m))
-            wide.plot.bar(ax=ax, rot=0, ylim=(0, 1.05))
-            ax.legend(fontsize=8, loc="lower right")
-        ax.set(title=metric.replace("_", " "), xlabel="")
+            wide.plot.bar(ax=ax, rot=0, ylim=(0, 1.12), legend=False, width=0.8)
+            for cont in ax.containers:
+                ax.bar_label(cont, fmt="%.2f", fontsize=7, padding=1)
+        ax.set_title(f"Test {titles[metric]}")
+        ax.set_xlabel("label")
+        ax.set_ylabel(titles[metric])
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles, labels, loc="lower center", ncols=len(labels), frameon=False,
+            bbox_to_anchor=(0.5, -0.01),
+        )  # fmt: skip
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     _save(fig, out)

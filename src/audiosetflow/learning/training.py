@@ -25,7 +25,7 @@ from torch import nn
 
 from ..config import section
 from ..errors import InputError
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_path, atomic_write_text, write_tsv
 from .evaluation import (
     binary_metrics,
     choose_threshold,
@@ -71,6 +71,8 @@ __all__ = [
     "train_logreg",
     "evaluate_model",
     "write_outputs",
+    "SCORES_COLUMNS",
+    "scores_table",
     "run_train",
 ]
 
@@ -650,6 +652,9 @@ class TrainOutputs:
     roc_pr, confusion, curves : str or Path
         PNG figures: ROC and precision-recall curves of the test set, confusion matrices at
         the validation thresholds, and the CNN's and dense baseline's training curves.
+    scores : str, Path or None
+        The per-clip test scores (:data:`SCORES_COLUMNS` then one column per model of
+        :data:`MODEL_KINDS`), ``results/metrics/{label}_scores.tsv``; None: not written.
     """
 
     model: str | Path
@@ -657,6 +662,7 @@ class TrainOutputs:
     roc_pr: str | Path
     confusion: str | Path
     curves: str | Path
+    scores: str | Path | None = None
 
 
 @dataclass(frozen=True)
@@ -699,7 +705,9 @@ class LabelData:
     Attributes
     ----------
     parts : dict of str to DataFrame
-        The dataset: ``ytid, split, target`` per clip (:func:`~.datasets.read_dataset`).
+        The dataset: ``ytid, split, target`` per clip (:func:`~.datasets.read_dataset`), plus
+        the segment's ``start, end`` (seconds) once its features are loaded
+        (:func:`load_label_data`).
     y : dict of str to ndarray of float32, shape (n,)
         Targets (1: the clip has the label).
     cnn : dict of str to FeatureStream
@@ -882,6 +890,9 @@ def load_features(
     summary : dict of str to ndarray of float32, shape (n, k)
         The seed summary columns, in the part's order.
 
+    Each part's DataFrame gets the columns ``start`` and ``end`` (its clips' segments, in
+    seconds) when it has none.
+
     Raises
     ------
     audiosetflow.errors.InputError
@@ -894,6 +905,10 @@ def load_features(
     )
     columns = seed_columns(summary_columns(next(iter(cnn.values())).index.params))
     summary = {p: st.read_columns(columns) for p, st in cnn.items()}
+    for p, part in parts.items():  # the segments, for the per-clip scores table
+        if isinstance(part, pd.DataFrame) and len(part) and "start" not in part.columns:
+            seg = cnn[p].read_columns(["start", "end"]).astype(np.float64)
+            part["start"], part["end"] = seg[:, 0], seg[:, 1]
     for st in cnn.values():
         st.close()
     return cnn, summary
@@ -1164,8 +1179,9 @@ def write_outputs(
     y_test: np.ndarray,
     test_scores: Mapping[str, np.ndarray],
     histories: Mapping[str, list[dict]],
+    test_part: pd.DataFrame | None = None,
 ) -> None:
-    """Write the checkpoint, the figures and (last) the metrics JSON of a job.
+    """Write the checkpoint, the figures, the test scores and (last) the metrics JSON of a job.
 
     Each file is written atomically; the metrics JSON comes last, so that its presence means
     the job finished.
@@ -1185,10 +1201,14 @@ def write_outputs(
         Each model's scores of the test part (ROC / PR figure).
     histories : mapping of str to list of dict
         Per-epoch histories of the networks (training-curves figure).
+    test_part : DataFrame, optional
+        The test part (``ytid, split, target, start, end``, in the order of ``test_scores``);
+        with ``job.outputs.scores`` set, its rows and every model's score are written there
+        (:func:`scores_table`).
 
     See Also
     --------
-    save_checkpoint, TrainResult.metrics
+    save_checkpoint, TrainResult.metrics, scores_table
     """
     out, label = job.outputs, job.label
     cnn_metrics = result.models["cnn"]
@@ -1209,8 +1229,55 @@ def write_outputs(
         {k: m.test["confusion"] for k, m in result.models.items()}, out.confusion, title=title
     )
     plot_training_curves(dict(histories), out.curves, title=f"{label.display}: training")
+    if out.scores is not None:
+        if test_part is None:
+            raise ValueError("write_outputs: outputs.scores is set but test_part is not given")
+        write_tsv(out.scores, scores_table(test_part, test_scores))
     text = json.dumps(result.metrics(), indent=1, default=_json_default) + "\n"
     atomic_write_text(out.metrics, text)
+
+
+#: The first columns of the scores table (:func:`scores_table`); one column per model follows.
+SCORES_COLUMNS: list[str] = ["ytid", "split", "start", "end", "target"]
+
+
+def scores_table(part: pd.DataFrame, scores: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Per-clip scores of a dataset part: one row per clip, one score column per model.
+
+    Parameters
+    ----------
+    part : DataFrame
+        ``ytid, split, target`` and the segment's ``start, end`` (seconds), as in
+        :attr:`LabelData.parts`.
+    scores : mapping of str to ndarray, shape (n,)
+        Each model's probability of the label for the clips of ``part``, in its order.
+
+    Returns
+    -------
+    DataFrame
+        :data:`SCORES_COLUMNS` then one column per model (in the order of ``scores``), the
+        scores rounded to 6 decimals; ``target`` is 0 or 1.
+
+    Raises
+    ------
+    ValueError
+        If a model's scores do not have one value per clip.
+    """
+    out = pd.DataFrame(
+        {
+            "ytid": part["ytid"].astype(str).to_numpy(),
+            "split": part["split"].astype(str).to_numpy(),
+            "start": part["start"].to_numpy(dtype=float),
+            "end": part["end"].to_numpy(dtype=float),
+            "target": part["target"].to_numpy().astype(int),
+        }
+    )
+    for kind, s in scores.items():
+        s = np.asarray(s, dtype=float)
+        if len(s) != len(out):
+            raise ValueError(f"scores of {kind}: {len(s)} values for {len(out)} clips")
+        out[kind] = np.round(s, 6)
+    return out
 
 
 def run_train(
@@ -1308,6 +1375,7 @@ def run_train(
         y_test=data.y["test"],
         test_scores={k: f.scores["test"] for k, f in fitted.items()},
         histories={k: f.history for k, f in fitted.items() if f.history is not None},
+        test_part=data.parts["test"],
     )
     logger.info("%s: done in %.1f s", name, time.perf_counter() - t0)
     return result

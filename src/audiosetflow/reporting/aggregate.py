@@ -11,7 +11,15 @@ import pandas as pd
 from ..io import write_tsv
 from ..shard import STAGES, ShardTable, Status
 
-__all__ = ["AVAILABILITY_COLUMNS", "OUTCOME_COLUMNS", "stage_outcomes", "availability", "aggregate"]
+__all__ = [
+    "AVAILABILITY_COLUMNS",
+    "OUTCOME_COLUMNS",
+    "FAILURE_COLUMNS",
+    "stage_outcomes",
+    "availability",
+    "failures",
+    "aggregate",
+]
 
 log = logging.getLogger("audiosetflow.aggregate")
 
@@ -20,10 +28,11 @@ AVAILABILITY_COLUMNS = ["split", "stage", "entered", "done", "failed", "reasons"
 
 #: Columns of :func:`stage_outcomes`.
 OUTCOME_COLUMNS = ["split", "stage", "status", "reason", "count"]
+#: Columns of ``failures.tsv`` (:func:`failures`).
+FAILURE_COLUMNS = OUTCOME_COLUMNS
 
 
 def _short_reason(reason: str, limit: int = 80) -> str:
-    reason = " ".join(reason.split())
     return reason if len(reason) <= limit else reason[: limit - 1] + "…"
 
 
@@ -43,7 +52,8 @@ def stage_outcomes(tables: Sequence[ShardTable]) -> pd.DataFrame:
     -------
     DataFrame
         :data:`OUTCOME_COLUMNS`, one row per split, stage, status and reason (the reason as
-        recorded, blanks collapsed to single spaces): ``count`` YTIDs. Rows are in split
+        recorded, blanks collapsed to single spaces, the YTID written ``{ytid}``): ``count``
+        YTIDs. Rows are in split
         order, then stage order (:data:`audiosetflow.shard.STAGES`); a stage that no YTID of a
         split entered has one row with status ``pending`` and ``count`` 0.
     """
@@ -53,14 +63,19 @@ def stage_outcomes(tables: Sequence[ShardTable]) -> pd.DataFrame:
         entered = pd.Series(True, index=df.index)
         for stage in STAGES:
             status = df[f"{stage}_status"]
-            reason = df.loc[entered, f"{stage}_reason"].str.split().str.join(" ")
+            # the YTID itself (in yt-dlp's messages, file names) is written {ytid}, so that the
+            # same failure of many YTIDs counts as one reason
+            reason = [
+                " ".join(r.replace(y, "{ytid}").split())
+                for r, y in zip(df.loc[entered, f"{stage}_reason"], df.index[entered], strict=True)
+            ]
             parts.append(
                 pd.DataFrame(
                     {
                         "split": df.loc[entered, "split"],
                         "stage": stage,
                         "status": status[entered],
-                        "reason": reason.fillna(""),
+                        "reason": reason,
                     }
                 )
             )
@@ -122,16 +137,51 @@ def availability(tables: Sequence[ShardTable]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=AVAILABILITY_COLUMNS)
 
 
+def failures(tables: Sequence[ShardTable]) -> pd.DataFrame:
+    """Per split, stage, status and reason: how many YTIDs stopped there.
+
+    A YTID stops at the first stage it did not finish; those a stage has not reached yet count
+    as ``pending``.
+
+    Parameters
+    ----------
+    tables : sequence of ShardTable
+        The final table of every shard (the features stage's).
+
+    Returns
+    -------
+    DataFrame
+        :data:`FAILURE_COLUMNS`, one row per (split, stage, status, reason), in split and stage
+        order, then by count (largest first); ``reason`` is at most 120 characters, with the
+        YTID written ``{ytid}``. Empty when every YTID finished.
+
+    See Also
+    --------
+    stage_outcomes : the counts this table is made of.
+    """
+    out = stage_outcomes(tables)
+    out = out[(out["status"] != Status.OK.value) & (out["count"] > 0)]
+    out = out.assign(reason=[_short_reason(r, 120) for r in out["reason"]])
+    out = out.groupby(["split", "stage", "status", "reason"], sort=False)["count"].sum()
+    out = out.reset_index()
+    order = {s: i for i, s in enumerate(STAGES)}
+    out = out.assign(_o=out["stage"].map(order), _n=-out["count"])
+    out = out.sort_values(["split", "_o", "_n", "status", "reason"], kind="stable")
+    return out.reset_index(drop=True)[FAILURE_COLUMNS]
+
+
 def aggregate(
     *,
     tables: Sequence[str | Path],
     features: Sequence[str | Path],
     availability_out: str | Path,
     ledger_out: str | Path,
+    failures_out: str | Path | None = None,
     logger: logging.Logger | None = None,
 ) -> pd.DataFrame:
-    """Write ``availability.tsv`` and ``download_ledger.tsv`` over every shard, and check that
-    each split's feature shards open as one pyarrow dataset with one schema.
+    """Write ``availability.tsv``, ``download_ledger.tsv`` and ``failures.tsv`` over every
+    shard, and check that each split's feature shards open as one pyarrow dataset with one
+    schema.
 
     Parameters
     ----------
@@ -142,6 +192,8 @@ def aggregate(
     availability_out, ledger_out : path
         The two reports (:func:`availability`; the ledger has
         :data:`audiosetflow.shard.LEDGER_COLUMNS`).
+    failures_out : path, optional
+        The failures by stage and reason (:func:`failures`).
     logger : logging.Logger, optional
 
     Returns
@@ -162,6 +214,8 @@ def aggregate(
         logger.info("%s: %d shards, %d rows, one schema", folder, len(files), dset.count_rows())
     ledgers = [t.ledger() for t in shard_tables]
     write_tsv(ledger_out, pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame())
+    if failures_out is not None:
+        write_tsv(failures_out, failures(shard_tables))
     write_tsv(availability_out, table)
     for row in table.itertuples(index=False):
         logger.info("%s %-9s entered=%d done=%d failed=%d %s", *row)

@@ -35,7 +35,8 @@ def plot_clip(
     """Draw one clip's waveform and features and save the figure as a PNG.
 
     Panels, top to bottom: waveform; log-mel spectrogram (dB) with the spectral centroid and
-    roll-off drawn over it (on the mel axis, in Hz); MFCC; zero-crossing rate; chroma.
+    roll-off drawn over it (on the mel axis, in Hz); MFCC c1 and up (c0, the log energy, is
+    left out: its scale would wash out the others); zero-crossing rate; chroma.
 
     Parameters
     ----------
@@ -102,17 +103,27 @@ def plot_clip(
     ax.legend(loc="upper right", fontsize=8)
     fig.colorbar(im, ax=ax, label="dB")
 
+    # c0 (the log energy) is an order of magnitude larger than the other coefficients and would
+    # wash them out: the image shows c1 and up on a symmetric scale of their own
     ax = axes[2]
+    mfcc = np.asarray(feats["mfcc"])
+    rest = mfcc[1:] if mfcc.shape[0] > 1 else mfcc
+    lo = 1 if mfcc.shape[0] > 1 else 0
+    lim = float(np.nanpercentile(np.abs(rest), 99)) if rest.size else 1.0
     im = ax.imshow(
-        feats["mfcc"],
+        rest,
         origin="lower",
         aspect="auto",
         cmap="coolwarm",
-        extent=(0, t_end, -0.5, feats["mfcc"].shape[0] - 0.5),
+        extent=(0, t_end, lo - 0.5, mfcc.shape[0] - 0.5),
         interpolation="nearest",
+        vmin=-max(lim, 1e-6),
+        vmax=max(lim, 1e-6),
     )
     ax.set_ylabel("coefficient")
-    ax.set_title("MFCC")
+    ax.set_title(
+        f"MFCC c1–c{mfcc.shape[0] - 1} (c0, the log energy, left out: it would swamp the scale)"
+    )
     fig.colorbar(im, ax=ax)
 
     ax = axes[3]

@@ -12,16 +12,29 @@ from ..io import atomic_path
 __all__ = ["plot_funnel"]
 
 
+def _fit(line: str, width: int) -> str:
+    """Shorten a reason line (``stage: status: reason xN``) to ``width`` characters, keeping
+    its count."""
+    if len(line) <= width:
+        return line
+    head, sep, count = line.rpartition(" x")
+    if not sep or not count.isdigit():
+        return line[: width - 1] + "…"
+    return head[: width - len(count) - 3] + "…" + sep + count
+
+
 def plot_funnel(availability: pd.DataFrame, path: str | Path) -> None:
     """Plot ``availability.tsv`` (see :func:`audiosetflow.reporting.aggregate.availability`)
     as one bar chart per split: clips done after each stage, failures stacked on top, the commonest
-    failure reasons written under the chart. Saved atomically as PNG."""
+    failure reasons written under the chart (shortened to fit under their panel). Saved
+    atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     splits = list(dict.fromkeys(availability["split"]))
+    width = 96  # characters of a reason line that fit under one panel
     fig, axes = plt.subplots(
         1, max(1, len(splits)), figsize=(6.5 * max(1, len(splits)), 5.2), squeeze=False
     )
@@ -42,7 +55,7 @@ def plot_funnel(availability: pd.DataFrame, path: str | Path) -> None:
         reasons = []
         for stage, text in zip(part["stage"], part["reasons"].fillna(""), strict=True):
             for item in [t for t in str(text).split("; ") if t][:3]:
-                reasons.append(f"{stage}: {item}")
+                reasons.append(_fit(f"{stage}: {item}", width))
         if reasons:
             ax.text(
                 0.0, -0.14, "\n".join(reasons[:8]), transform=ax.transAxes, va="top", fontsize=7,
