@@ -268,6 +268,18 @@ def _small_fs(path: Path, size: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@contextlib.contextmanager
+def full_disk(path: Path, free_kib: int):
+    """A real file system at ``path`` with only ``free_kib`` KiB free: a 32 MiB tmpfs and a
+    filler file. Yields the function that frees the space (deletes the filler), as a user
+    would: what was written stays."""
+    with _small_fs(path, "32m") as fs:
+        filler = fs / ".filler"
+        with open(filler, "wb") as fh:
+            fh.write(b"\0" * (32 * 1024 - free_kib) * 1024)
+        yield lambda: filler.unlink()
+
+
 def test_machine_errors_are_recognised():
     assert machine_error(OSError(errno.ENOSPC, "No space left on device")).code == "ENOSPC"
     assert machine_error(OSError(errno.EROFS, "Read-only file system")).code == "EROFS"
@@ -290,13 +302,13 @@ def test_full_disk_is_transient_and_a_rerun_redoes_it(tmp_path, stage, caplog):
     shard, _ = _shard(tmp_path, ytids)
     target = {"transcode": shard.pcm_dir, "trim": shard.clips_dir,
               "features": shard.parquet.parent}[stage]  # fmt: skip
-    size = {"transcode": "1200k", "trim": "600k", "features": "16k"}[stage]
+    free_kib = {"transcode": 1200, "trim": 600, "features": 16}[stage]
     if stage != "transcode":
         run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
                       sample_rate=SR)  # fmt: skip
     if stage == "features":
         run_trim(shard.table("transcode"), shard=shard, out=shard.table("trim"), clip_seconds=10.0)
-    with _small_fs(target, size):
+    with full_disk(target, free_kib) as free_space:
         with pytest.raises(MachineError) as info:
             if stage == "transcode":
                 _run_all(shard)
@@ -317,10 +329,11 @@ def test_full_disk_is_transient_and_a_rerun_redoes_it(tmp_path, stage, caplog):
             with pytest.raises(SystemExit) as ex, stage_job(stage, log):
                 raise info.value
         assert ex.value.code == 1 and caplog.records[-1].getMessage() == line
-    # the space is free again (the small file system is gone): a plain rerun finishes all
-    t = _run_all(shard)
-    assert t.passed("features") == ytids
-    assert len(load_summary([shard.parquet])) == 6
+        # the user frees space (what was written stays): a plain rerun finishes all
+        free_space()
+        t = _run_all(shard)
+        assert t.passed("features") == ytids
+        assert len(load_summary([shard.parquet])) == 6
 
 
 def test_full_log_file_is_one_line_not_a_traceback(tmp_path):

@@ -205,25 +205,28 @@ def test_full_disk_fails_the_run_in_one_line_and_a_rerun_finishes(tmp_path):
     corpus = _corpus(tmp_path, per_class=3, faulty=False)
     clips = tmp_path / "results/audio/clips/train"
     clips.mkdir(parents=True)
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(clips)],
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(clips)],
                            capture_output=True, text=True)  # fmt: skip
     if mount.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mount.stderr.strip()}")
     try:
+        filler = clips / ".filler"  # all but 600 KiB of the disk taken
+        filler.write_bytes(b"\0" * (32 * 1024 - 600) * 1024)
         with FaultServer(tmp_path / "media") as srv:
             cfg = _config(tmp_path, srv.url_template())
             first = _snakemake(tmp_path, cfg, check=False)
+        out = first.stdout + first.stderr
+        assert first.returncode != 0
+        assert "trim: No space left on device (ENOSPC) at " in out
+        assert "free disk space and rerun the same command" in out
+        assert "--- Logging error ---" not in out and "Traceback" not in out
+        filler.unlink()  # the user frees space; what was written stays
+        with FaultServer(tmp_path / "media") as srv:
+            _snakemake(tmp_path, cfg)
+            assert not any(srv.requests.values())  # nothing downloaded again
+        feats = ds.dataset(tmp_path / "results/features/train", format="parquet").to_table()
     finally:
         subprocess.run(["umount", "-l", str(clips)], check=False)
-    out = first.stdout + first.stderr
-    assert first.returncode != 0
-    assert "trim: No space left on device (ENOSPC) at " in out
-    assert "free disk space and rerun the same command" in out
-    assert "--- Logging error ---" not in out and "Traceback" not in out
-    with FaultServer(tmp_path / "media") as srv:
-        _snakemake(tmp_path, cfg)
-        assert not any(srv.requests.values())  # nothing downloaded again
-    feats = ds.dataset(tmp_path / "results/features/train", format="parquet").to_table()
     status = feats.to_pandas().set_index("ytid")["status"]
     train = corpus.loc[corpus["split"] == "train", "ytid"]
     assert (status.loc[train] == "ok").all()
