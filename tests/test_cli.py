@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pty
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from synth_features import SR, synth_clip
+from ttyread import run_on_tty
 
 import audiosetflow
 from audiosetflow.audio.features import FeatureParams, compute
@@ -337,22 +337,8 @@ def test_predict_shows_a_progress_bar_on_a_terminal_and_none_when_piped(models_d
     """stderr on a real pseudo-terminal: a bar; stderr through a pipe: only the error lines.
     stdout (a pipe both times) carries the same table, never a bar."""
     files = [media["tone"], media["bad"], media["noise"]]
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(_predict_cmd(models_dir, files), stdout=subprocess.PIPE,
-                            stderr=slave, env=_env())  # fmt: skip
-    os.close(slave)
-    tty = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        tty += chunk
-    out = proc.stdout.read().decode()
-    assert proc.wait(timeout=120) == 1
-    os.close(master)
+    code, out, tty = run_on_tty(_predict_cmd(models_dir, files), env=_env(), timeout=120)
+    assert code == 1
     text = tty.decode()
     assert "\r" in text and "audiosetflow predict 3/3 [" in text and "files/s" in text
     assert "audiosetflow predict 0/3 [" in text  # drawn before the first file

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pty
 import subprocess
 import sys
 from importlib.metadata import version
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from ttyread import run_on_tty
 
 import audiosetflow
 from audiosetflow.cli import main
@@ -224,23 +224,10 @@ def test_import_of_the_command_line_does_not_import_snakemake():
 
 
 def test_reading_many_records_shows_a_bar_on_a_terminal_only(results):
-    master, slave = pty.openpty()
     env = {**os.environ, "PYTHONPATH": SRC, "TERM": "xterm"}
     cmd = [sys.executable, "-m", "audiosetflow", "status", "--results", str(results)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, env=env)
-    os.close(slave)
-    tty = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        tty += chunk
-    out = proc.stdout.read().decode()
-    assert proc.wait(timeout=60) == 0
-    os.close(master)
+    code, out, tty = run_on_tty(cmd, env=env, timeout=60)
+    assert code == 0
     assert "reading shard records 3/3 [" in tty.decode()
     assert tty.endswith(b"\r\x1b[K")  # erased: the terminal shows nothing of it afterwards
     assert out == _run("status", "--results", str(results)).stdout

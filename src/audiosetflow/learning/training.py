@@ -57,6 +57,7 @@ __all__ = [
     "load_checkpoint",
     "seed_columns",
     "MODEL_KINDS",
+    "SCORED_PARTS",
     "LabelRef",
     "TrainOutputs",
     "TrainJob",
@@ -599,6 +600,8 @@ def seed_columns(columns: Sequence[str]) -> list[str]:
 
 #: The models trained for every label, in the order they are trained and reported.
 MODEL_KINDS: tuple[str, ...] = ("cnn", "dense", "logreg")
+#: The parts whose scores are computed (metrics and the per-clip scores table).
+SCORED_PARTS: tuple[str, ...] = ("val", "test")
 
 
 @dataclass(frozen=True)
@@ -736,7 +739,9 @@ class FittedModel:
         One of :data:`MODEL_KINDS`.
     model : nn.Module or sklearn Pipeline
     scores : dict of str to ndarray, shape (n,)
-        Probability of the label for every clip of each part.
+        Probability of the label for every clip of the evaluated parts (:data:`SCORED_PARTS`;
+        the train part is not scored: nothing uses it, and for the CNN it would be another
+        pass over the largest part).
     seconds : float
         Time spent fitting.
     history : list of dict or None
@@ -1032,7 +1037,7 @@ def train_cnn(
     Returns
     -------
     FittedModel
-        The network with the weights of its best epoch, its scores on every part (in the
+        The network with the weights of its best epoch, its scores on val and test (in the
         part's order) and its history.
 
     See Also
@@ -1051,7 +1056,7 @@ def train_cnn(
     kw = _fit_kwargs(settings, device, logger or log)
     del kw["batch_size"]
     res = fit_batches(cnn, train, val, name=f"{name} cnn", **kw)
-    scores = {p: predict_stream(cnn, streams[p], device=device) for p in data.parts}
+    scores = {p: predict_stream(cnn, streams[p], device=device) for p in SCORED_PARTS}
     for st in (train, val, *streams.values()):
         st.close()
     return FittedModel("cnn", cnn, scores, res.seconds, res.history, res.best_epoch)
@@ -1094,7 +1099,7 @@ def train_dense(
         "batch_size": min(settings.batch_size, 16),
     }
     res = fit_torch(dense, S["train"], y["train"], S["val"], y["val"], name=f"{name} dense", **kw)
-    scores = {p: predict_scores(dense, S[p]) for p in data.parts}
+    scores = {p: predict_scores(dense, S[p]) for p in SCORED_PARTS}
     return FittedModel("dense", dense, scores, res.seconds, res.history, res.best_epoch)
 
 
@@ -1115,7 +1120,7 @@ def train_logreg(data: LabelData, settings: TrainSettings) -> FittedModel:
     S, y = data.summary, data.y
     t0 = time.perf_counter()
     clf = fit_logreg(S["train"], y["train"], seed=settings.seed)
-    scores = {p: clf.predict_proba(S[p])[:, 1] for p in data.parts}
+    scores = {p: clf.predict_proba(S[p])[:, 1] for p in SCORED_PARTS}
     return FittedModel("logreg", clf, scores, time.perf_counter() - t0)
 
 
