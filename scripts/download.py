@@ -2,6 +2,7 @@
 the next run whether to retry."""
 
 from audiosetflow.acquisition.download import DownloadConfig, download_shard
+from audiosetflow.acquisition.sources import parse_sources
 from audiosetflow.logutil import setup_logging
 from audiosetflow.shard import Layout, ShardTable
 from audiosetflow.smk import manifest_from_param, stage_job, write_retry_token
@@ -17,5 +18,7 @@ with stage_job("download", log):
         cfg=cfg,
         out=snakemake.output.table,
         log=log,
+        sources=parse_sources(snakemake.params.sources),
+        index=snakemake.input.index[0] if snakemake.input.index else None,
     )
     write_retry_token(shard.token, table, current=snakemake.params.retry_token, cfg=cfg)

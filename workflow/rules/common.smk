@@ -9,6 +9,8 @@ from snakemake.exceptions import WorkflowError
 from audiosetflow import demo as _demo
 from audiosetflow import plan as _plan
 from audiosetflow import smk as _smk
+from audiosetflow.acquisition import sources as _sources
+from audiosetflow.errors import InputError
 from audiosetflow.metadata import MetadataError
 from audiosetflow.shard import Layout
 
@@ -73,6 +75,27 @@ else:
         "afterwards to process the segments.",
         file=sys.stderr,
     )
+
+# Where clips come from (config `sources`): checked here, so that a path that does not exist
+# is one line before any job starts. Local mirrors are indexed once by rule index_sources.
+try:
+    SOURCES = _sources.parse_sources(config["sources"])
+except InputError as _exc:
+    raise WorkflowError(str(_exc)) from None
+MIRRORS = bool(_sources.mirrors(SOURCES))
+YOUTUBE = _sources.has_youtube(SOURCES)
+SOURCE_INDEX = f"{RES}/sources/index.parquet"
+
+
+def source_index(wildcards):
+    """The index of the local sources, for the download jobs (none without local sources)."""
+    return [SOURCE_INDEX] if MIRRORS else []
+
+
+def source_files():
+    """Every file the local sources' globs match (a param: a new file reruns the index)."""
+    return [str(f) for s in _sources.mirrors(SOURCES) for f in s.files]
+
 
 DOWNLOAD_CFG = dict(config["download"])
 if DEMO:
@@ -171,6 +194,8 @@ def benchmark_inputs(wildcards):
         [str(getattr(rules, r).benchmark) for r in LABEL_RULES], label=LABEL_SLUGS
     )
     files += [str(getattr(rules, r).benchmark) for r in SINGLE_RULES]
+    if MIRRORS:
+        files.append(str(rules.index_sources.benchmark))
     if DEMO:
         files.append(str(rules.demo_media.benchmark))
     return files

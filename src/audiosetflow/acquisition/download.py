@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,13 +30,29 @@ from typing import Any
 
 from ..config import section
 from ..errors import MachineError
+from ..io import atomic_path
 from ..shard import ShardLayout, ShardTable, Status
 from .classify import classify
+from .sources import (
+    ClipError,
+    Entry,
+    MirrorReader,
+    Source,
+    check_audio,
+    clip_offset,
+    has_youtube,
+    is_cut,
+    lookup,
+    mirrors,
+)
 from .ytdlp import YtdlpFetcher
 
-__all__ = ["DownloadConfig", "NOT_ATTEMPTED", "download_shard", "retry_wanted"]
+__all__ = ["DownloadConfig", "NOT_ATTEMPTED", "NO_SOURCE", "download_shard", "retry_wanted"]
 
 NOT_ATTEMPTED = "not attempted: shard stopped after rate limiting"
+#: The reason of a YTID that no source has (when ``youtube`` is not one of them).
+NO_SOURCE = "in no source (youtube is not in sources)"
+YOUTUBE = Source("youtube", 0, cut=False)
 #: Statuses in the order progress lines count them.
 _COUNTED = (Status.OK, Status.PERMANENT, Status.AUTH, Status.TRANSIENT, Status.PENDING)
 
@@ -177,8 +193,10 @@ def download_shard(
     cfg: DownloadConfig,
     out: str | Path | None = None,
     log: logging.Logger | None = None,
+    sources: Sequence[Source] | None = None,
+    index: str | Path | None = None,
 ) -> ShardTable:
-    """Download the segments of one shard; resumable per YTID.
+    """Get the segments of one shard, from local mirrors or YouTube; resumable per YTID.
 
     Parameters
     ----------
@@ -193,13 +211,24 @@ def download_shard(
     out : str or Path, optional
         Where the finished table is written too (the rule's declared output).
     log : logging.Logger, optional
+    sources : sequence of Source, optional
+        Where clips come from, in order (:func:`audiosetflow.acquisition.sources.
+        parse_sources`); default: YouTube only. A YTID that a local source has is taken from
+        the first that has a usable copy (decoded completely first: an empty, non-audio or
+        truncated copy is a recorded failure, and the next source that has the YTID is
+        tried, YouTube last). Without ``youtube``, a YTID no local source has is
+        ``permanent`` (:data:`NO_SOURCE`).
+    index : str or Path, optional
+        The index of the local sources (:func:`audiosetflow.acquisition.sources.build_index`);
+        needed when ``sources`` has any.
 
     Returns
     -------
     ShardTable
         ``table``: per YTID ``download_status`` (``ok``, ``permanent``, ``auth`` or
         ``transient``), ``download_reason``, ``attempts``, ``runs``, ``rate_limited``,
-        ``bytes`` and ``updated``.
+        ``bytes``, ``updated``, ``media`` and ``source`` (``youtube``, ``tar:eval03.tar``,
+        ...).
 
     Raises
     ------
@@ -225,39 +254,64 @@ def download_shard(
         shard.clean_temporaries(shard.download_dir, [f"{y}.offset" for y in ytids])
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
+    sources = list(sources) if sources else [YOUTUBE]
+    local = lookup(index, ytids) if index is not None and mirrors(sources) else {}
     try:
-        return _download(table, shard, cfg, out, log)
+        return _download(table, shard, cfg, out, log, sources, local)
     finally:
         marker.unlink(missing_ok=True)
 
 
 def _download(
-    table: ShardTable, shard: ShardLayout, cfg: DownloadConfig, out, log: logging.Logger
+    table: ShardTable,
+    shard: ShardLayout,
+    cfg: DownloadConfig,
+    out,
+    log: logging.Logger,
+    sources: list[Source],
+    local: dict[str, list[Entry]],
 ) -> ShardTable:
     ytids = table.ytids
     finished = shard.media_index(ytids, dict(zip(ytids, table.df["media"], strict=True)))
     tag = f"[shard {shard.name}]"
+    youtube = has_youtube(sources)
 
     todo: list[str] = []
+    from_mirror: list[str] = []
     for y in ytids:
         row = table.row(y)
         status = Status(row["download_status"])
         media = finished.get(y)
         if media is not None:
             reason = row["download_reason"] if status is Status.OK else "found finished media"
-            table.set("download", y, Status.OK, reason, bytes=media.stat().st_size,
-                      media=media.name)  # fmt: skip
+            size = media.size if hasattr(media, "start") else media.stat().st_size
+            name = row["media"] if str(row["media"]).startswith(("tar:", "file:")) else media.name
+            table.set("download", y, Status.OK, reason, bytes=size, media=name,
+                      source=row["source"] or "youtube")  # fmt: skip
+        elif y in local:
+            table.set("download", y, Status.PENDING, "", media="")
+            from_mirror.append(y)
+        elif not youtube:
+            table.set("download", y, Status.PERMANENT, NO_SOURCE, media="", source="")
         elif status is not Status.PENDING and not retry_wanted(status, cfg=cfg):
             continue  # failed for good: kept as it is
         else:
             reason = "pending: media of an earlier ok run is gone" if status is Status.OK else ""
             table.set("download", y, Status.PENDING, reason, media="")
             todo.append(y)
+    table.save(shard)
+    fallback = _from_mirrors(table, shard, from_mirror, local, youtube, log)
+    todo += fallback
     # a YTID that was rate limited last time goes last, so that it cannot starve the others
     todo.sort(key=lambda y: bool(table.df.at[y, "rate_limited"]))
     table.save(shard)
     n = len(ytids)
-    log.info("%s %d YTIDs: %d to download, %d done or skipped", tag, n, len(todo), n - len(todo))
+    log.info(
+        "%s %d YTIDs: %d from local sources, %d to download, %d done or skipped",
+        tag, n, len(from_mirror) - len(fallback), len(todo),
+        n - len(todo) - len(from_mirror) + len(fallback),
+    )  # fmt: skip
+    notes = {y: table.df.at[y, "download_reason"] for y in fallback}
 
     fetcher = YtdlpFetcher(cfg, shard, log)
     stopped = False
@@ -274,8 +328,12 @@ def _download(
             table.set("download", y, Status.TRANSIENT, f"machine: {exc}", updated=_now())
             table.save(shard)
             raise
+        reason = outcome.reason
+        if y in notes:
+            reason = "; ".join(r for r in (reason, notes[y]) if r)
         table.set(
-            "download", y, outcome.status, outcome.reason,
+            "download", y, outcome.status, reason,
+            source="youtube" if outcome.status is Status.OK else "",
             attempts=int(row["attempts"]) + outcome.attempts,
             runs=int(row["runs"]) + 1,
             rate_limited=outcome.rate_limited,
@@ -300,6 +358,75 @@ def _download(
     table.save(shard, out)
     log.info("%s finished: %s", tag, _summary(table))
     return table
+
+
+def _from_mirrors(
+    table: ShardTable,
+    shard: ShardLayout,
+    ytids: list[str],
+    local: dict[str, list[Entry]],
+    youtube: bool,
+    log: logging.Logger,
+) -> list[str]:
+    """Take ``ytids`` from the local sources that have them; return those to try on YouTube.
+
+    Each copy is decoded completely first (:func:`~audiosetflow.acquisition.sources.
+    check_audio`); an unusable one is recorded, and the next source that has the YTID is
+    tried. A YTID with no usable copy is ``permanent`` (the reasons of every copy), or, with
+    YouTube among the sources, passed on to it with those reasons as a note.
+    """
+    reader = MirrorReader()
+    fallback: list[str] = []
+    tag = f"[shard {shard.name}]"
+    for k, y in enumerate(ytids):
+        row = table.row(y)
+        start, end = float(row["start"]), float(row["end"])
+        problems = []
+        for e in local[y]:
+            try:
+                data = reader.read(e)
+                seconds = check_audio(data, name=f"{e.origin}:{y}")
+            except MachineError:
+                table.set("download", y, Status.TRANSIENT, f"machine: reading {e.path}")
+                table.save(shard)
+                raise
+            except (ClipError, OSError) as exc:
+                problems.append(f"{e.origin}: {exc}")
+                continue
+            cut = is_cut(e, seconds=seconds, start=start, end=end)
+            try:
+                if e.kind == "parquet":  # ffmpeg cannot read a Parquet cell: write it once
+                    media = shard.media_name(y, MirrorReader.parquet_ext(e, data))
+                    with atomic_path(media) as tmp:
+                        tmp.write_bytes(data)
+                    name = media.name
+                else:
+                    name = e.locator
+                shard.write_offset(y, clip_offset(e, cut=cut, start=start))
+            except OSError as exc:
+                table.set("download", y, Status.TRANSIENT, f"machine: {exc}")
+                table.save(shard)
+                raise MachineError(exc.errno or 5, str(shard.download_dir), str(exc)) from exc
+            note = "; ".join(problems)
+            reason = f"{'cut' if cut else 'whole'} copy, {seconds:.2f} s"
+            if note:
+                reason += f" (after {note})"
+            table.set("download", y, Status.OK, reason, bytes=len(data), media=name,
+                      source=e.origin, updated=_now())  # fmt: skip
+            break
+        else:
+            note = "local copy unusable: " + "; ".join(problems)
+            if youtube:
+                table.set("download", y, Status.PENDING, note, media="", source="")
+                fallback.append(y)
+            else:
+                table.set("download", y, Status.PERMANENT, note, media="", source="",
+                          updated=_now())  # fmt: skip
+            log.warning("%s %s: %s", tag, y, note)
+        if (k + 1) % 100 == 0 or k + 1 == len(ytids):
+            table.save(shard)
+            log.info("%s local sources: %d/%d | %s", tag, k + 1, len(ytids), _summary(table))
+    return fallback
 
 
 def _summary(table: ShardTable) -> str:
