@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -265,3 +266,90 @@ def test_offline_sources_mark_what_no_source_has(tmp_path):
     assert table.df.loc["-0RWZT-miFs", "source"] == "tar:eval00.tar"
     assert table.df.loc["missing0001", "download_status"] == "permanent"
     assert table.df.loc["missing0001", "download_reason"] == NO_SOURCE
+
+
+# --- the workflow -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_workflow_takes_mirror_clips_and_a_new_source_only_what_is_missing(tmp_path):
+    """Real Snakemake over a demo corpus served on loopback, with a tar mirror of half the
+    train YTIDs: the mirror's YTIDs never reach the server, the ledger and sources.tsv say where
+    each clip came from, a rerun does nothing, and a folder source added later (holding a YTID
+    the server answers 404 for) takes exactly that YTID, with no request at all."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from audiosetflow import demo
+    from audiosetflow import metadata as md
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = demo.DemoSpec(clips_per_class=2, seed=11, eval_fraction=0.3)
+    demo.write_metadata(tmp_path / "metadata", spec)
+    demo.write_media(tmp_path / "media", spec, threads=2)
+    corpus = demo.corpus(spec)
+    gone = "e404_perm01"  # the server answers 404; the folder source added later has it
+    csv = tmp_path / "metadata" / "balanced_train_segments.csv"
+    extra = pd.DataFrame({"ytid": [gone], "start": 1.0, "end": 11.0, "labels": "/m/04rlf"})
+    md.write_segments(csv, pd.concat([md.read_segments(csv), extra]))
+    train = corpus[corpus["split"] == "train"]
+    in_tar = list(train["ytid"][::2])
+    seg = corpus.set_index("ytid")
+    clips = {y: make_clips([y], seconds=seg.loc[y, "end"] - seg.loc[y, "start"])[y] for y in in_tar}
+    make_tar(tmp_path / "mirror" / "bal_train00.tar", clips)
+
+    def run(sources, *args):
+        cfg = {
+            "metadata": {"dir": str(tmp_path / "metadata")},
+            "labels": ["Music", "Speech"],
+            "shard_size": 4,
+            "sources": sources,
+            "download": {"url_template": url, "retries": 0, "socket_timeout": 5.0},
+        }
+        path = tmp_path / "test-config.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        cmd = [
+            sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
+            "--directory", str(tmp_path), "--configfile", str(repo / "config.yaml"), str(path),
+            "--cores", "2", "--keep-going", "results/reports/availability.tsv", *args,
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return proc.stdout + proc.stderr
+
+    tar_src = {"kind": "tar", "paths": [str(tmp_path / "mirror" / "*.tar")]}
+    with FaultServer(tmp_path / "media") as srv:
+        url = srv.url_template()
+        run([tar_src, {"kind": "youtube"}])
+        asked = {y for y, n in srv.requests.items() if n}
+        assert asked and not asked & set(in_tar), f"mirror YTIDs requested: {asked & set(in_tar)}"
+        led = pd.read_csv(tmp_path / "results/reports/download_ledger.tsv", sep="\t",
+                          keep_default_na=False).set_index("ytid")  # fmt: skip
+        in_tar = [y for y in in_tar if y in led.index]  # the selected ones
+        assert len(in_tar) >= 2
+        assert (led.loc[in_tar, "source"] == "tar:bal_train00.tar").all()
+        others = [y for y in led.index if y not in in_tar and y != gone]
+        assert (led.loc[others, "source"] == "youtube").all()
+        assert led.loc[gone, "status"] == "permanent" and led.loc[gone, "source"] == ""
+        by_src = pd.read_csv(tmp_path / "results/reports/sources.tsv", sep="\t")
+        row = by_src[(by_src["split"] == "train") & (by_src["source"] == "tar:bal_train00.tar")]
+        assert int(row["clips"].iloc[0]) == len(in_tar) == int(row["features"].iloc[0])
+        feats = pd.read_parquet(tmp_path / "results/features/train").set_index("ytid")
+        assert (feats.loc[in_tar, "status"] == "ok").all()
+
+        assert "Nothing to be done" in run([tar_src, {"kind": "youtube"}], "-n")
+
+        # a folder source added later: only the YTID still missing is taken, from it
+        make_panns_folder(tmp_path / "panns", make_clips([gone]))
+        srv.reset_counts()
+        panns = {"kind": "folder", "path": str(tmp_path / "panns"), "pattern": "Y{ytid}.wav"}
+        run([tar_src, panns, {"kind": "youtube"}])
+        assert not any(srv.requests.values()), dict(srv.requests)
+    led2 = pd.read_csv(tmp_path / "results/reports/download_ledger.tsv", sep="\t",
+                       keep_default_na=False).set_index("ytid")  # fmt: skip
+    assert led2.loc[gone, "status"] == "ok"
+    assert led2.loc[gone, "source"] == f"folder:{tmp_path / 'panns'}"
+    same = led.index.drop(gone)
+    pd.testing.assert_series_equal(led2.loc[same, "updated"], led.loc[same, "updated"])
