@@ -353,3 +353,24 @@ def test_workflow_takes_mirror_clips_and_a_new_source_only_what_is_missing(tmp_p
     assert led2.loc[gone, "source"] == f"folder:{tmp_path / 'panns'}"
     same = led.index.drop(gone)
     pd.testing.assert_series_equal(led2.loc[same, "updated"], led.loc[same, "updated"])
+
+
+def test_a_missing_source_stops_snakemake_before_any_job(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = tmp_path / "c.yaml"
+    missing = tmp_path / "nowhere" / "bal_train*.tar"
+    cfg.write_text(yaml.safe_dump({"sources": [{"kind": "tar", "paths": [str(missing)]}]}))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
+           "--directory", str(tmp_path), "--configfile", str(repo / "config/demo.yaml"),
+           str(cfg), "--cores", "1", "-n"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode != 0
+    line = f"config: sources[0] (tar): no file matches {missing}; fix the path in config.yaml"
+    out = proc.stdout + proc.stderr
+    assert line in out, out
+    assert "Traceback" not in out and not (tmp_path / "results" / "shards").exists()
