@@ -377,6 +377,10 @@ def _from_mirrors(
     """
     reader = MirrorReader()
     fallback: list[str] = []
+    # in file order: each Parquet row group is read once, tar members are read front to back
+    first = {y: local[y][0] for y in ytids}
+    ytids = sorted(ytids, key=lambda y: (first[y].source, first[y].path, first[y].row_group,
+                                         first[y].row, first[y].offset))  # fmt: skip
     tag = f"[shard {shard.name}]"
     for k, y in enumerate(ytids):
         row = table.row(y)
