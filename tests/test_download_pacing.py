@@ -182,6 +182,9 @@ def test_no_budget_by_default(tmp_path, server, clock):
     assert led["status"].tolist() == ["ok"] * 3
     assert clock.slept == []
     assert not (tmp_path / "results" / "state").exists()
+    assert make_cfg("x{ytid}", max_per_hour=None).max_per_hour is None  # null: no budget too
+    with pytest.raises(ValueError):
+        make_cfg("x{ytid}", sections="sometimes")
 
 
 # --------------------------------------------------------------------------------------------

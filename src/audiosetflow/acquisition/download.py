@@ -12,6 +12,8 @@
 * What to try again is one policy, :func:`retry_wanted`: finished media is never fetched again,
   ``permanent`` YTIDs are not retried (unless ``retry_permanent``), ``auth`` YTIDs once
   ``cookies`` is set, everything else is.
+* With ``max_per_hour`` set, every fetch first waits for the job's ``youtube`` slot budget
+  (:mod:`audiosetflow.acquisition.budget`: a sliding hour, kept in ``results/state/youtube``).
 * The shard's state lives in its :class:`~audiosetflow.shard.ShardTable`: the download columns
   are restored from the shard's record (which Snakemake never deletes) and the record is
   rewritten atomically after every YTID, so neither a rerun nor a killed job loses what failed
