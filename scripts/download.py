@@ -5,12 +5,18 @@ from audiosetflow.acquisition.download import DownloadConfig, download_shard
 from audiosetflow.acquisition.sources import parse_sources
 from audiosetflow.logutil import setup_logging
 from audiosetflow.shard import Layout, ShardTable
-from audiosetflow.smk import manifest_from_param, stage_job, write_retry_token
+from audiosetflow.smk import (
+    DOWNLOAD_PACING_KEYS,
+    manifest_from_param,
+    stage_job,
+    write_retry_token,
+)
 
 log = setup_logging(snakemake.log[0], name="audiosetflow.download")
 shard = Layout.locate(snakemake.output.table)
 with stage_job("download", log):
-    cfg = DownloadConfig.from_config(snakemake.params.cfg)
+    pacing = {k: v for k, v in snakemake.config["download"].items() if k in DOWNLOAD_PACING_KEYS}
+    cfg = DownloadConfig.from_config({**snakemake.params.cfg, **pacing})
     manifest = manifest_from_param(snakemake.params.rows, split=shard.split, shard=shard.shard)
     table = download_shard(
         ShardTable.from_manifest(manifest),

@@ -97,7 +97,12 @@ def source_files():
     return [str(f) for s in _sources.mirrors(SOURCES) for f in s.files]
 
 
-DOWNLOAD_CFG = dict(config["download"])
+# The download settings as a param (a change reruns the download jobs), except those that only
+# pace the requests: scripts/download.py reads them from the config, so that slowing down or
+# speeding up a long run does not rerun every shard.
+DOWNLOAD_CFG = {
+    k: v for k, v in config["download"].items() if k not in _smk.DOWNLOAD_PACING_KEYS
+}
 if DEMO:
     DOWNLOAD_CFG["url_template"] = _demo.url_template(os.path.join(DEMO_DIR, "media"))
 

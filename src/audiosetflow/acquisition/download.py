@@ -12,6 +12,8 @@
 * What to try again is one policy, :func:`retry_wanted`: finished media is never fetched again,
   ``permanent`` YTIDs are not retried (unless ``retry_permanent``), ``auth`` YTIDs once
   ``cookies`` is set, everything else is.
+* With ``max_per_hour`` set, every fetch first waits for the job's ``youtube`` slot budget
+  (:mod:`audiosetflow.acquisition.budget`: a sliding hour, kept in ``results/state/youtube``).
 * The shard's state lives in its :class:`~audiosetflow.shard.ShardTable`: the download columns
   are restored from the shard's record (which Snakemake never deletes) and the record is
   rewritten atomically after every YTID, so neither a rerun nor a killed job loses what failed
@@ -26,12 +28,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..config import section
 from ..errors import MachineError
 from ..io import atomic_path
 from ..shard import ShardLayout, ShardTable, Status
+from .budget import FetchBudget, _NoBudget, fetch_budget
 from .classify import classify
 from .sources import (
     ClipError,
@@ -61,8 +64,9 @@ _TEXT_KEYS = frozenset({"url_template", "format", "cookies", "proxy"})
 
 log_default = logging.getLogger("audiosetflow.download")
 
-# Indirection so tests can record the waits instead of sleeping.
+# Indirection so tests can record the waits instead of sleeping (and move the clock).
 _sleep = time.sleep
+_clock = time.time
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,15 @@ class DownloadConfig:
         Extra yt-dlp options (Python API names), merged last.
     duration_tolerance : float
         Accepted shortfall of the decoded media against the segment (seconds).
+    max_per_hour : int or None
+        Fetches per hour of each ``youtube`` resource slot
+        (:class:`~audiosetflow.acquisition.budget.FetchBudget`); 0 or None: no budget.
+    sleep_requests, sleep_interval, max_sleep_interval : float
+        yt-dlp's ``sleep_interval_requests``, ``sleep_interval`` and ``max_sleep_interval``
+        (seconds); 0: off.
+    sections : {"auto", "always", "never"}
+        Section downloads where the source can be cut (``auto``), always (``always``: a source
+        that cannot be cut fails), or never (whole files, cut by the trim stage).
     """
 
     url_template: str = "https://www.youtube.com/watch?v={ytid}"
@@ -121,6 +134,11 @@ class DownloadConfig:
     js_runtimes: Mapping[str, Any] = field(default_factory=dict)
     ytdlp_options: Mapping[str, Any] = field(default_factory=dict)
     duration_tolerance: float = 0.1
+    max_per_hour: int | None = 0
+    sleep_requests: float = 0.0
+    sleep_interval: float = 0.0
+    max_sleep_interval: float = 0.0
+    sections: Literal["auto", "always", "never"] = "auto"
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> DownloadConfig:
@@ -135,6 +153,8 @@ class DownloadConfig:
             raise ValueError(f"download.url_template must contain '{{ytid}}': {out.url_template!r}")
         if out.retries < 0 or out.margin < 0 or out.duration_tolerance < 0:
             raise ValueError("download.retries, margin and duration_tolerance must be >= 0")
+        if out.max_sleep_interval and out.max_sleep_interval < out.sleep_interval:
+            raise ValueError("download.max_sleep_interval must be >= sleep_interval (or 0)")
         return out
 
     def backoff(self, k: int, retry_after: float | None = None) -> float:
@@ -257,7 +277,9 @@ def download_shard(
     sources = list(sources) if sources else [YOUTUBE]
     local = lookup(index, ytids) if index is not None and mirrors(sources) else {}
     try:
-        return _download(table, shard, cfg, out, log, sources, local)
+        with fetch_budget(shard.layout.root, per_hour=cfg.max_per_hour, clock=_clock,
+                          sleep=_sleep, log=log) as budget:  # fmt: skip
+            return _download(table, shard, cfg, out, log, sources, local, budget)
     finally:
         marker.unlink(missing_ok=True)
 
@@ -270,6 +292,7 @@ def _download(
     log: logging.Logger,
     sources: list[Source],
     local: dict[str, list[Entry]],
+    budget: FetchBudget | _NoBudget,
 ) -> ShardTable:
     ytids = table.ytids
     finished = shard.media_index(ytids, dict(zip(ytids, table.df["media"], strict=True)))
@@ -313,7 +336,7 @@ def _download(
     )  # fmt: skip
     notes = {y: table.df.at[y, "download_reason"] for y in fallback}
 
-    fetcher = YtdlpFetcher(cfg, shard, log)
+    fetcher = budget.pace(YtdlpFetcher(cfg, shard, log))  # each fetch waits for the budget
     stopped = False
     for k, y in enumerate(todo):
         if stopped:
