@@ -300,13 +300,13 @@ def test_workflow_takes_mirror_clips_and_a_new_source_only_what_is_missing(tmp_p
     clips = {y: make_clips([y], seconds=seg.loc[y, "end"] - seg.loc[y, "start"])[y] for y in in_tar}
     make_tar(tmp_path / "mirror" / "bal_train00.tar", clips)
 
-    def run(sources, *args):
+    def run(sources, *args, **pacing):
         cfg = {
             "metadata": {"dir": str(tmp_path / "metadata")},
             "labels": ["Music", "Speech"],
             "shard_size": 4,
             "sources": sources,
-            "download": {"url_template": url, "retries": 0, "socket_timeout": 5.0},
+            "download": {"url_template": url, "retries": 0, "socket_timeout": 5.0, **pacing},
         }
         path = tmp_path / "test-config.yaml"
         path.write_text(yaml.safe_dump(cfg))
@@ -347,6 +347,9 @@ def test_workflow_takes_mirror_clips_and_a_new_source_only_what_is_missing(tmp_p
         panns = {"kind": "folder", "path": str(tmp_path / "panns"), "pattern": "Y{ytid}.wav"}
         run([tar_src, panns, {"kind": "youtube"}])
         assert not any(srv.requests.values()), dict(srv.requests)
+        # settings that only pace YouTube requests rerun nothing
+        out = run([tar_src, panns, {"kind": "youtube"}], "-n", max_per_hour=100, sleep_requests=1)
+        assert "Nothing to be done" in out
     led2 = pd.read_csv(tmp_path / "results/reports/download_ledger.tsv", sep="\t",
                        keep_default_na=False).set_index("ytid")  # fmt: skip
     assert led2.loc[gone, "status"] == "ok"
