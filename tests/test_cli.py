@@ -106,6 +106,32 @@ def test_predict_prints_one_line_per_file_and_label(models_dir, media, capsys):
     assert rows[0][4] == "1" and rows[2][4] == "0"
 
 
+def test_predict_decides_with_the_checkpoints_stored_threshold(models_dir, media, tmp_path, capsys):
+    """The same network saved with a threshold just above and just below a file's probability:
+    the yes/no follows the stored threshold."""
+    from audiosetflow.learning.training import load_checkpoint
+
+    ck = load_checkpoint(models_dir / "music.pt")
+    assert main(["predict", "--models", str(models_dir / "music.pt"), str(media["tone"])]) == 0
+    p = float(_table(capsys.readouterr().out)[0][3])
+    for slug, thr, want in (("above", min(p + 0.01, 1.0), "0"), ("below", p - 0.01, "1")):
+        path = tmp_path / f"{slug}.pt"
+        save_checkpoint(
+            path,
+            model=ck.model,
+            label={"slug": slug, "name": slug, "mid": "/m/x"},
+            feature_params=ck.feature_params,
+            sample_rate=ck.sample_rate,
+            clip_seconds=ck.clip_seconds,
+            extra_channels=ck.extra_channels,
+            threshold=thr,
+        )
+        assert load_checkpoint(path).threshold == pytest.approx(thr)
+        assert main(["predict", "--models", str(path), str(media["tone"])]) == 0
+        row = _table(capsys.readouterr().out)[0]
+        assert float(row[3]) == pytest.approx(p, abs=1e-4) and row[4] == want, (slug, thr)
+
+
 def test_undecodable_file_gives_one_clear_error_and_others_still_predicted(
     models_dir, media, capsys
 ):

@@ -306,7 +306,8 @@ def _metrics_json(slug, name, mid, aps):
     for kind, ap in aps.items():
         test = {"roc_auc": ap + 0.01, "average_precision": ap, "f1": 0.8, "accuracy": 0.75,
                 "precision": 0.7, "recall": 0.9, "log_loss": 0.4, "threshold": 0.42, "n": 20,
-                "n_pos": 10, "confusion": [[6, 4], [1, 9]]}  # fmt: skip
+                "n_pos": 10, "confusion": [[6, 4], [1, 9]], "f1_at_threshold": 0.8,
+                "best_f1": 0.875, "best_f1_threshold": 0.3}  # fmt: skip
         fit = {"seconds": 1.0} if kind == "logreg" else {"best_epoch": 4, "epochs_run": 9,
                                                          "seconds": 2.0}  # fmt: skip
         models[kind] = {"val": dict(test), "test": test, "fit": fit}
@@ -422,7 +423,10 @@ def test_landing_page_tables(tmp_path):
     assert (res / "reports/overview.html").read_text() == html
     el = Elements(html, root_id="asf-overview")
     rows = el.tables["asf-metrics"]
-    assert rows[0][:5] == ["label", "model", "ROC-AUC", "AP", "F1"]
+    assert rows[0][:6] == ["label", "model", "ROC-AUC", "AP", "F1 at threshold", "best F1"]
+    assert rows[1][4:6] == ["0.800", "0.875"]  # F1 at the stored threshold, best F1 on test
+    assert rows[1][rows[0].index("best F1's threshold")] == "0.300"
+    assert "threshold chosen on validation does not transfer" in html
     assert rows[1][:4] == ["Music", "CNN (log-mel)", "0.960", "0.950"] and len(rows) == 7
     assert "test clips (pos)" in rows[0] and rows[1][rows[0].index("test clips (pos)")] == "20 (10)"
     assert html.count('<tr class="best">') == 2

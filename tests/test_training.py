@@ -302,6 +302,16 @@ def test_run_train_end_to_end(tmp_path, monkeypatch):
     back = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
     assert list(back["model"]) == ["cnn", "dense", "logreg"] == list(summary["model"])
     assert back.loc[0, "roc_auc"] == pytest.approx(m["models"]["cnn"]["test"]["roc_auc"], abs=1e-4)
+    for i, kind in enumerate(("cnn", "dense", "logreg")):  # F1 at the val threshold vs best F1
+        t = m["models"][kind]["test"]
+        best, thr = ev.best_f1(sc["target"], sc[kind])
+        assert t["best_f1"] == pytest.approx(best, abs=1e-4)
+        assert t["best_f1"] >= t["f1_at_threshold"]
+        assert t["f1_at_threshold"] == t["f1"] and t["threshold"] == res.models[kind].threshold
+        row = back.iloc[i]
+        assert row["f1_at_threshold"] == pytest.approx(t["f1"], abs=1e-4)
+        assert row["best_f1"] == pytest.approx(t["best_f1"], abs=1e-4)
+        assert row["best_f1_threshold"] == pytest.approx(thr, abs=1e-3)
 
 
 def test_scores_table_columns_and_length_check():
@@ -449,3 +459,30 @@ def test_streamed_cnn_matches_the_in_memory_path(tmp_path):
     assert stream.peak_buffered == 8 and stream.peak_group <= 10
     s = predict_stream(cnn, stream, batch_size=7)
     np.testing.assert_allclose(s, predict_scores(cnn, X), rtol=1e-5, atol=1e-6)
+
+
+def test_best_f1_beats_a_threshold_that_does_not_transfer():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = np.array([0.05, 0.1, 0.3, 0.25, 0.8, 0.9])
+    f1, thr = ev.best_f1(y, s)
+    assert f1 == pytest.approx(6 / 7) and thr == pytest.approx(0.175)
+    assert ev.choose_threshold(y, s) == thr
+    # a threshold from elsewhere (0.85) keeps one positive: F1 0.5, best F1 still 6/7
+    m = ev.binary_metrics(y, s, threshold=0.85)
+    assert m["f1_at_threshold"] == m["f1"] == pytest.approx(0.5)
+    assert m["best_f1"] == pytest.approx(6 / 7) and m["best_f1_threshold"] == pytest.approx(thr)
+    assert ev.best_f1(np.zeros(3), np.array([0.2, 0.6, 0.9]))[1] == 0.5
+
+
+def test_dense_ensemble_members_train_apart_and_average():
+    torch.manual_seed(0)
+    m = DenseNet(4, hidden=(8,), dropout=0.0, members=3)
+    x = torch.randn(5, 4)
+    m.train()
+    z = m(x)
+    assert z.shape == (3, 5) and not torch.allclose(z[0], z[1])  # independent starts
+    m.eval()
+    want = torch.logit(torch.sigmoid(z.detach().double()).mean(dim=0)).float()
+    assert m(x).shape == (5,) and torch.allclose(m(x), want, atol=1e-5)
+    with pytest.raises(ValueError, match="members"):
+        DenseNet(4, members=0)

@@ -17,6 +17,7 @@ from ..io import atomic_path, write_tsv
 
 __all__ = [
     "choose_threshold",
+    "best_f1",
     "binary_metrics",
     "summarize_metrics",
     "plot_roc_pr",
@@ -40,6 +41,9 @@ SUMMARY_COLUMNS = [
     "recall",
     "log_loss",
     "threshold",
+    "f1_at_threshold",
+    "best_f1",
+    "best_f1_threshold",
     "n_test",
     "n_test_pos",
     "test_source",
@@ -47,27 +51,50 @@ SUMMARY_COLUMNS = [
 MODEL_TITLES = {"cnn": "CNN (log-mel)", "dense": "Dense (seed)", "logreg": "Logistic regression"}
 
 
-def choose_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Threshold that maximises F1 on ``(y_true, scores)`` (a clip is positive if
-    ``score >= threshold``).
+def best_f1(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """The highest F1 any threshold reaches on ``(y_true, scores)``, and that threshold (a
+    clip is positive if ``score >= threshold``).
 
     The best F1 is reached for any threshold between the lowest score it predicts positive and
     the next lower score; the midpoint of that gap is returned (less brittle than the score
-    itself on new data). Returns 0.5 when ``y_true`` has no positive or no negative example.
+    itself on new data). On the split a threshold was chosen on, this is that threshold; on
+    another split, the gap between this F1 and the F1 at the chosen threshold says how well
+    the threshold transfers.
+
+    Returns
+    -------
+    f1 : float
+        The maximum F1 (0.0 without a positive example).
+    threshold : float
+        A threshold reaching it; 0.5 when ``y_true`` has no positive or no negative example
+        (then ``f1`` is that of 0.5).
     """
     from sklearn.metrics import precision_recall_curve
 
     y = np.asarray(y_true).astype(int)
     s = np.asarray(scores, dtype=float)
-    if y.min(initial=1) == y.max(initial=0) or len(y) == 0:
-        return 0.5
+    if len(y) == 0 or y.min() == y.max():
+        pred = s >= 0.5
+        tp = int((pred & (y == 1)).sum())
+        wrong = int((pred != (y == 1)).sum())
+        return (2 * tp / (2 * tp + wrong) if tp + wrong else 0.0), 0.5
     prec, rec, thr = precision_recall_curve(y, s)
     prec, rec = prec[:-1], rec[:-1]
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
-    best = float(thr[int(np.argmax(f1))])
+    i = int(np.argmax(f1))
+    best = float(thr[i])
     below = s[s < best]
-    return (best + float(below.max())) / 2 if len(below) else best
+    return float(f1[i]), ((best + float(below.max())) / 2 if len(below) else best)
+
+
+def choose_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Threshold that maximises F1 on ``(y_true, scores)`` (a clip is positive if
+    ``score >= threshold``): the threshold of :func:`best_f1`.
+
+    Returns 0.5 when ``y_true`` has no positive or no negative example.
+    """
+    return best_f1(y_true, scores)[1]
 
 
 def _nan_to_none(v: float) -> float | None:
@@ -89,9 +116,11 @@ def binary_metrics(y_true: np.ndarray, scores: np.ndarray, *, threshold: float) 
     dict
         ``roc_auc`` and ``average_precision`` (None when only one class is present), ``f1``,
         ``accuracy``, ``precision``, ``recall`` at ``threshold``, ``log_loss`` (mean binary
-        cross-entropy of the scores, clipped to [1e-7, 1 - 1e-7]), ``threshold``, ``n``,
-        ``n_pos`` and ``confusion`` as ``[[tn, fp], [fn, tp]]`` (rows: truth, columns:
-        prediction).
+        cross-entropy of the scores, clipped to [1e-7, 1 - 1e-7]), ``threshold``,
+        ``f1_at_threshold`` (``f1`` again, named for its comparison), ``best_f1`` and
+        ``best_f1_threshold`` (the highest F1 any threshold reaches on these clips, and that
+        threshold: :func:`best_f1`), ``n``, ``n_pos`` and ``confusion`` as
+        ``[[tn, fp], [fn, tp]]`` (rows: truth, columns: prediction).
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -106,6 +135,7 @@ def binary_metrics(y_true: np.ndarray, scores: np.ndarray, *, threshold: float) 
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    top_f1, top_thr = best_f1(y, s)
     return {
         "roc_auc": float(roc_auc_score(y, s)) if both else None,
         "average_precision": float(average_precision_score(y, s)) if both else None,
@@ -115,6 +145,9 @@ def binary_metrics(y_true: np.ndarray, scores: np.ndarray, *, threshold: float) 
         "recall": float(recall),
         "log_loss": _log_loss(y, s),
         "threshold": float(threshold),
+        "f1_at_threshold": float(f1),
+        "best_f1": top_f1,
+        "best_f1_threshold": top_thr,
         "n": len(y),
         "n_pos": int(y.sum()),
         "confusion": [[tn, fp], [fn, tp]],
@@ -125,7 +158,11 @@ def summarize_metrics(metrics_files: Sequence[str | Path], out: str | Path | Non
     """Table of test metrics, one row per (label, model), from per-label metrics JSON files.
 
     Writes it as TSV to ``out`` when given. Returns the DataFrame (columns
-    :data:`SUMMARY_COLUMNS`).
+    :data:`SUMMARY_COLUMNS`): ``f1_at_threshold`` is the test F1 at the threshold chosen on
+    validation (``threshold``, the one stored and used by ``audiosetflow predict``),
+    ``best_f1`` the highest test F1 of any threshold (at ``best_f1_threshold``); a gap
+    between them means the threshold does not transfer to the test clips. (Metrics files
+    written before these keys existed give ``f1`` and empty values.)
     """
     rows = []
     for path in metrics_files:
@@ -146,6 +183,9 @@ def summarize_metrics(metrics_files: Sequence[str | Path], out: str | Path | Non
                     "recall": t["recall"],
                     "log_loss": t.get("log_loss"),
                     "threshold": t["threshold"],
+                    "f1_at_threshold": t.get("f1_at_threshold", t["f1"]),
+                    "best_f1": t.get("best_f1"),
+                    "best_f1_threshold": t.get("best_f1_threshold"),
                     "n_test": t["n"],
                     "n_test_pos": t["n_pos"],
                     "test_source": m["dataset"]["test_source"],

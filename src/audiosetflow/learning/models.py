@@ -100,8 +100,32 @@ class AudioCNN(_Normalized):
         return self.head(h).squeeze(1)
 
 
+class _ParallelLinear(nn.Module):
+    """``members`` independent linear layers applied side by side: (k, B, n_in) -> (k, B, n_out).
+
+    Each member is initialised as :class:`torch.nn.Linear` would be (uniform in
+    +-1/sqrt(n_in), weights and bias).
+    """
+
+    def __init__(self, members: int, n_in: int, n_out: int):
+        super().__init__()
+        bound = 1.0 / float(np.sqrt(n_in))
+        self.weight = nn.Parameter(torch.empty(members, n_in, n_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, n_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
 class DenseNet(_Normalized):
-    """The seed project's approach: a dense network on a few summary features per clip.
+    """The seed project's approach: a dense network on a few summary features per clip, as
+    an ensemble of ``members`` independently initialised networks trained side by side.
+
+    In training mode the output is one logit per member and example, shape (members, batch)
+    (each member has its own loss: :func:`~.training.fit_batches` broadcasts the targets); in
+    eval mode it is the logit of the members' mean probability, shape (batch,). Averaging a
+    few networks removes most of the variance of one small network's random start on a small
+    training set, at the cost of one network's steps (the members share every batch).
 
     Parameters
     ----------
@@ -111,29 +135,51 @@ class DenseNet(_Normalized):
         Sizes of the hidden layers.
     dropout : float
         Dropout after every hidden layer.
+    members : int
+        Networks in the ensemble, >= 1.
     """
 
     def __init__(
-        self, n_inputs: int = 5, *, hidden: Sequence[int] = (64, 32), dropout: float = 0.2
+        self,
+        n_inputs: int = 5,
+        *,
+        hidden: Sequence[int] = (64, 32),
+        dropout: float = 0.2,
+        members: int = 1,
     ):
         super().__init__()
+        if members < 1:
+            raise ValueError(f"members must be >= 1, not {members}")
         self.config = {
             "n_inputs": int(n_inputs),
             "hidden": [int(h) for h in hidden],
             "dropout": float(dropout),
+            "members": int(members),
         }
         self._init_norm((n_inputs,))
         layers: list[nn.Module] = []
         prev = n_inputs
         for h in hidden:
-            layers += [nn.Linear(prev, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            layers += [
+                _ParallelLinear(members, prev, h),
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+            ]
             prev = h
-        layers.append(nn.Linear(prev, 1))
+        layers.append(_ParallelLinear(members, prev, 1))
         self.net = nn.Sequential(*layers)
 
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, n_inputs) -> each member's logits, (members, batch)."""
+        h = self.normalize(x).unsqueeze(0).expand(self.config["members"], -1, -1)
+        return self.net(h).squeeze(2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, n_inputs) -> logits (batch,)."""
-        return self.net(self.normalize(x)).squeeze(1)
+        """(batch, n_inputs) -> logits: (members, batch) in training mode, else (batch,)."""
+        z = self.member_logits(x)
+        if self.training:
+            return z
+        return torch.logit(torch.sigmoid(z.double()).mean(dim=0), eps=1e-12).to(z.dtype)
 
 
 def build_model(kind: str, config: dict) -> nn.Module:

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..io import atomic_write_text, read_tsv
@@ -60,8 +61,10 @@ MODEL_NOTES = {
     "cnn": "PyTorch CNN on the log-mel spectrogram (plus training.extra_channels), early "
     "stopping on the validation loss",
     "dense": "the seed project's dense network on five summary features (means of MFCC, "
-    "centroid, ZCR, chroma, roll-off)",
-    "logreg": "scikit-learn logistic regression on the same summary features",
+    "centroid, ZCR, chroma, roll-off): an ensemble of five (64, 32) networks on the "
+    "standardised inputs, weight decay, early stopping on the validation AP",
+    "logreg": "scikit-learn logistic regression on the same summary features, standardised, "
+    "its regularisation chosen by cross-validation on the training clips",
 }
 
 
@@ -111,10 +114,13 @@ def metrics_table(summary: pd.DataFrame, metrics: Sequence[Mapping] = ()) -> pd.
     Returns
     -------
     DataFrame
-        ``label, model, roc_auc, average_precision, f1, precision, recall, accuracy,
-        threshold, n_test, n_test_pos, epochs`` (``epochs``: ``"best / run"`` or empty), one
-        row per label and model in the summary's order, and ``best``: True for the model with
-        the highest average precision of its label.
+        ``label, model, roc_auc, average_precision, f1, best_f1, precision, recall,
+        accuracy, threshold, best_f1_threshold, n_test, n_test_pos, epochs`` (``f1``: at the
+        stored threshold chosen on validation, ``best_f1``: the highest test F1 of any
+        threshold, at ``best_f1_threshold``; NaN in a summary written before they existed;
+        ``epochs``: ``"best / run"`` or empty), one row per label and model in the summary's
+        order, and ``best``: True for the model with the highest average precision of its
+        label.
     """
     fits = {}
     for m in metrics:
@@ -126,19 +132,23 @@ def metrics_table(summary: pd.DataFrame, metrics: Sequence[Mapping] = ()) -> pd.
         "roc_auc",
         "average_precision",
         "f1",
+        "best_f1",
         "precision",
         "recall",
         "accuracy",
         "threshold",
+        "best_f1_threshold",
         "n_test",
         "n_test_pos",
     ]
     df = summary.copy()
+    if "f1_at_threshold" in df.columns:
+        df["f1"] = df["f1_at_threshold"].where(df["f1_at_threshold"].notna(), df["f1"])
     out = pd.DataFrame(
         {
             "label": df["name"].where(df["name"].astype(str) != "", df["label"]),
             "model": df["model"],
-            **{c: pd.to_numeric(df[c], errors="coerce") for c in cols},
+            **{c: pd.to_numeric(df.get(c, np.nan), errors="coerce") for c in cols},
         }
     )
     out["epochs"] = [
@@ -277,16 +287,18 @@ def _metrics_html(table: pd.DataFrame) -> str:
         f"{int(n)} ({int(p)})" if pd.notna(n) and pd.notna(p) else "n/a"
         for n, p in zip(table["n_test"], table["n_test_pos"], strict=True)
     ]
-    scores = ["roc_auc", "average_precision", "f1", "precision", "recall", "accuracy"]
+    scores = ["roc_auc", "average_precision", "f1", "best_f1", "precision", "recall", "accuracy"]
     return h.table(
         shown,
         headers={
             "roc_auc": "ROC-AUC",
             "average_precision": "AP",
-            "f1": "F1",
+            "f1": "F1 at threshold",
+            "best_f1": "best F1",
+            "best_f1_threshold": "best F1's threshold",
             "epochs": "epoch kept / run",
         },
-        numeric=[*scores, "threshold", "test clips (pos)", "epochs"],
+        numeric=[*scores, "threshold", "best_f1_threshold", "test clips (pos)", "epochs"],
         row_class=lambda r: "best" if table.loc[r.name, "best"] else "",
         table_id="asf-metrics",
     )
@@ -425,8 +437,11 @@ def overview_html(
         "of the menu on the left.</p>",
         "<h2>Test metrics</h2>",
         '<p class="note">Every label and model on its test set; F1, precision, recall and '
-        "accuracy at the stored threshold (max F1 on validation). Shaded: the highest AP of "
-        "the label.</p>",
+        "accuracy at the stored threshold (max F1 on validation; the one "
+        "<code>audiosetflow predict</code> uses); best F1: the highest F1 any threshold "
+        "reaches on the test set. A gap between F1 at threshold and best F1 means the "
+        "threshold chosen on validation does not transfer to the test clips. Shaded: the "
+        "highest AP of the label.</p>",
         _metrics_html(metrics),
         "<h2>Availability: clips per split and stage</h2>",
     ]
