@@ -315,6 +315,37 @@ def test_bad_files_fail_alone_with_their_own_reason(tmp_path, route):
     assert _no_temporaries(tmp_path)
 
 
+@pytest.mark.parametrize("where", [0, 6, 12])
+def test_a_bad_file_halves_its_batch(tmp_path, monkeypatch, where):
+    """One bad file in a batch of 13: the batch is halved down to the bad file (a handful of
+    ffmpeg processes, not one per file), and every result is a one-file transcode's."""
+    good = [_media(tmp_path, f"g{k}", "flac", seed=k, seconds=0.5) for k in range(12)]
+    bad = tmp_path / "page.flac"
+    bad.write_text("<html>not media</html>")
+    srcs = list(good)
+    srcs.insert(where, bad)
+    batches, singles = [], []
+    batch_fn, single_fn = audio._transcode_batch, audio._transcode_or_error
+    monkeypatch.setattr(audio, "_transcode_batch", lambda p, sr: batches.append(len(p)) or
+                        batch_fn(p, sr))  # fmt: skip
+    monkeypatch.setattr(audio, "_transcode_or_error", lambda s, d, sr: singles.append(s.name) or
+                        single_fn(s, d, sr))  # fmt: skip
+    out = tmp_path / "out"
+    got = transcode_many([(s, out / f"{s.stem}.wav") for s in srcs], sample_rate=SR, batch=13)
+    assert [isinstance(r, AudioError) for r in got] == [s == bad for s in srcs]
+    with pytest.raises(AudioError) as exc:
+        transcode(bad, tmp_path / "ref" / "page.wav", sample_rate=SR)
+    assert str(got[where]) == str(exc.value)
+    assert batches[0] == 13 and len(batches) + len(singles) <= 10  # not 1 + 13
+    assert "page.flac" in singles and len(singles) <= 2
+    for s, seconds in zip(srcs, got, strict=True):
+        if s != bad:
+            assert seconds == transcode(s, tmp_path / "ref" / f"{s.stem}.wav", sample_rate=SR)
+            y = sf.read(out / f"{s.stem}.wav", dtype="int16")[0]
+            assert np.array_equal(y, sf.read(tmp_path / "ref" / f"{s.stem}.wav", dtype="int16")[0])
+    assert _no_temporaries(tmp_path)
+
+
 @pytest.mark.parametrize(
     "name",
     ["-i", "-y x", "-a 'b,[c]:d;e\\f%g", "ünï cödé"],
