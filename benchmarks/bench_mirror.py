@@ -240,7 +240,9 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=240)
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--shard-size", type=int, default=0, help="0: clips / procs")
-    ap.add_argument("--batch", type=int, default=20, help="YTIDs per ffmpeg process")
+    ap.add_argument(
+        "--batch", type=int, default=0, help="YTIDs per ffmpeg process (0: the default)"
+    )
     ap.add_argument("--subfile", action="store_true", help="transcode reads the tar in place")
     ap.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     ap.add_argument("--profile", type=int, default=0, help="cProfile one shard of this many")
@@ -248,6 +250,9 @@ def main() -> None:
     ap.add_argument("--save", type=Path, help="save the features of the last run (.npy)")
     ap.add_argument("--compare", type=Path, help="compare the features with a --save file")
     args = ap.parse_args()
+    from audiosetflow.audio import codec
+
+    args.batch = args.batch or getattr(codec, "DEFAULT_BATCH", 20)
     p = ft.FeatureParams(sample_rate=SR)
     n = args.clips
     size = args.shard_size or -(-n // args.procs)
