@@ -9,5 +9,6 @@ aggregate(
     availability_out=snakemake.output.availability,
     ledger_out=snakemake.output.ledger,
     failures_out=snakemake.output.failures,
+    sources_out=snakemake.output.sources,
     logger=setup_logging(snakemake.log[0], name="audiosetflow.aggregate"),
 )

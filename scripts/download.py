@@ -2,14 +2,21 @@
 the next run whether to retry."""
 
 from audiosetflow.acquisition.download import DownloadConfig, download_shard
+from audiosetflow.acquisition.sources import parse_sources
 from audiosetflow.logutil import setup_logging
 from audiosetflow.shard import Layout, ShardTable
-from audiosetflow.smk import manifest_from_param, stage_job, write_retry_token
+from audiosetflow.smk import (
+    DOWNLOAD_PACING_KEYS,
+    manifest_from_param,
+    stage_job,
+    write_retry_token,
+)
 
 log = setup_logging(snakemake.log[0], name="audiosetflow.download")
 shard = Layout.locate(snakemake.output.table)
 with stage_job("download", log):
-    cfg = DownloadConfig.from_config(snakemake.params.cfg)
+    pacing = {k: v for k, v in snakemake.config["download"].items() if k in DOWNLOAD_PACING_KEYS}
+    cfg = DownloadConfig.from_config({**snakemake.params.cfg, **pacing})
     manifest = manifest_from_param(snakemake.params.rows, split=shard.split, shard=shard.shard)
     table = download_shard(
         ShardTable.from_manifest(manifest),
@@ -17,5 +24,7 @@ with stage_job("download", log):
         cfg=cfg,
         out=snakemake.output.table,
         log=log,
+        sources=parse_sources(snakemake.params.sources),
+        index=snakemake.input.index[0] if snakemake.input.index else None,
     )
     write_retry_token(shard.token, table, current=snakemake.params.retry_token, cfg=cfg)

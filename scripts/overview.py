@@ -12,6 +12,7 @@ write_overview(
     metrics=list(inp.metrics),
     availability=inp.availability,
     failures=inp.failures,
+    clip_sources=inp.sources,
     funnel=inp.funnel,
     benchmarks=inp.benchmarks,
     benchmarks_plot=inp.benchmarks_plot,

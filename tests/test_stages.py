@@ -378,7 +378,7 @@ def test_availability_and_ledger(tmp_path):
     assert reasons["transcode"].startswith("permanent: cannot decode audio")
     led = pd.read_csv(tmp_path / "led.tsv", sep="\t")
     assert list(led.columns) == ["ytid", "split", "shard", "status", "reason", "attempts",
-                                 "runs", "bytes", "updated"]  # fmt: skip
+                                 "runs", "bytes", "updated", "source"]  # fmt: skip
     assert led["status"].tolist() == ["ok", "ok", "ok", "permanent"]
     assert availability([]).empty
     fails = pd.read_csv(tmp_path / "fail.tsv", sep="\t")

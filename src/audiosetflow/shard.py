@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .audio.codec import Subfile
 from .errors import MachineError, machine_error
 from .io import atomic_write_text, write_tsv
 from .progress import Progress
@@ -92,7 +93,9 @@ MANIFEST_COLUMNS: tuple[str, ...] = ("ytid", "split", "shard", "start", "end", "
 STAGE_COLUMNS: dict[str, dict[str, Any]] = {
     # attempts: yt-dlp calls over all runs; runs: runs in which the YTID was tried;
     # rate_limited: its last try was answered with a rate limit (it goes last next time)
-    # media: the file name of the finished media in the download folder
+    # media: the file name of the finished media in the download folder, or where a local
+    # mirror has the clip (tar:{archive}@{offset}+{size}, file:{path});
+    # source: where the clip came from (youtube, tar:eval03.tar, parquet:..., folder:...)
     "download": {
         "attempts": 0,
         "runs": 0,
@@ -100,6 +103,7 @@ STAGE_COLUMNS: dict[str, dict[str, Any]] = {
         "bytes": 0,
         "updated": "",
         "media": "",
+        "source": "",
     },  # fmt: skip
     "transcode": {},
     "trim": {"duration": np.nan, "short": False},
@@ -109,7 +113,7 @@ STAGE_COLUMNS: dict[str, dict[str, Any]] = {
 _INT_COLUMNS = ("shard", "attempts", "runs", "bytes")
 _FLOAT_COLUMNS = ("start", "end", "duration")
 _BOOL_COLUMNS = ("rate_limited", "short")
-_TEXT_COLUMNS = ("ytid", "split", "labels", "updated", "media")
+_TEXT_COLUMNS = ("ytid", "split", "labels", "updated", "media", "source")
 
 
 def shard_name(shard: int | str) -> str:
@@ -310,15 +314,21 @@ class ShardLayout:
         """The download stage's private temporary folder for ``ytid`` (this process)."""
         return self.download_dir / f"{DOWNLOAD_TMP_PREFIX}{ytid}.{os.getpid()}"
 
-    def media(self, ytid: str, name: str = "") -> Path | None:
+    def media(self, ytid: str, name: str = "") -> Path | Subfile | None:
         """The finished media of ``ytid``, or ``None``.
 
-        ``name`` is the file name the download stage recorded (``media`` column); without it,
+        ``name`` is what the download stage recorded (``media`` column): a file name in the
+        download folder, or where a local mirror has the clip (``tar:{archive}@{offset}+{size}``,
+        a :class:`~audiosetflow.audio.codec.Subfile`, or ``file:{path}``); without it,
         or when that file is gone, the common audio extensions are tried by name (never a
         listing of the folder, which may hold millions of files). Temporary files (names
         starting with ``.``) and sidecars (``.offset``, ...) are never returned; where several
         exist, the newest wins.
         """
+        if name.startswith(("tar:", "file:")):  # a clip read in place from a local mirror
+            from .acquisition.sources import media_input
+
+            return media_input(name)
         if name and not name.startswith(".") and (p := self.download_dir / name).is_file():
             return p
         found = []
@@ -332,7 +342,7 @@ class ShardLayout:
 
     def media_index(
         self, ytids: Iterable[str], names: Mapping[str, str] | None = None
-    ) -> dict[str, Path]:
+    ) -> dict[str, Path | Subfile]:
         """:meth:`media` of many YTIDs (``names``: their recorded file names): YTID to path;
         YTIDs without media are absent."""
         names = names or {}
@@ -644,7 +654,8 @@ class ShardTable:
 
     def ledger(self) -> pd.DataFrame:
         """The download columns under the ledger's names (``ytid, split, shard, status,
-        reason, attempts, runs, bytes, updated``), as ``download_ledger.tsv`` has them."""
+        reason, attempts, runs, bytes, updated, source``), as ``download_ledger.tsv`` has
+        them."""
         df = self.df.rename(columns={"download_status": "status", "download_reason": "reason"})
         return df[list(LEDGER_COLUMNS)].reset_index(drop=True)
 
@@ -677,6 +688,7 @@ LEDGER_COLUMNS: tuple[str, ...] = (
     "runs",
     "bytes",
     "updated",
+    "source",
 )
 
 

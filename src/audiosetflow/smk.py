@@ -29,6 +29,7 @@ __all__ = [
     "next_retry_token",
     "write_retry_token",
     "stage_job",
+    "DOWNLOAD_PACING_KEYS",
     "PROJECT_VARIABLE",
     "export_project",
 ]
@@ -36,6 +37,17 @@ __all__ = [
 #: The environment variable that names the project folder to the post-deploy script of the
 #: per-rule conda environment (``workflow/envs/audiosetflow.post-deploy.sh``).
 PROJECT_VARIABLE = "AUDIOSETFLOW_PROJECT"
+
+#: ``download`` settings that only pace the requests: not in the download rule's params (a
+#: change does not rerun the shards); the adapter reads them from the config.
+DOWNLOAD_PACING_KEYS: tuple[str, ...] = (
+    "max_per_hour",
+    "sleep_requests",
+    "sleep_interval",
+    "max_sleep_interval",
+    "sleep_between",
+    "cooldown",
+)
 
 
 def export_project(basedir: str | Path) -> str:

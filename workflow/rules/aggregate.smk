@@ -10,6 +10,7 @@ rule aggregate:
         availability=f"{RES}/reports/availability.tsv",
         ledger=f"{RES}/reports/download_ledger.tsv",
         failures=f"{RES}/reports/failures.tsv",
+        sources=f"{RES}/reports/sources.tsv",
     log:
         f"{RES}/logs/aggregate.log",
     benchmark:
@@ -24,6 +25,7 @@ rule aggregate:
 rule funnel:
     input:
         availability=rules.aggregate.output.availability,
+        sources=rules.aggregate.output.sources,
     output:
         report(
             f"{RES}/plots/availability_funnel.png",

@@ -9,6 +9,8 @@ from snakemake.exceptions import WorkflowError
 from audiosetflow import demo as _demo
 from audiosetflow import plan as _plan
 from audiosetflow import smk as _smk
+from audiosetflow.acquisition import sources as _sources
+from audiosetflow.errors import InputError
 from audiosetflow.metadata import MetadataError
 from audiosetflow.shard import Layout
 
@@ -74,7 +76,33 @@ else:
         file=sys.stderr,
     )
 
-DOWNLOAD_CFG = dict(config["download"])
+# Where clips come from (config `sources`): checked here, so that a path that does not exist
+# is one line before any job starts. Local mirrors are indexed once by rule index_sources.
+try:
+    SOURCES = _sources.parse_sources(config["sources"])
+except InputError as _exc:
+    raise WorkflowError(str(_exc)) from None
+MIRRORS = bool(_sources.mirrors(SOURCES))
+YOUTUBE = _sources.has_youtube(SOURCES)
+SOURCE_INDEX = f"{RES}/sources/index.parquet"
+
+
+def source_index(wildcards):
+    """The index of the local sources, for the download jobs (none without local sources)."""
+    return [SOURCE_INDEX] if MIRRORS else []
+
+
+def source_files():
+    """Every file the local sources' globs match (a param: a new file reruns the index)."""
+    return [str(f) for s in _sources.mirrors(SOURCES) for f in s.files]
+
+
+# The download settings as a param (a change reruns the download jobs), except those that only
+# pace the requests: scripts/download.py reads them from the config, so that slowing down or
+# speeding up a long run does not rerun every shard.
+DOWNLOAD_CFG = {
+    k: v for k, v in config["download"].items() if k not in _smk.DOWNLOAD_PACING_KEYS
+}
 if DEMO:
     DOWNLOAD_CFG["url_template"] = _demo.url_template(os.path.join(DEMO_DIR, "media"))
 
@@ -171,6 +199,8 @@ def benchmark_inputs(wildcards):
         [str(getattr(rules, r).benchmark) for r in LABEL_RULES], label=LABEL_SLUGS
     )
     files += [str(getattr(rules, r).benchmark) for r in SINGLE_RULES]
+    if MIRRORS:
+        files.append(str(rules.index_sources.benchmark))
     if DEMO:
         files.append(str(rules.demo_media.benchmark))
     return files

@@ -1,6 +1,23 @@
-# Stage 1: download the labelled segments of one shard with yt-dlp (resumable per YTID).
-# The shard's segments come in as a parameter, so a change of the selection reruns exactly the
-# shards it touches; the job writes the shard table that the later stages read and extend.
+# Stage 1: get the labelled segments of one shard, from local mirrors (config `sources`) or with
+# yt-dlp (resumable per YTID). The shard's segments come in as a parameter, so a change of the
+# selection reruns exactly the shards it touches; the job writes the shard table that the later
+# stages read and extend.
+
+
+rule index_sources:
+    output:
+        index=SOURCE_INDEX,
+    log:
+        f"{RES}/logs/index_sources.log",
+    benchmark:
+        f"{RES}/benchmarks/index_sources.tsv"
+    conda:
+        ENV
+    params:
+        sources=config["sources"],
+        files=source_files(),
+    script:
+        "../../scripts/index_sources.py"
 
 
 if config["cluster"]["download_local"]:
@@ -13,6 +30,7 @@ if config["cluster"]["download_local"]:
 rule download:
     input:
         demo=demo_media_flag,
+        index=source_index,
     output:
         table=DOWNLOADED,
     log:
@@ -22,11 +40,12 @@ rule download:
     conda:
         ENV
     resources:
-        youtube=1,
+        youtube=1 if YOUTUBE else 0,
         mem_mb=1000,
     params:
         rows=manifest_rows,
         cfg=DOWNLOAD_CFG,
+        sources=config["sources"],
         retry_token=retry_token,
     script:
         "../../scripts/download.py"

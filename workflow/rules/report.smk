@@ -91,6 +91,7 @@ rule overview:
         datasets=expand(DATASET, label=LABEL_SLUGS, part=["train", "val", "test"]),
         availability=rules.aggregate.output.availability,
         failures=rules.aggregate.output.failures,
+        sources=rules.aggregate.output.sources,
         funnel=rules.funnel.output[0],
         benchmarks=rules.benchmarks.output.table,
         benchmarks_plot=rules.benchmarks.output.plot,

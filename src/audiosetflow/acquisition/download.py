@@ -12,6 +12,8 @@
 * What to try again is one policy, :func:`retry_wanted`: finished media is never fetched again,
   ``permanent`` YTIDs are not retried (unless ``retry_permanent``), ``auth`` YTIDs once
   ``cookies`` is set, everything else is.
+* With ``max_per_hour`` set, every fetch first waits for the job's ``youtube`` slot budget
+  (:mod:`audiosetflow.acquisition.budget`: a sliding hour, kept in ``results/state/youtube``).
 * The shard's state lives in its :class:`~audiosetflow.shard.ShardTable`: the download columns
   are restored from the shard's record (which Snakemake never deletes) and the record is
   rewritten atomically after every YTID, so neither a rerun nor a killed job loses what failed
@@ -22,21 +24,38 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..config import section
 from ..errors import MachineError
+from ..io import atomic_path
 from ..shard import ShardLayout, ShardTable, Status
+from .budget import FetchBudget, _NoBudget, fetch_budget
 from .classify import classify
+from .sources import (
+    ClipError,
+    Entry,
+    MirrorReader,
+    Source,
+    check_audio,
+    clip_offset,
+    has_youtube,
+    is_cut,
+    lookup,
+    mirrors,
+)
 from .ytdlp import YtdlpFetcher
 
-__all__ = ["DownloadConfig", "NOT_ATTEMPTED", "download_shard", "retry_wanted"]
+__all__ = ["DownloadConfig", "NOT_ATTEMPTED", "NO_SOURCE", "download_shard", "retry_wanted"]
 
 NOT_ATTEMPTED = "not attempted: shard stopped after rate limiting"
+#: The reason of a YTID that no source has (when ``youtube`` is not one of them).
+NO_SOURCE = "in no source (youtube is not in sources)"
+YOUTUBE = Source("youtube", 0, cut=False)
 #: Statuses in the order progress lines count them.
 _COUNTED = (Status.OK, Status.PERMANENT, Status.AUTH, Status.TRANSIENT, Status.PENDING)
 
@@ -45,8 +64,9 @@ _TEXT_KEYS = frozenset({"url_template", "format", "cookies", "proxy"})
 
 log_default = logging.getLogger("audiosetflow.download")
 
-# Indirection so tests can record the waits instead of sleeping.
+# Indirection so tests can record the waits instead of sleeping (and move the clock).
 _sleep = time.sleep
+_clock = time.time
 
 
 @dataclass(frozen=True)
@@ -87,6 +107,15 @@ class DownloadConfig:
         Extra yt-dlp options (Python API names), merged last.
     duration_tolerance : float
         Accepted shortfall of the decoded media against the segment (seconds).
+    max_per_hour : int or None
+        Fetches per hour of each ``youtube`` resource slot
+        (:class:`~audiosetflow.acquisition.budget.FetchBudget`); 0 or None: no budget.
+    sleep_requests, sleep_interval, max_sleep_interval : float
+        yt-dlp's ``sleep_interval_requests``, ``sleep_interval`` and ``max_sleep_interval``
+        (seconds); 0: off.
+    sections : {"auto", "always", "never"}
+        Section downloads where the source can be cut (``auto``), always (``always``: a source
+        that cannot be cut fails), or never (whole files, cut by the trim stage).
     """
 
     url_template: str = "https://www.youtube.com/watch?v={ytid}"
@@ -105,6 +134,11 @@ class DownloadConfig:
     js_runtimes: Mapping[str, Any] = field(default_factory=dict)
     ytdlp_options: Mapping[str, Any] = field(default_factory=dict)
     duration_tolerance: float = 0.1
+    max_per_hour: int | None = 0
+    sleep_requests: float = 0.0
+    sleep_interval: float = 0.0
+    max_sleep_interval: float = 0.0
+    sections: Literal["auto", "always", "never"] = "auto"
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> DownloadConfig:
@@ -119,6 +153,8 @@ class DownloadConfig:
             raise ValueError(f"download.url_template must contain '{{ytid}}': {out.url_template!r}")
         if out.retries < 0 or out.margin < 0 or out.duration_tolerance < 0:
             raise ValueError("download.retries, margin and duration_tolerance must be >= 0")
+        if out.max_sleep_interval and out.max_sleep_interval < out.sleep_interval:
+            raise ValueError("download.max_sleep_interval must be >= sleep_interval (or 0)")
         return out
 
     def backoff(self, k: int, retry_after: float | None = None) -> float:
@@ -177,8 +213,10 @@ def download_shard(
     cfg: DownloadConfig,
     out: str | Path | None = None,
     log: logging.Logger | None = None,
+    sources: Sequence[Source] | None = None,
+    index: str | Path | None = None,
 ) -> ShardTable:
-    """Download the segments of one shard; resumable per YTID.
+    """Get the segments of one shard, from local mirrors or YouTube; resumable per YTID.
 
     Parameters
     ----------
@@ -193,13 +231,24 @@ def download_shard(
     out : str or Path, optional
         Where the finished table is written too (the rule's declared output).
     log : logging.Logger, optional
+    sources : sequence of Source, optional
+        Where clips come from, in order (:func:`audiosetflow.acquisition.sources.
+        parse_sources`); default: YouTube only. A YTID that a local source has is taken from
+        the first that has a usable copy (decoded completely first: an empty, non-audio or
+        truncated copy is a recorded failure, and the next source that has the YTID is
+        tried, YouTube last). Without ``youtube``, a YTID no local source has is
+        ``permanent`` (:data:`NO_SOURCE`).
+    index : str or Path, optional
+        The index of the local sources (:func:`audiosetflow.acquisition.sources.build_index`);
+        needed when ``sources`` has any.
 
     Returns
     -------
     ShardTable
         ``table``: per YTID ``download_status`` (``ok``, ``permanent``, ``auth`` or
         ``transient``), ``download_reason``, ``attempts``, ``runs``, ``rate_limited``,
-        ``bytes`` and ``updated``.
+        ``bytes``, ``updated``, ``media`` and ``source`` (``youtube``, ``tar:eval03.tar``,
+        ...).
 
     Raises
     ------
@@ -225,41 +274,69 @@ def download_shard(
         shard.clean_temporaries(shard.download_dir, [f"{y}.offset" for y in ytids])
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
+    sources = list(sources) if sources else [YOUTUBE]
+    local = lookup(index, ytids) if index is not None and mirrors(sources) else {}
     try:
-        return _download(table, shard, cfg, out, log)
+        with fetch_budget(shard.layout.root, per_hour=cfg.max_per_hour, clock=_clock,
+                          sleep=_sleep, log=log) as budget:  # fmt: skip
+            return _download(table, shard, cfg, out, log, sources, local, budget)
     finally:
         marker.unlink(missing_ok=True)
 
 
 def _download(
-    table: ShardTable, shard: ShardLayout, cfg: DownloadConfig, out, log: logging.Logger
+    table: ShardTable,
+    shard: ShardLayout,
+    cfg: DownloadConfig,
+    out,
+    log: logging.Logger,
+    sources: list[Source],
+    local: dict[str, list[Entry]],
+    budget: FetchBudget | _NoBudget,
 ) -> ShardTable:
     ytids = table.ytids
     finished = shard.media_index(ytids, dict(zip(ytids, table.df["media"], strict=True)))
     tag = f"[shard {shard.name}]"
+    youtube = has_youtube(sources)
 
     todo: list[str] = []
+    from_mirror: list[str] = []
     for y in ytids:
         row = table.row(y)
         status = Status(row["download_status"])
         media = finished.get(y)
         if media is not None:
             reason = row["download_reason"] if status is Status.OK else "found finished media"
-            table.set("download", y, Status.OK, reason, bytes=media.stat().st_size,
-                      media=media.name)  # fmt: skip
+            size = media.size if hasattr(media, "start") else media.stat().st_size
+            name = row["media"] if str(row["media"]).startswith(("tar:", "file:")) else media.name
+            table.set("download", y, Status.OK, reason, bytes=size, media=name,
+                      source=row["source"] or "youtube")  # fmt: skip
+        elif y in local:
+            table.set("download", y, Status.PENDING, "", media="")
+            from_mirror.append(y)
+        elif not youtube:
+            table.set("download", y, Status.PERMANENT, NO_SOURCE, media="", source="")
         elif status is not Status.PENDING and not retry_wanted(status, cfg=cfg):
             continue  # failed for good: kept as it is
         else:
             reason = "pending: media of an earlier ok run is gone" if status is Status.OK else ""
             table.set("download", y, Status.PENDING, reason, media="")
             todo.append(y)
+    table.save(shard)
+    fallback = _from_mirrors(table, shard, from_mirror, local, youtube, log)
+    todo += fallback
     # a YTID that was rate limited last time goes last, so that it cannot starve the others
     todo.sort(key=lambda y: bool(table.df.at[y, "rate_limited"]))
     table.save(shard)
     n = len(ytids)
-    log.info("%s %d YTIDs: %d to download, %d done or skipped", tag, n, len(todo), n - len(todo))
+    log.info(
+        "%s %d YTIDs: %d from local sources, %d to download, %d done or skipped",
+        tag, n, len(from_mirror) - len(fallback), len(todo),
+        n - len(todo) - len(from_mirror) + len(fallback),
+    )  # fmt: skip
+    notes = {y: table.df.at[y, "download_reason"] for y in fallback}
 
-    fetcher = YtdlpFetcher(cfg, shard, log)
+    fetcher = budget.pace(YtdlpFetcher(cfg, shard, log))  # each fetch waits for the budget
     stopped = False
     for k, y in enumerate(todo):
         if stopped:
@@ -274,8 +351,12 @@ def _download(
             table.set("download", y, Status.TRANSIENT, f"machine: {exc}", updated=_now())
             table.save(shard)
             raise
+        reason = outcome.reason
+        if y in notes:
+            reason = "; ".join(r for r in (reason, notes[y]) if r)
         table.set(
-            "download", y, outcome.status, outcome.reason,
+            "download", y, outcome.status, reason,
+            source="youtube" if outcome.status is Status.OK else "",
             attempts=int(row["attempts"]) + outcome.attempts,
             runs=int(row["runs"]) + 1,
             rate_limited=outcome.rate_limited,
@@ -300,6 +381,79 @@ def _download(
     table.save(shard, out)
     log.info("%s finished: %s", tag, _summary(table))
     return table
+
+
+def _from_mirrors(
+    table: ShardTable,
+    shard: ShardLayout,
+    ytids: list[str],
+    local: dict[str, list[Entry]],
+    youtube: bool,
+    log: logging.Logger,
+) -> list[str]:
+    """Take ``ytids`` from the local sources that have them; return those to try on YouTube.
+
+    Each copy is decoded completely first (:func:`~audiosetflow.acquisition.sources.
+    check_audio`); an unusable one is recorded, and the next source that has the YTID is
+    tried. A YTID with no usable copy is ``permanent`` (the reasons of every copy), or, with
+    YouTube among the sources, passed on to it with those reasons as a note.
+    """
+    reader = MirrorReader()
+    fallback: list[str] = []
+    # in file order: each Parquet row group is read once, tar members are read front to back
+    first = {y: local[y][0] for y in ytids}
+    ytids = sorted(ytids, key=lambda y: (first[y].source, first[y].path, first[y].row_group,
+                                         first[y].row, first[y].offset))  # fmt: skip
+    tag = f"[shard {shard.name}]"
+    for k, y in enumerate(ytids):
+        row = table.row(y)
+        start, end = float(row["start"]), float(row["end"])
+        problems = []
+        for e in local[y]:
+            try:
+                data = reader.read(e)
+                seconds = check_audio(data, name=f"{e.origin}:{y}")
+            except MachineError:
+                table.set("download", y, Status.TRANSIENT, f"machine: reading {e.path}")
+                table.save(shard)
+                raise
+            except (ClipError, OSError) as exc:
+                problems.append(f"{e.origin}: {exc}")
+                continue
+            cut = is_cut(e, seconds=seconds, start=start, end=end)
+            try:
+                if e.kind == "parquet":  # ffmpeg cannot read a Parquet cell: write it once
+                    media = shard.media_name(y, MirrorReader.parquet_ext(e, data))
+                    with atomic_path(media) as tmp:
+                        tmp.write_bytes(data)
+                    name = media.name
+                else:
+                    name = e.locator
+                shard.write_offset(y, clip_offset(e, cut=cut, start=start))
+            except OSError as exc:
+                table.set("download", y, Status.TRANSIENT, f"machine: {exc}")
+                table.save(shard)
+                raise MachineError(exc.errno or 5, str(shard.download_dir), str(exc)) from exc
+            note = "; ".join(problems)
+            reason = f"{'cut' if cut else 'whole'} copy, {seconds:.2f} s"
+            if note:
+                reason += f" (after {note})"
+            table.set("download", y, Status.OK, reason, bytes=len(data), media=name,
+                      source=e.origin, updated=_now())  # fmt: skip
+            break
+        else:
+            note = "local copy unusable: " + "; ".join(problems)
+            if youtube:
+                table.set("download", y, Status.PENDING, note, media="", source="")
+                fallback.append(y)
+            else:
+                table.set("download", y, Status.PERMANENT, note, media="", source="",
+                          updated=_now())  # fmt: skip
+            log.warning("%s %s: %s", tag, y, note)
+        if (k + 1) % 100 == 0 or k + 1 == len(ytids):
+            table.save(shard)
+            log.info("%s local sources: %d/%d | %s", tag, k + 1, len(ytids), _summary(table))
+    return fallback
 
 
 def _summary(table: ShardTable) -> str:

@@ -38,7 +38,17 @@ from .classify import MediaCheckError
 if TYPE_CHECKING:
     from .download import DownloadConfig
 
-__all__ = ["Fetched", "YtdlpFetcher", "decoded_duration", "probe_source_duration"]
+__all__ = ["COPY_EXACT", "Fetched", "YtdlpFetcher", "decoded_duration", "probe_source_duration"]
+
+#: Containers whose sections are stream-copied instead of re-encoded: ffmpeg's input ``-ss``
+#: with ``-c copy`` starts at the packet before the cut and the MP4 muxer writes an edit list
+#: that skips to the cut, so the section's first decoded sample is the requested one (checked
+#: to the sample, with both ffmpeg builds: tests/test_download.py). Not WebM/Matroska: a
+#: copied section there starts at the cue point before the cut (up to seconds early, its
+#: start known only to the 1-ms timestamp resolution), and the Opus decoder, started cold
+#: there, decodes samples that differ from those of the whole file for a while (0.03 of full
+#: scale after 0.1 s): WebM sections stay re-encoded (``force_keyframes_at_cuts``).
+COPY_EXACT = frozenset({"m4a", "mp4"})
 
 _TIME_RE = re.compile(r"out_time_us=(\d+)")
 _DURATION_RE = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
@@ -148,8 +158,11 @@ class YtdlpFetcher:
     def __init__(self, cfg: DownloadConfig, shard: ShardLayout, log: logging.Logger):
         self.cfg, self.shard, self.log = cfg, shard, log
         self.ffmpeg_dir = ensure_ffmpeg_on_path()
-        # Sections until yt-dlp says this source cannot be cut; then full files for the run.
-        self.sections = True
+        # Sections until yt-dlp says this source cannot be cut; then full files for the run
+        # (download.sections "auto"); "never": full files only.
+        self.sections = cfg.sections != "never"
+        #: Whether the last section was stream-copied (a container in COPY_EXACT).
+        self.copied = False
 
     def options(self, tmp: Path, ranges: Any | None) -> dict[str, Any]:
         cfg = self.cfg
@@ -174,11 +187,19 @@ class YtdlpFetcher:
         }
         if ranges is not None:
             opts["download_ranges"] = ranges
-            opts["force_keyframes_at_cuts"] = True  # re-encode: the offset is exact
+            # re-encode (the cut lands where asked); _run_ytdlp copies where that is exact too
+            opts["force_keyframes_at_cuts"] = True
             # ffmpeg reads the section itself: make its network reads time out too.
             opts["external_downloader_args"] = {
                 "ffmpeg_i": ["-rw_timeout", str(int(cfg.socket_timeout * 1e6))]
             }
+        for key, name in (
+            ("sleep_interval_requests", "sleep_requests"),
+            ("sleep_interval", "sleep_interval"),
+            ("max_sleep_interval", "max_sleep_interval"),
+        ):
+            if getattr(cfg, name) > 0:
+                opts[key] = getattr(cfg, name)
         if cfg.cookies:
             opts["cookiefile"] = cfg.cookies
         if cfg.proxy:
@@ -202,8 +223,15 @@ class YtdlpFetcher:
         import yt_dlp
 
         with yt_dlp.YoutubeDL(self.options(tmp, ranges)) as ydl:
-            info = ydl.extract_info(url, download=True)
-        return info or {}
+            if ranges is None:
+                return ydl.extract_info(url, download=True) or {}
+            # Select the format first: a section of a container in COPY_EXACT is copied, not
+            # re-encoded (no second generation of lossy coding, a fraction of the CPU).
+            info = ydl.extract_info(url, download=False) or {}
+            copy = str(info.get("ext", "")).lower() in COPY_EXACT
+            ydl.params["force_keyframes_at_cuts"] = not copy
+            self.copied = copy
+            return ydl.process_ie_result(info, download=True) or {}
 
     def _fetch(self, ytid: str, start: float, end: float, tmp: Path) -> Fetched:
         import yt_dlp
@@ -224,6 +252,11 @@ class YtdlpFetcher:
         except yt_dlp.utils.DownloadError as exc:
             if not (sectioned and "cannot be partially downloaded" in str(exc)):
                 raise
+            if cfg.sections == "always":
+                raise MediaCheckError(
+                    "source cannot be cut and download.sections is 'always'",
+                    status=Status.PERMANENT,
+                ) from None
             self.log.info("source cannot be cut: falling back to full downloads (%s)", url)
             self.sections = sectioned = False
             for p in tmp.iterdir():

@@ -33,6 +33,8 @@ from ..tools import ffmpeg_exe
 
 __all__ = [
     "AudioError",
+    "Subfile",
+    "MediaInput",
     "decode",
     "transcode",
     "transcode_many",
@@ -46,13 +48,61 @@ class AudioError(RuntimeError):
     """A media file could not be decoded; the message names the file and ffmpeg's reason."""
 
 
+@dataclass(frozen=True)
+class Subfile:
+    """A byte range of a file that ffmpeg reads as a media file of its own (a member of an
+    uncompressed tar), through its ``subfile`` protocol: nothing is extracted or copied.
+
+    Attributes
+    ----------
+    path : Path
+        The archive.
+    start : int
+        Byte offset of the member's data, >= 0.
+    size : int
+        Bytes of the member, > 0.
+    """
+
+    path: Path
+    start: int
+    size: int
+
+    def absolute(self) -> Subfile:
+        return Subfile(Path(self.path).absolute(), self.start, self.size)
+
+    def is_file(self) -> bool:
+        """Whether the archive exists and holds the whole range."""
+        try:
+            return self.size > 0 and Path(self.path).stat().st_size >= self.start + self.size
+        except OSError:
+            return False
+
+    @property
+    def name(self) -> str:
+        return f"{Path(self.path).name}@{self.start}"
+
+    def __str__(self) -> str:
+        # ffmpeg's subfile protocol: the range [start, end) of the file after the last ':'
+        return f"subfile,,start,{self.start},end,{self.start + self.size},,:{self.path}"
+
+
+#: What the decoders take: a media file, or a byte range of one (:class:`Subfile`).
+MediaInput = Path | Subfile
+
+
+def _media(src: str | Path | Subfile) -> MediaInput:
+    """``src`` as ffmpeg is given it: an absolute path (a name starting with '-' is never an
+    option), or a :class:`Subfile`."""
+    return src.absolute() if isinstance(src, Subfile) else Path(src).absolute()
+
+
 # ffmpeg's log context ("[dec:aac @ 0x55d...] "): its address differs from run to run
 _LOG_CONTEXT = re.compile(r"\[[^\]]* @ 0x[0-9a-f]+\] ")
 # lines of ffmpeg >= 7 that only say that a thread ended because of the error logged before
 _TEARDOWN = re.compile(r"^(Task finished with error code|Terminating thread with return code)")
 
 
-def _ffmpeg_error(path: Path, stderr: bytes) -> AudioError:
+def _ffmpeg_error(path: MediaInput, stderr: bytes) -> AudioError:
     """``{path}: cannot decode audio: {reason}`` with ffmpeg's last meaningful line as the
     reason, free of memory addresses (so that equal reasons read, and count, as equal)."""
     lines = [
@@ -68,7 +118,7 @@ def _ffmpeg_error(path: Path, stderr: bytes) -> AudioError:
 
 
 def decode(
-    path: str | Path,
+    path: str | Path | Subfile,
     *,
     sample_rate: int,
     start: float = 0.0,
@@ -96,7 +146,7 @@ def decode(
     AudioError
         When the file does not exist, is not media, or has no audio stream.
     """
-    path = Path(path).absolute()  # absolute: a name starting with '-' is never an option
+    path = _media(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error"]
@@ -141,7 +191,7 @@ def _reserve_tmp(dst: Path) -> Path:
     return Path(tmp)
 
 
-def transcode(src: str | Path, dst: str | Path, *, sample_rate: int) -> float:
+def transcode(src: str | Path | Subfile, dst: str | Path, *, sample_rate: int) -> float:
     """Transcode ``src`` to mono 16-bit PCM at ``sample_rate`` (atomically); return seconds.
 
     One ffmpeg process for this one file. ``dst`` ends in ``.flac`` or ``.wav``, which sets the
@@ -154,7 +204,7 @@ def transcode(src: str | Path, dst: str | Path, *, sample_rate: int) -> float:
     ValueError
         When ``dst`` has another suffix.
     """
-    src = Path(src).absolute()  # absolute: a name starting with '-' is never an option
+    src = _media(src)
     dst = Path(dst).absolute()
     out_args = _output_args(dst)
     with atomic_path(dst) as tmp:
@@ -184,7 +234,7 @@ def _graph_quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def _lavfi_graph(src: Path, sample_rate: int) -> str:
+def _lavfi_graph(src: MediaInput, sample_rate: int) -> str:
     """A libavfilter graph that decodes ``src`` (the ``amovie`` source) to the window's format.
 
     Demuxing, decoding, down-mixing and resampling then run in the graph's thread, and the
@@ -206,7 +256,9 @@ def _lavfi_graph(src: Path, sample_rate: int) -> str:
 _MAX_GRAPH_CHARS = 100_000
 
 
-def _batch_cmd(pairs: Sequence[tuple[Path, Path]], sample_rate: int, *, lavfi: bool) -> list[str]:
+def _batch_cmd(
+    pairs: Sequence[tuple[MediaInput, Path]], sample_rate: int, *, lavfi: bool
+) -> list[str]:
     """One ffmpeg command: media ``pairs[k][0]`` -> PCM file ``pairs[k][1]``.
 
     ``lavfi``: all files are decoded by ONE libavfilter graph (one ``-f lavfi`` input with an
@@ -269,7 +321,9 @@ def _lavfi_route_ok(ffmpeg: str) -> bool:
             return False
 
 
-def _transcode_batch(pairs: Sequence[tuple[Path, Path]], sample_rate: int) -> list[float] | None:
+def _transcode_batch(
+    pairs: Sequence[tuple[MediaInput, Path]], sample_rate: int
+) -> list[float] | None:
     """Transcode ``pairs`` with one ffmpeg process; ``None`` when anything at all went wrong
     (non-zero exit, any message at ``-v error``, an empty output): nothing is then written."""
     tmps: list[Path] = []
@@ -298,7 +352,7 @@ def _transcode_batch(pairs: Sequence[tuple[Path, Path]], sample_rate: int) -> li
             tmp.unlink(missing_ok=True)
 
 
-def _transcode_or_error(src: Path, dst: Path, sample_rate: int) -> float | AudioError:
+def _transcode_or_error(src: MediaInput, dst: Path, sample_rate: int) -> float | AudioError:
     try:
         return transcode(src, dst, sample_rate=sample_rate)
     except AudioError as exc:
@@ -328,7 +382,7 @@ DEFAULT_BATCH = 50
 
 
 def transcode_many(
-    pairs: Iterable[tuple[str | Path, str | Path]],
+    pairs: Iterable[tuple[str | Path | Subfile, str | Path]],
     *,
     sample_rate: int,
     batch: int = DEFAULT_BATCH,
@@ -344,9 +398,9 @@ def transcode_many(
 
     Parameters
     ----------
-    pairs : iterable of (str or Path, str or Path), length n
-        ``(src, dst)``: media file in, PCM file out (``.flac`` or ``.wav``, see
-        :func:`transcode`); destinations must differ.
+    pairs : iterable of (str or Path or Subfile, str or Path), length n
+        ``(src, dst)``: media file (or a tar member, :class:`Subfile`) in, PCM file out
+        (``.flac`` or ``.wav``, see :func:`transcode`); destinations must differ.
     sample_rate : int
         Output sample rate in Hz.
     batch : int
@@ -365,8 +419,7 @@ def transcode_many(
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, not {batch}")
-    # absolute: a name starting with '-' is never an option
-    items = [(Path(s).absolute(), Path(d).absolute()) for s, d in pairs]
+    items = [(_media(s), Path(d).absolute()) for s, d in pairs]
     for _, dst in items:
         _output_args(dst)
     results: list[float | AudioError | None] = [None] * len(items)

@@ -18,6 +18,7 @@ __all__ = [
     "stage_outcomes",
     "availability",
     "failures",
+    "by_source",
     "aggregate",
 ]
 
@@ -25,6 +26,9 @@ log = logging.getLogger("audiosetflow.aggregate")
 
 #: Columns of ``availability.tsv``.
 AVAILABILITY_COLUMNS = ["split", "stage", "entered", "done", "failed", "reasons"]
+
+#: Columns of ``sources.tsv`` (:func:`by_source`).
+SOURCE_COLUMNS = ["split", "source", "clips", "features"]
 
 #: Columns of :func:`stage_outcomes`.
 OUTCOME_COLUMNS = ["split", "stage", "status", "reason", "count"]
@@ -170,6 +174,39 @@ def failures(tables: Sequence[ShardTable]) -> pd.DataFrame:
     return out.reset_index(drop=True)[FAILURE_COLUMNS]
 
 
+def by_source(tables: Sequence[ShardTable]) -> pd.DataFrame:
+    """Per split and source: the clips taken from it and how many of them have features.
+
+    Parameters
+    ----------
+    tables : sequence of ShardTable
+        The final table of every shard.
+
+    Returns
+    -------
+    DataFrame
+        :data:`SOURCE_COLUMNS`: ``source`` as the ledger writes it (``youtube``,
+        ``tar:eval03.tar``, ...; ``none`` for YTIDs no source gave), ``clips`` the YTIDs the
+        download stage got from it (for ``none``: the YTIDs it did not get), ``features``
+        those of them with features. Sorted by split, then by clips (most first).
+    """
+    parts = [t.df[["split", "source", "download_status", "features_status"]] for t in tables]
+    if not parts:
+        return pd.DataFrame(columns=SOURCE_COLUMNS)
+    df = pd.concat(parts, ignore_index=True)
+    got = df["download_status"] == Status.OK.value
+    df = df.assign(
+        source=df["source"].where(got & (df["source"] != ""), "none"),
+        features=df["features_status"] == Status.OK.value,
+    )
+    out = df.groupby(["split", "source"]).agg(
+        clips=("source", "size"), features=("features", "sum")
+    )
+    out = out.reset_index().astype({"clips": int, "features": int})
+    out = out.sort_values(["split", "clips", "source"], ascending=[True, False, True])
+    return out.reset_index(drop=True)[SOURCE_COLUMNS]
+
+
 def aggregate(
     *,
     tables: Sequence[str | Path],
@@ -177,11 +214,12 @@ def aggregate(
     availability_out: str | Path,
     ledger_out: str | Path,
     failures_out: str | Path | None = None,
+    sources_out: str | Path | None = None,
     logger: logging.Logger | None = None,
 ) -> pd.DataFrame:
-    """Write ``availability.tsv``, ``download_ledger.tsv`` and ``failures.tsv`` over every
-    shard, and check that each split's feature shards open as one pyarrow dataset with one
-    schema.
+    """Write ``availability.tsv``, ``download_ledger.tsv``, ``failures.tsv`` and
+    ``sources.tsv`` over every shard, and check that each split's feature shards open as one
+    pyarrow dataset with one schema.
 
     Parameters
     ----------
@@ -194,6 +232,8 @@ def aggregate(
         :data:`audiosetflow.shard.LEDGER_COLUMNS`).
     failures_out : path, optional
         The failures by stage and reason (:func:`failures`).
+    sources_out : path, optional
+        The clips by source (:func:`by_source`).
     logger : logging.Logger, optional
 
     Returns
@@ -216,6 +256,11 @@ def aggregate(
     write_tsv(ledger_out, pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame())
     if failures_out is not None:
         write_tsv(failures_out, failures(shard_tables))
+    if sources_out is not None:
+        src = by_source(shard_tables)
+        write_tsv(sources_out, src)
+        for row in src.itertuples(index=False):
+            logger.info("%s from %s: %d clips, %d with features", *row)
     write_tsv(availability_out, table)
     for row in table.itertuples(index=False):
         logger.info("%s %-9s entered=%d done=%d failed=%d %s", *row)

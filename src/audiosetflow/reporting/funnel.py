@@ -23,11 +23,14 @@ def _fit(line: str, width: int) -> str:
     return head[: width - len(count) - 3] + "…" + sep + count
 
 
-def plot_funnel(availability: pd.DataFrame, path: str | Path) -> None:
+def plot_funnel(
+    availability: pd.DataFrame, path: str | Path, *, sources: pd.DataFrame | None = None
+) -> None:
     """Plot ``availability.tsv`` (see :func:`audiosetflow.reporting.aggregate.availability`)
     as one bar chart per split: clips done after each stage, failures stacked on top, the commonest
-    failure reasons written under the chart (shortened to fit under their panel). Saved
-    atomically as PNG."""
+    failure reasons written under the chart (shortened to fit under their panel). With
+    ``sources`` (``sources.tsv``, :func:`audiosetflow.reporting.aggregate.by_source`) the
+    download bar is split by where the clips came from. Saved atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,6 +45,17 @@ def plot_funnel(availability: pd.DataFrame, path: str | Path) -> None:
         part = availability[availability["split"] == split]
         x = range(len(part))
         ax.bar(x, part["done"], color="#3b7dd8", label="done")
+        src = None if sources is None else sources[sources["split"] == split]
+        stages = list(part["stage"])
+        if src is not None and "download" in stages and (src["source"] != "none").any():
+            got = src[src["source"] != "none"]
+            i = stages.index("download")
+            bottom = 0
+            colours = ["#1d4f91", "#5fa8e8", "#8fc1f0", "#2b6cb0", "#a3c9f5"]
+            for k, (name, n) in enumerate(zip(got["source"], got["clips"], strict=True)):
+                ax.bar(i, n, bottom=bottom, color=colours[k % len(colours)], width=0.8,
+                       edgecolor="white", label=f"download: {_fit(str(name), 28)}")  # fmt: skip
+                bottom += int(n)
         ax.bar(x, part["failed"], bottom=part["done"], color="#e4572e", label="failed")
         for i, (d, f) in enumerate(zip(part["done"], part["failed"], strict=True)):
             ax.text(i, d / 2, str(d), ha="center", va="center", color="white", fontsize=9)

@@ -387,13 +387,16 @@ def overview_html(
     funnel: str | Path | None = None,
     benchmarks_plot: str | Path | None = None,
     when: str | None = None,
+    clip_sources: pd.DataFrame | None = None,
 ) -> str:
     """The landing page's HTML fragment (one ``<div id="asf-overview" class="asf">``).
 
     Sections: a one-paragraph description of the run; test metrics (:func:`metrics_table`);
     availability: the funnel figure, clips per stage and split (:func:`availability_table`) and
-    failures by stage and reason; the datasets (:func:`label_counts`); where the time goes
-    (:mod:`audiosetflow.reporting.benchmarks`); sources, configuration and software versions.
+    failures by stage and reason, clips by source (``clip_sources``: ``sources.tsv``, see
+    :func:`audiosetflow.reporting.aggregate.by_source`); the datasets (:func:`label_counts`);
+    where the time goes (:mod:`audiosetflow.reporting.benchmarks`); sources, configuration and
+    software versions.
     """
     names = ", ".join(lab.get("name") or lab["slug"] for lab in labels) or "no label"
     selected = finished = 0
@@ -437,6 +440,16 @@ def overview_html(
         "<h3>Failures by stage and reason</h3>",
         _failures_html(failures),
         "</div></div>",
+    ]
+    if clip_sources is not None and len(clip_sources):
+        out += [
+            "<h3>Clips by source</h3>",
+            '<p class="note">Where each selected clip came from (config <code>sources</code>):'
+            " a local mirror, YouTube, or none (not got); features: those of them that made it"
+            " through every stage.</p>",
+            h.table(clip_sources, table_id="asf-sources"),
+        ]
+    out += [
         "<h2>Datasets per label</h2>",
         '<p class="note">Clips of each part (positives in brackets); train and val are drawn '
         "from the train split, balanced; the test set is the eval split (balanced) or a "
@@ -489,6 +502,7 @@ def write_overview(
     out: str | Path,
     dropped: Sequence[Sequence] = (),
     logger: logging.Logger | None = None,
+    clip_sources: str | Path | None = None,
 ) -> str:
     """Read the run's results and write the landing page's fragment (:func:`overview_html`).
 
@@ -515,6 +529,8 @@ def write_overview(
     dropped : sequence of (name, ratio)
         Labels dropped by the quality filter.
     logger : logging.Logger, optional
+    clip_sources : path, optional
+        ``results/reports/sources.tsv`` (clips by source).
 
     Returns
     -------
@@ -545,6 +561,7 @@ def write_overview(
         benchmarks=bench,
         funnel=funnel,
         benchmarks_plot=benchmarks_plot,
+        clip_sources=_read_optional(clip_sources) if clip_sources else None,
     )
     atomic_write_text(out, fragment)
     (logger or log).info("overview of %d label(s) written to %s", len(labels), out)

@@ -1,0 +1,680 @@
+"""Where a YTID's audio comes from: local AudioSet mirrors first, YouTube as the fallback.
+
+``sources:`` in ``config.yaml`` lists them in order; the first that has a YTID wins, and a
+YTID whose copy there is broken falls through to the next source that has it:
+
+``tar``
+    The public mirror's tar shards (``bal_train00.tar``, ``eval03.tar``, ...), each member
+    ``audio/{split}/{YTID}.flac``, already cut to the labelled segment. Members are read in
+    place: ffmpeg decodes a member straight from the archive through its ``subfile`` protocol
+    (:class:`~audiosetflow.audio.codec.Subfile`), so no clip is ever extracted or copied.
+``parquet``
+    The same mirror as Parquet: rows with ``video_id`` and ``audio`` (a struct of ``bytes`` and
+    ``path``); read by row group. ffmpeg cannot read a Parquet cell, so the clip's bytes are
+    written once to the shard's download folder (like a YouTube download).
+``folder``
+    A folder of files named by ``pattern`` with ``{ytid}`` (and optionally ``{start_ms}``,
+    ``{end_ms}``, ``{ext}``): PANNs' ``Y{ytid}.wav``, older downloaders'
+    ``{ytid}_{start_ms}_{end_ms}.flac`` (cut) or ``{ytid}.{ext}`` (whole videos). Read in place.
+    ``cut``: whether the files are cut to the segment (``true``), whole videos (``false``), or
+    decided from each file's duration (``auto``).
+``youtube``
+    The download stage's yt-dlp route. Leave it out to work offline.
+
+Every source is indexed once (:func:`build_index`, the ``index_sources`` rule): which YTIDs it
+has and where (tar member offsets, Parquet row groups, folder file names). Each file's own
+index is cached under ``results/sources/cache/`` by path, size and modification time, so that
+adding a source indexes only the new files. A shard's download job then looks its YTIDs up
+(:func:`lookup`) and seeks straight to them.
+
+A cut clip starts at the segment's start (``{start_ms}`` where the name gives it), so the trim
+stage takes exactly ``[start, end)`` as for a YouTube section; a clip shorter than its segment
+is flagged ``short`` there, as any other.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import logging
+import os
+import re
+import tarfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..audio.codec import Subfile
+from ..errors import InputError, machine_error
+from ..io import atomic_path
+
+__all__ = [
+    "KINDS",
+    "INDEX_COLUMNS",
+    "Source",
+    "Entry",
+    "parse_sources",
+    "has_youtube",
+    "build_index",
+    "index_file",
+    "lookup",
+    "MirrorReader",
+    "check_audio",
+]
+
+log_default = logging.getLogger("audiosetflow.sources")
+
+#: The kinds of source, as ``sources[].kind`` spells them.
+KINDS: tuple[str, ...] = ("tar", "parquet", "folder", "youtube")
+#: Audio files a tar member or folder file may be (by extension, lower case).
+AUDIO_EXTS = frozenset(
+    {"flac", "wav", "ogg", "oga", "opus", "mp3", "m4a", "aac", "webm", "mka", "mp4", "weba"}
+)
+#: Columns of the source index (one row per YTID and source that has it).
+INDEX_COLUMNS: tuple[str, ...] = (
+    "ytid", "source", "origin", "kind", "path", "offset", "size", "row_group", "row",
+    "start_ms", "end_ms", "cut", "ext",
+)  # fmt: skip
+_INDEX_VERSION = "1"
+_PLACEHOLDERS = {
+    "ytid": r"(?P<ytid>[A-Za-z0-9_-]+?)",
+    "start_ms": r"(?P<start_ms>\d+)",
+    "end_ms": r"(?P<end_ms>\d+)",
+    "ext": r"(?P<ext>[A-Za-z0-9]+)",
+}
+#: Seconds by which a file may outlast its segment and still count as cut (``cut: auto``).
+CUT_SLACK = 0.5
+
+
+@dataclass(frozen=True)
+class Source:
+    """One entry of ``sources:``.
+
+    Attributes
+    ----------
+    kind : {"tar", "parquet", "folder", "youtube"}
+    position : int
+        Its place in the list (0 is tried first).
+    files : tuple of Path
+        ``tar``/``parquet``: every file the ``paths`` globs match (sorted, absolute);
+        ``folder``: the folder; ``youtube``: none.
+    pattern : str
+        ``folder``: file names relative to the folder, with ``{ytid}`` and optionally
+        ``{start_ms}``, ``{end_ms}``, ``{ext}``.
+    cut : bool or None
+        Whether the files are cut to the segment; ``None``: decided per file from its duration
+        (``cut: auto``). ``tar`` and ``parquet`` mirrors are cut.
+    """
+
+    kind: str
+    position: int
+    files: tuple[Path, ...] = ()
+    pattern: str = ""
+    cut: bool | None = True
+
+    @property
+    def name(self) -> str:
+        """``sources[k] (kind)``: how messages name this source."""
+        return f"sources[{self.position}] ({self.kind})"
+
+    def origin(self, file: Path | None = None) -> str:
+        """What the ledger's ``source`` column says for a clip from ``file`` of this source:
+        ``youtube``, ``tar:eval03.tar``, ``parquet:part-0.parquet``, ``folder:/data/panns``."""
+        if self.kind == "youtube":
+            return "youtube"
+        if self.kind == "folder":
+            return f"folder:{self.files[0]}"
+        return f"{self.kind}:{Path(file).name if file is not None else ''}"
+
+    def regex(self) -> re.Pattern[str]:
+        """The ``folder`` pattern as a regular expression over relative paths."""
+        out, pos = [], 0
+        for m in re.finditer(r"\{([a-z_]+)\}", self.pattern):
+            out.append(re.escape(self.pattern[pos : m.start()]))
+            out.append(_PLACEHOLDERS[m.group(1)])
+            pos = m.end()
+        out.append(re.escape(self.pattern[pos:]))
+        return re.compile("".join(out) + r"\Z")
+
+
+def _cut_value(v: Any, where: str) -> bool | None:
+    if v in (True, "true", "yes"):
+        return True
+    if v in (False, "false", "no"):
+        return False
+    if v in (None, "auto"):
+        return None
+    raise InputError(f"{where}: cut must be true, false or auto, not {v!r}")
+
+
+def parse_sources(cfg: Sequence[Mapping[str, Any]] | None) -> list[Source]:
+    """Check ``sources:`` and expand its globs; every problem is one line, before any job.
+
+    Parameters
+    ----------
+    cfg : sequence of mapping, or None
+        The ``sources`` list of the config (``None`` or empty: ``[{kind: youtube}]``).
+
+    Returns
+    -------
+    list of Source
+        In the configured order.
+
+    Raises
+    ------
+    audiosetflow.errors.InputError
+        For an unknown kind, a glob that matches no file, a folder that does not exist, a
+        pattern without ``{ytid}`` or with an unknown placeholder, or ``youtube`` twice.
+    """
+    items = list(cfg or [{"kind": "youtube"}])
+    out: list[Source] = []
+    for k, item in enumerate(items):
+        item = dict(item or {})
+        kind = str(item.get("kind", ""))
+        where = f"config: sources[{k}]"
+        if kind not in KINDS:
+            raise InputError(f"{where}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        if kind == "youtube":
+            if any(s.kind == "youtube" for s in out):
+                raise InputError(f"{where}: youtube is listed twice")
+            out.append(Source("youtube", k, cut=False))
+        elif kind in ("tar", "parquet"):
+            paths = item.get("paths") or ([item["path"]] if item.get("path") else [])
+            if isinstance(paths, str):
+                paths = [paths]
+            if not paths:
+                raise InputError(f"{where} ({kind}): give the files as paths: [...]")
+            files: list[Path] = []
+            for p in paths:
+                p = os.path.expanduser(str(p))
+                hits = (
+                    sorted(glob.glob(p)) if glob.has_magic(p) else ([p] if Path(p).exists() else [])
+                )
+                hits = [h for h in hits if Path(h).is_file()]
+                if not hits:
+                    raise InputError(
+                        f"{where} ({kind}): no file matches {p}; fix the path in config.yaml "
+                        "or remove the source"
+                    )
+                files += [Path(h).absolute() for h in hits]
+            seen: dict[Path, None] = dict.fromkeys(files)
+            out.append(Source(kind, k, tuple(seen), cut=_cut_value(item.get("cut", True), where)))
+        else:  # folder
+            folder = item.get("path")
+            if not folder:
+                raise InputError(f"{where} (folder): give the folder as path: ...")
+            folder = Path(os.path.expanduser(str(folder)))
+            if not folder.is_dir():
+                raise InputError(
+                    f"{where} (folder): {folder} is not a folder; fix the path in config.yaml "
+                    "or remove the source"
+                )
+            pattern = str(item.get("pattern") or "Y{ytid}.wav")
+            names = re.findall(r"\{([^}]*)\}", pattern)
+            bad = [n for n in names if n not in _PLACEHOLDERS]
+            if "ytid" not in names or bad or names.count("ytid") != 1:
+                raise InputError(
+                    f"{where} (folder): pattern {pattern!r} must hold {{ytid}} once and no "
+                    f"placeholder but {{ytid}}, {{start_ms}}, {{end_ms}}, {{ext}}"
+                )
+            out.append(
+                Source(
+                    "folder",
+                    k,
+                    (folder.absolute(),),
+                    pattern,
+                    _cut_value(item.get("cut", "auto"), where),
+                )  # fmt: skip
+            )
+    return out
+
+
+def has_youtube(sources: Sequence[Source]) -> bool:
+    """Whether YouTube is one of the sources."""
+    return any(s.kind == "youtube" for s in sources)
+
+
+def mirrors(sources: Sequence[Source]) -> list[Source]:
+    """The sources that are local copies (everything but ``youtube``)."""
+    return [s for s in sources if s.kind != "youtube"]
+
+
+# --------------------------------------------------------------------------------------------
+# index
+
+
+def _empty_index() -> pd.DataFrame:
+    df = pd.DataFrame({c: pd.Series(dtype=object) for c in INDEX_COLUMNS})
+    return _typed(df)
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    for c in ("source", "offset", "size", "row_group", "row", "start_ms", "end_ms"):
+        df[c] = pd.to_numeric(df[c]).astype("int64")
+    df["cut"] = df["cut"].astype("int8")  # 1 cut, 0 whole, -1 auto
+    for c in ("ytid", "origin", "kind", "path", "ext"):
+        df[c] = df[c].astype(str)
+    return df[list(INDEX_COLUMNS)]
+
+
+def _rows(source: Source, file: Path, entries: Iterable[dict]) -> pd.DataFrame:
+    cut = {True: 1, False: 0, None: -1}[source.cut]
+    base = {"source": source.position, "origin": source.origin(file), "kind": source.kind,
+            "offset": 0, "size": 0, "row_group": -1, "row": -1, "start_ms": -1, "end_ms": -1,
+            "cut": cut, "ext": ""}  # fmt: skip
+    rows = [{**base, **e} for e in entries]
+    if not rows:
+        return _empty_index()
+    return _typed(pd.DataFrame(rows))
+
+
+def _index_tar(source: Source, file: Path) -> pd.DataFrame:
+    entries = []
+    try:
+        with tarfile.open(file, mode="r:") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                name = Path(m.name)
+                ext = name.suffix.lstrip(".").lower()
+                if ext not in AUDIO_EXTS:
+                    continue
+                entries.append({"ytid": name.stem, "path": str(file), "offset": m.offset_data,
+                                "size": m.size, "ext": ext, "member": m.name})  # fmt: skip
+    except tarfile.ReadError as exc:
+        raise InputError(
+            f"{file}: not a plain (uncompressed) tar file ({exc}); a tar source must be "
+            "readable in place: decompress it once (e.g. gunzip) or list it under another kind"
+        ) from None
+    for e in entries:
+        e.pop("member")
+    return _rows(source, file, entries)
+
+
+def _index_parquet(source: Source, file: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(file)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds
+        if (m := machine_error(exc, str(file))) is not None:
+            raise m from exc
+        raise InputError(f"{file}: not a readable Parquet file ({exc})") from None
+    names = pf.schema_arrow.names
+    missing = [c for c in ("video_id", "audio") if c not in names]
+    if missing:
+        raise InputError(
+            f"{file}: no column {missing[0]!r}; a parquet source needs video_id and audio "
+            "(a struct of bytes and path)"
+        )
+    entries = []
+    for g in range(pf.num_row_groups):
+        ids = pf.read_row_group(g, columns=["video_id"]).column(0).to_pylist()
+        for r, y in enumerate(ids):
+            if y:
+                entries.append({"ytid": str(y), "path": str(file), "row_group": g, "row": r})
+    return _rows(source, file, entries)
+
+
+def _index_folder(source: Source) -> pd.DataFrame:
+    folder = source.files[0]
+    rx = source.regex()
+    deep = "/" in source.pattern
+    entries = []
+
+    def walk(d: Path, rel: str) -> None:
+        try:
+            it = os.scandir(d)
+        except OSError as exc:
+            if (m := machine_error(exc, str(d))) is not None:
+                raise m from exc
+            return
+        with it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                r = f"{rel}{e.name}"
+                if deep and e.is_dir(follow_symlinks=True):
+                    walk(Path(e.path), r + "/")
+                    continue
+                m = rx.match(r)
+                if m is None:
+                    continue
+                ext = Path(e.name).suffix.lstrip(".").lower()
+                g = m.groupdict()
+                entries.append({
+                    "ytid": g["ytid"], "path": e.path, "ext": ext,
+                    "start_ms": int(g["start_ms"]) if g.get("start_ms") else -1,
+                    "end_ms": int(g["end_ms"]) if g.get("end_ms") else -1,
+                })  # fmt: skip
+
+    walk(folder, "")
+    return _rows(source, folder, entries)
+
+
+def _cache_key(source: Source, file: Path) -> tuple[Path, str]:
+    st = file.stat()
+    ident = "\t".join([_INDEX_VERSION, source.kind, str(file), source.pattern,
+                       str(source.cut), str(st.st_size), str(st.st_mtime_ns)])  # fmt: skip
+    return file, hashlib.sha1(ident.encode()).hexdigest()
+
+
+def index_file(source: Source, file: Path, *, cache_dir: str | Path | None = None) -> pd.DataFrame:
+    """The index of one file of ``source`` (a tar, a Parquet file, or the folder).
+
+    Parameters
+    ----------
+    source : Source
+    file : Path
+        One of ``source.files``.
+    cache_dir : str or Path, optional
+        Where each file's index is kept (by path, size and modification time, and for folders
+        the pattern): a file indexed before is not read again.
+
+    Returns
+    -------
+    DataFrame
+        :data:`INDEX_COLUMNS`, one row per YTID the file has (the first one where a file has a
+        YTID twice).
+    """
+    file = Path(file)
+    cached = None
+    if cache_dir is not None:
+        _, key = _cache_key(source, file)
+        cached = Path(cache_dir) / f"{key}.parquet"
+        if cached.exists():
+            df = pd.read_parquet(cached)
+            df["source"] = source.position
+            return _typed(df)
+    try:
+        if source.kind == "tar":
+            df = _index_tar(source, file)
+        elif source.kind == "parquet":
+            df = _index_parquet(source, file)
+        else:
+            df = _index_folder(source)
+    except OSError as exc:
+        if (m := machine_error(exc, str(file))) is not None:
+            raise m from exc
+        raise InputError(f"{file}: cannot read ({exc})") from None
+    df = df.drop_duplicates("ytid", keep="first").reset_index(drop=True)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cached) as tmp:
+            df.to_parquet(tmp, index=False)
+    return df
+
+
+def build_index(
+    sources: Sequence[Source],
+    *,
+    out: str | Path,
+    cache_dir: str | Path | None = None,
+    log: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """Index every local source (what each has, and where) and write it to ``out``.
+
+    Parameters
+    ----------
+    sources : sequence of Source
+        From :func:`parse_sources`; ``youtube`` has nothing to index.
+    out : str or Path
+        The index (Parquet), written atomically.
+    cache_dir : str or Path, optional
+        See :func:`index_file`.
+    log : logging.Logger, optional
+        One line per file indexed.
+
+    Returns
+    -------
+    DataFrame
+        :data:`INDEX_COLUMNS`: per source, each YTID once (the first file that has it), sorted
+        by YTID and then by the order of the sources.
+    """
+    log = log or log_default
+    parts = []
+    for s in mirrors(sources):
+        for f in s.files:
+            df = index_file(s, f, cache_dir=cache_dir)
+            log.info("%s %s: %d clips", s.name, f, len(df))
+            parts.append(df)
+    index = pd.concat(parts, ignore_index=True) if parts else _empty_index()
+    index = index.drop_duplicates(["ytid", "source"], keep="first")
+    index = index.sort_values(["ytid", "source"], kind="stable").reset_index(drop=True)
+    with atomic_path(out) as tmp:
+        index.to_parquet(tmp, index=False)
+    log.info("index: %d clips of %d YTIDs in %d local sources", len(index),
+             index["ytid"].nunique(), len(mirrors(sources)))  # fmt: skip
+    return index
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where one source has one YTID (a row of the index)."""
+
+    ytid: str
+    source: int
+    origin: str
+    kind: str
+    path: str
+    offset: int
+    size: int
+    row_group: int
+    row: int
+    start_ms: int
+    end_ms: int
+    cut: int
+    ext: str
+
+    @property
+    def locator(self) -> str:
+        """What the shard table's ``media`` column records for a clip read in place:
+        ``tar:{path}@{offset}+{size}`` or ``file:{path}`` (a Parquet clip is copied and
+        recorded by its file name instead)."""
+        if self.kind == "tar":
+            return f"tar:{self.path}@{self.offset}+{self.size}"
+        return f"file:{self.path}"
+
+
+def lookup(index: str | Path | pd.DataFrame, ytids: Iterable[str]) -> dict[str, list[Entry]]:
+    """Each YTID's entries in the index, in the order of the sources (absent: no source has it).
+
+    Only the rows of ``ytids`` are read from the index file.
+    """
+    wanted = sorted(set(ytids))
+    if isinstance(index, pd.DataFrame):
+        df = index[index["ytid"].isin(wanted)]
+    elif not wanted:
+        df = _empty_index()
+    else:
+        df = pd.read_parquet(index, filters=[("ytid", "in", wanted)])
+    out: dict[str, list[Entry]] = {}
+    for row in df.sort_values(["ytid", "source"], kind="stable").itertuples(index=False):
+        out.setdefault(row.ytid, []).append(Entry(*row))
+    return out
+
+
+def media_input(locator: str) -> Path | Subfile | None:
+    """The media of a ``media`` column value that is a locator (:attr:`Entry.locator`), as
+    ffmpeg reads it; ``None`` when it is not a locator or its file is gone."""
+    if locator.startswith("tar:"):
+        path, _, span = locator[4:].rpartition("@")
+        start, _, size = span.partition("+")
+        sub = Subfile(Path(path), int(start), int(size))
+        return sub if sub.is_file() else None
+    if locator.startswith("file:"):
+        p = Path(locator[5:])
+        return p if p.is_file() else None
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# reading and checking a clip
+
+
+class MirrorReader:
+    """Reads clips from the local sources for one job (keeps the last Parquet row group)."""
+
+    def __init__(self) -> None:
+        self._group: tuple[str, int] | None = None
+        self._audio: list | None = None
+
+    def read(self, entry: Entry) -> bytes:
+        """The bytes of a clip (a tar member, a Parquet cell or a folder's file).
+
+        Raises
+        ------
+        audiosetflow.errors.MachineError
+            On a fault of the machine while reading.
+        OSError
+            When the file is gone or cannot be read.
+        """
+        try:
+            if entry.kind == "tar":
+                with open(entry.path, "rb") as f:
+                    f.seek(entry.offset)
+                    data = f.read(entry.size)
+                if len(data) != entry.size:
+                    raise OSError(f"{entry.path}: ends inside the member of {entry.ytid}")
+                return data
+            if entry.kind == "parquet":
+                return self._parquet_bytes(entry)
+            return Path(entry.path).read_bytes()
+        except OSError as exc:
+            if (m := machine_error(exc, entry.path)) is not None:
+                raise m from exc
+            raise
+
+    def _parquet_bytes(self, entry: Entry) -> bytes:
+        import pyarrow.parquet as pq
+
+        key = (entry.path, entry.row_group)
+        if self._group != key:
+            table = pq.ParquetFile(entry.path).read_row_group(entry.row_group, columns=["audio"])
+            self._audio = table.column("audio").to_pylist()
+            self._group = key
+        cell = self._audio[entry.row] if self._audio is not None else None
+        if isinstance(cell, Mapping):
+            data = cell.get("bytes")
+        else:
+            data = cell
+        return bytes(data or b"")
+
+    @staticmethod
+    def parquet_ext(entry: Entry, data: bytes) -> str:
+        """The extension to write a Parquet clip under: from its bytes, else ``bin``."""
+        return sniff(data) or "bin"
+
+
+def sniff(data: bytes) -> str:
+    """The audio container ``data`` starts with (an extension), or ``""``."""
+    head = data[:12]
+    if head.startswith(b"fLaC"):
+        return "flac"
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return "wav"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    if head[4:8] == b"ftyp":
+        return "m4a"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "webm"
+    return ""
+
+
+class ClipError(RuntimeError):
+    """A local copy of a clip is unusable (empty, not audio, truncated); the message says
+    which, in the words the ledger records."""
+
+
+def check_audio(data: bytes, *, name: str) -> float:
+    """Decode a clip's bytes completely and return its seconds of audio.
+
+    FLAC, WAV and Ogg are decoded in this process (libsndfile, about 6 ms for 10 s of 48-kHz
+    24-bit FLAC); other containers by ffmpeg.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+    name : str
+        Its name, for ffmpeg's messages.
+
+    Returns
+    -------
+    float
+        Seconds of audio.
+
+    Raises
+    ------
+    ClipError
+        ``empty``, ``not audio``, or ``does not decode: ...`` (a truncated or corrupt file).
+    """
+    import soundfile as sf
+
+    if not data:
+        raise ClipError("empty file")
+    kind = sniff(data)
+    if kind in ("flac", "wav", "ogg"):
+        try:
+            with sf.SoundFile(io.BytesIO(data)) as f:
+                want, sr = f.frames, f.samplerate
+                got = 0
+                for block in f.blocks(blocksize=1 << 16, dtype="int16", always_2d=True):
+                    got += len(block)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise ClipError(f"does not decode: {_sf_reason(exc)}") from None
+        if got == 0:
+            raise ClipError("does not decode: no samples")
+        if want > 0 and got < want:
+            raise ClipError(f"truncated: {got / sr:.2f} s of {want / sr:.2f} s decode")
+        return got / sr
+    if not kind:
+        raise ClipError("not audio (no known audio format)")
+    return _ffmpeg_seconds(data, name=name)
+
+
+def _sf_reason(exc: BaseException) -> str:
+    msg = str(exc)
+    if "Error :" in msg:
+        msg = msg.split("Error :", 1)[1]
+    msg = re.sub(r"Error opening <[^>]*>: ", "", msg)
+    return msg.strip().rstrip(".").lower() or type(exc).__name__
+
+
+def _ffmpeg_seconds(data: bytes, *, name: str) -> float:
+    import subprocess
+
+    from ..tools import ffmpeg_exe
+
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", "pipe:0",
+           "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", "8000", "pipe:1"]  # fmt: skip
+    proc = subprocess.run(cmd, input=data, capture_output=True, check=False)
+    if proc.returncode != 0 or not proc.stdout:
+        lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines()]
+        lines = [ln for ln in lines if ln]
+        raise ClipError(f"does not decode: {lines[-1] if lines else 'no samples'}")
+    return len(proc.stdout) / 2 / 8000
+
+
+def is_cut(entry: Entry, *, seconds: float, start: float, end: float) -> bool:
+    """Whether a clip of ``seconds`` from ``entry`` is cut to the segment ``[start, end)``:
+    as configured, or (``cut: auto``) when it lasts no longer than the segment plus
+    :data:`CUT_SLACK`."""
+    if entry.cut >= 0:
+        return bool(entry.cut)
+    return seconds <= (end - start) + CUT_SLACK
+
+
+def clip_offset(entry: Entry, *, cut: bool, start: float) -> float:
+    """Seconds of the source video at which the clip's first sample lies: the segment start for
+    a cut clip (``{start_ms}`` where the file name gives it), 0 for a whole video."""
+    if not cut:
+        return 0.0
+    return entry.start_ms / 1000.0 if entry.start_ms >= 0 else float(start)
