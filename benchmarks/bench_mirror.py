@@ -13,9 +13,9 @@ The media the transcode stage reads:
 * default: each member extracted from the tar (by its offset, ``extract`` stage, timed too)
   into the shard's download folder as ``{YTID}.flac``, with ``{YTID}.offset`` = the segment
   start (a cut clip), and the shard table saying the download passed;
-* ``--subfile``: nothing extracted; ``run_transcode`` gets the member as an
-  ``audiosetflow.audio.codec.Subfile`` (ffmpeg's ``subfile`` protocol on the tar) from
-  ``ShardLayout.media_index``.
+* ``--subfile``: nothing extracted; the table's ``media`` is the download stage's locator of
+  a tar clip (``tar:{archive}@{offset}+{size}``), so ``run_transcode`` reads the member in
+  place (``audiosetflow.audio.codec.Subfile``, ffmpeg's ``subfile`` protocol).
 
 ``--profile`` also runs one shard in this process under cProfile and prints the top functions
 by cumulative and by own time. ``--check`` compares the features with those of the same
@@ -116,23 +116,12 @@ def _cpu() -> float:
     return time.process_time() + ch.ru_utime + ch.ru_stime
 
 
-def _subfile_media_index(tar: Path, members: dict[str, Member]):
-    """A ``ShardLayout.media_index`` that gives the tar members as codec.Subfile inputs."""
-    from audiosetflow.audio.codec import Subfile
-
-    def media_index(self, ytids, names=None):
-        del self, names
-        return {y: Subfile(tar, members[y].offset, members[y].size) for y in ytids}
-
-    return media_index
-
-
 def run_shard(args) -> tuple[int, float, dict[str, float]]:
     """extract (unless subfile) + transcode + trim + features of one shard, stage functions."""
     from audiosetflow.audio.features import run_features
     from audiosetflow.audio.transcode import run_transcode
     from audiosetflow.audio.trim import run_trim
-    from audiosetflow.shard import Layout, ShardLayout, ShardTable, Status
+    from audiosetflow.shard import Layout, ShardTable, Status
 
     members, tar, root, k, p, subfile, batch = args
     c0 = _cpu()
@@ -146,10 +135,11 @@ def run_shard(args) -> tuple[int, float, dict[str, float]]:
     )  # fmt: skip
     table = ShardTable.from_manifest(manifest)
     c = _cpu()
-    if subfile:
-        ShardLayout.media_index = _subfile_media_index(tar, {m.ytid: m for m in members})
+    if subfile:  # the member read in place: the download stage's locator of a tar clip
         for m in members:
-            table.set("download", m.ytid, Status.OK)
+            shard.write_offset(m.ytid, m.start)
+            locator = f"tar:{Path(tar).absolute()}@{m.offset}+{m.size}"
+            table.set("download", m.ytid, Status.OK, media=locator)
     else:
         with open(tar, "rb") as f:
             for m in members:  # seek straight to each member (the tar's index)
@@ -158,9 +148,6 @@ def run_shard(args) -> tuple[int, float, dict[str, float]]:
                 shard.media_name(m.ytid, "flac").write_bytes(f.read(m.size))
                 shard.write_offset(m.ytid, m.start)
                 table.set("download", m.ytid, Status.OK, media=name)
-    if subfile:
-        for m in members:
-            shard.write_offset(m.ytid, m.start)
     table.save(shard, shard.table("download"))
     stages["extract"], c = _cpu() - c, _cpu()
     quiet = logging.getLogger("bench")
