@@ -413,3 +413,35 @@ def test_kill_9_leaves_nothing_half_written(tmp_path):
     todo = [k for k in range(400) if not (out / f"{k:03d}.wav").exists()][:12]
     got = transcode_many([(src, out / f"{k:03d}.wav") for k in todo], sample_rate=SR, batch=4)
     assert all(isinstance(r, float) for r in got)
+
+
+def test_route_check_is_remembered_per_ffmpeg_binary(tmp_path, monkeypatch):
+    """A passed check of the amovie route is remembered for the same binary (no ffmpeg run by
+    the next process), and checked again for another binary or a changed one."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    checks = []
+    check = audio._check_lavfi_route
+    monkeypatch.setattr(audio, "_check_lavfi_route", lambda: checks.append(1) or check())
+    exe = ffmpeg_exe()
+    assert audio._lavfi_route_ok.__wrapped__(exe) and len(checks) == 1
+    (memo,) = (tmp_path / "cache" / "audiosetflow").iterdir()
+    assert memo == audio._route_memo(exe) and memo.read_text() == "ok\n"
+    assert audio._lavfi_route_ok.__wrapped__(exe) and len(checks) == 1  # remembered
+    link = tmp_path / "bin" / "ffmpeg"
+    link.parent.mkdir()
+    link.symlink_to(exe)
+    assert audio._route_memo(str(link)) == memo  # the same binary by another name
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
+    assert audio._route_memo(exe) != memo  # other libraries
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    copy = tmp_path / "ffmpeg-copy"
+    copy.write_bytes(b"#!/bin/sh\nexit 1\n")
+    copy.chmod(0o755)
+    assert audio._route_memo(str(copy)) not in (None, memo)
+    monkeypatch.setattr(audio, "_check_lavfi_route", lambda: checks.append(1) or False)
+    assert not audio._lavfi_route_ok.__wrapped__(str(copy)) and len(checks) == 2
+    assert not audio._route_memo(str(copy)).exists()  # a failed check is not remembered
+    assert audio._route_memo(str(tmp_path / "none")) is None
+    monkeypatch.setattr(audio, "_check_lavfi_route", lambda: checks.append(1) or check())
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-such-folder")  # not writable: checked
+    assert audio._lavfi_route_ok.__wrapped__(exe) and len(checks) == 3
