@@ -208,6 +208,23 @@ def compare(got: dict, ref_file: Path) -> None:
           + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))  # fmt: skip
 
 
+def job_overhead(shard_size: int) -> None:
+    """CPU of starting a stage job's Python and importing its stage (what each Snakemake job
+    pays before its first clip, and this benchmark's forked workers do not)."""
+    import subprocess
+    import sys
+
+    costs = {}
+    for stage, mod in (("transcode", "transcode"), ("trim", "trim"), ("features", "features")):
+        c = _cpu()
+        subprocess.run([sys.executable, "-c", f"import audiosetflow.audio.{mod}"], check=True)
+        costs[stage] = _cpu() - c
+    total = sum(costs.values())
+    print("per-job start (python + imports), CPU s: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in costs.items())
+          + f"; {total / shard_size * 1e3:.1f} ms/clip at shard_size {shard_size}")  # fmt: skip
+
+
 def profile_one(members, tar, root, p, subfile, batch) -> None:
     import cProfile
     import pstats
@@ -286,6 +303,7 @@ def main() -> None:
                 compare(got, args.compare)
         best = max(runs, key=lambda x: x[0])
         print(f"best: {best[0]:.1f} clips/s")
+        job_overhead(250)
         if args.profile:
             profile_one(members[: args.profile], tar, work / "prof", p, args.subfile, args.batch)
     finally:
