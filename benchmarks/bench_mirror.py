@@ -21,6 +21,18 @@ The media the transcode stage reads:
 by cumulative and by own time. ``--check`` compares the features with those of the same
 samples decoded directly (``audio.codec.decode`` of the member, cut in samples).
 
+It also prints what each Snakemake job pays before its first clip (Python start + imports of
+its stage, ~0.5-0.7 s of CPU each): per clip at the default ``shard_size`` of 250; the forked
+workers here do not pay it.
+
+Where the CPU goes (2026-12, this 2-core VM, ffmpeg 5.1, audio.sample_rate 22050; least
+disturbed single-process figures, per clip): ffmpeg ~11 ms (FLAC demux + parse ~3-5, 24-bit
+FLAC decoding ~7, resampling 48 kHz -> 22.05 kHz + WAV window ~3-4, one ffmpeg start ~40-90 ms
+per batch), trim ~3 ms (FLAC encoding of the clip ~2.5), features ~11 ms (FLAC decoding of the
+clip ~2.5, ``compute`` ~6.3, Parquet ~1.9). Removed: pandas ``.loc`` writes of the shard table
+(1.4 ms per YTID and stage), the ffmpeg start of a batch of 20 (now 50, a bad batch halved),
+the route check of every transcode job (0.35 s, now remembered per binary).
+
 Usage::
 
     .venv/bin/python benchmarks/bench_mirror.py [--clips 240] [--procs 2] [--subfile]
