@@ -16,7 +16,7 @@ Prints clips/s for
          file in /dev/shm per clip), both as a lower bound of what decoding costs, and
     (c3) the workflow's own stage functions, exactly what the transcode, trim and features
          rules run for a shard (``run_transcode`` -> WAV window, ``codec.
-         transcode_many``: 20 YTIDs per ffmpeg process, decoding inside a libavfilter graph;
+         transcode_many``: 50 YTIDs per ffmpeg process, decoding inside a libavfilter graph;
          ``run_trim`` -> FLAC clip; ``run_features`` -> Parquet), one shard per process, with
          the CPU time of each stage;
 

@@ -315,6 +315,37 @@ def test_bad_files_fail_alone_with_their_own_reason(tmp_path, route):
     assert _no_temporaries(tmp_path)
 
 
+@pytest.mark.parametrize("where", [0, 6, 12])
+def test_a_bad_file_halves_its_batch(tmp_path, monkeypatch, where):
+    """One bad file in a batch of 13: the batch is halved down to the bad file (a handful of
+    ffmpeg processes, not one per file), and every result is a one-file transcode's."""
+    good = [_media(tmp_path, f"g{k}", "flac", seed=k, seconds=0.5) for k in range(12)]
+    bad = tmp_path / "page.flac"
+    bad.write_text("<html>not media</html>")
+    srcs = list(good)
+    srcs.insert(where, bad)
+    batches, singles = [], []
+    batch_fn, single_fn = audio._transcode_batch, audio._transcode_or_error
+    monkeypatch.setattr(audio, "_transcode_batch", lambda p, sr: batches.append(len(p)) or
+                        batch_fn(p, sr))  # fmt: skip
+    monkeypatch.setattr(audio, "_transcode_or_error", lambda s, d, sr: singles.append(s.name) or
+                        single_fn(s, d, sr))  # fmt: skip
+    out = tmp_path / "out"
+    got = transcode_many([(s, out / f"{s.stem}.wav") for s in srcs], sample_rate=SR, batch=13)
+    assert [isinstance(r, AudioError) for r in got] == [s == bad for s in srcs]
+    with pytest.raises(AudioError) as exc:
+        transcode(bad, tmp_path / "ref" / "page.wav", sample_rate=SR)
+    assert str(got[where]) == str(exc.value)
+    assert batches[0] == 13 and len(batches) + len(singles) <= 10  # not 1 + 13
+    assert "page.flac" in singles and len(singles) <= 2
+    for s, seconds in zip(srcs, got, strict=True):
+        if s != bad:
+            assert seconds == transcode(s, tmp_path / "ref" / f"{s.stem}.wav", sample_rate=SR)
+            y = sf.read(out / f"{s.stem}.wav", dtype="int16")[0]
+            assert np.array_equal(y, sf.read(tmp_path / "ref" / f"{s.stem}.wav", dtype="int16")[0])
+    assert _no_temporaries(tmp_path)
+
+
 @pytest.mark.parametrize(
     "name",
     ["-i", "-y x", "-a 'b,[c]:d;e\\f%g", "ünï cödé"],
@@ -382,3 +413,35 @@ def test_kill_9_leaves_nothing_half_written(tmp_path):
     todo = [k for k in range(400) if not (out / f"{k:03d}.wav").exists()][:12]
     got = transcode_many([(src, out / f"{k:03d}.wav") for k in todo], sample_rate=SR, batch=4)
     assert all(isinstance(r, float) for r in got)
+
+
+def test_route_check_is_remembered_per_ffmpeg_binary(tmp_path, monkeypatch):
+    """A passed check of the amovie route is remembered for the same binary (no ffmpeg run by
+    the next process), and checked again for another binary or a changed one."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    checks = []
+    check = audio._check_lavfi_route
+    monkeypatch.setattr(audio, "_check_lavfi_route", lambda: checks.append(1) or check())
+    exe = ffmpeg_exe()
+    assert audio._lavfi_route_ok.__wrapped__(exe) and len(checks) == 1
+    (memo,) = (tmp_path / "cache" / "audiosetflow").iterdir()
+    assert memo == audio._route_memo(exe) and memo.read_text() == "ok\n"
+    assert audio._lavfi_route_ok.__wrapped__(exe) and len(checks) == 1  # remembered
+    link = tmp_path / "bin" / "ffmpeg"
+    link.parent.mkdir()
+    link.symlink_to(exe)
+    assert audio._route_memo(str(link)) == memo  # the same binary by another name
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
+    assert audio._route_memo(exe) != memo  # other libraries
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    copy = tmp_path / "ffmpeg-copy"
+    copy.write_bytes(b"#!/bin/sh\nexit 1\n")
+    copy.chmod(0o755)
+    assert audio._route_memo(str(copy)) not in (None, memo)
+    monkeypatch.setattr(audio, "_check_lavfi_route", lambda: checks.append(1) or False)
+    assert not audio._lavfi_route_ok.__wrapped__(str(copy)) and len(checks) == 2
+    assert not audio._route_memo(str(copy)).exists()  # a failed check is not remembered
+    assert audio._route_memo(str(tmp_path / "none")) is None
+    monkeypatch.setattr(audio, "_check_lavfi_route", lambda: checks.append(1) or check())
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-such-folder")  # not writable: checked
+    assert audio._lavfi_route_ok.__wrapped__(exe) and len(checks) == 3

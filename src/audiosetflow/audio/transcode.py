@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import MachineError, machine_error_in_message
 from ..shard import ShardLayout, ShardTable, StageRun, Status, stage_run
-from .codec import AudioError, transcode_many
+from .codec import DEFAULT_BATCH, AudioError, transcode_many
 
 __all__ = ["run_transcode"]
 
@@ -34,7 +34,7 @@ def run_transcode(
     shard: ShardLayout,
     out: str | Path,
     sample_rate: int,
-    batch: int = 20,
+    batch: int = DEFAULT_BATCH,
     logger: logging.Logger | None = None,
 ) -> ShardTable:
     """Transcode every downloaded YTID of a shard to a mono 16-bit window at ``sample_rate``.
