@@ -15,7 +15,11 @@ The media the transcode stage reads:
   start (a cut clip), and the shard table saying the download passed;
 * ``--subfile``: nothing extracted; the table's ``media`` is the download stage's locator of
   a tar clip (``tar:{archive}@{offset}+{size}``), so ``run_transcode`` reads the member in
-  place (``audiosetflow.audio.codec.Subfile``, ffmpeg's ``subfile`` protocol).
+  place (``audiosetflow.audio.codec.Subfile``, ffmpeg's ``subfile`` protocol);
+* ``--sources``: what the workflow runs with ``sources: [{kind: tar, ...}]``: the tar indexed
+  once (``build_index``, timed apart), then per shard the download stage itself
+  (``download_shard``: index lookup, each member read and decoded completely as its check,
+  the locator recorded; stage ``download``), then transcode reading in place as above.
 
 ``--profile`` also runs one shard in this process under cProfile and prints the top functions
 by cumulative and by own time. ``--check`` compares the features with those of the same
@@ -128,6 +132,12 @@ def _cpu() -> float:
     return time.process_time() + ch.ru_utime + ch.ru_stime
 
 
+def _quiet() -> logging.Logger:
+    quiet = logging.getLogger("bench")
+    quiet.setLevel(logging.WARNING)
+    return quiet
+
+
 def run_shard(args) -> tuple[int, float, dict[str, float]]:
     """extract (unless subfile) + transcode + trim + features of one shard, stage functions."""
     from audiosetflow.audio.features import run_features
@@ -136,6 +146,7 @@ def run_shard(args) -> tuple[int, float, dict[str, float]]:
     from audiosetflow.shard import Layout, ShardTable, Status
 
     members, tar, root, k, p, subfile, batch = args
+    sources = subfile == "sources"
     c0 = _cpu()
     stages: dict[str, float] = {}
     shard = Layout(root / "results").shard("train", k)
@@ -147,7 +158,19 @@ def run_shard(args) -> tuple[int, float, dict[str, float]]:
     )  # fmt: skip
     table = ShardTable.from_manifest(manifest)
     c = _cpu()
-    if subfile:  # the member read in place: the download stage's locator of a tar clip
+    if sources:  # the download stage itself, over the tar source and its index
+        from audiosetflow.acquisition.download import DownloadConfig, download_shard
+        from audiosetflow.acquisition.sources import parse_sources
+
+        got = download_shard(
+            table, shard=shard, cfg=DownloadConfig.from_config({}),
+            sources=parse_sources([{"kind": "tar", "paths": [str(tar)]}]),
+            index=root / "results" / "sources" / "index.parquet",
+            out=shard.table("download"), log=_quiet(),
+        )  # fmt: skip
+        assert got.passed("download") == ytids
+        stages["download"], c = _cpu() - c, _cpu()
+    elif subfile:  # the member read in place: the download stage's locator of a tar clip
         for m in members:
             shard.write_offset(m.ytid, m.start)
             locator = f"tar:{Path(tar).absolute()}@{m.offset}+{m.size}"
@@ -160,8 +183,9 @@ def run_shard(args) -> tuple[int, float, dict[str, float]]:
                 shard.media_name(m.ytid, "flac").write_bytes(f.read(m.size))
                 shard.write_offset(m.ytid, m.start)
                 table.set("download", m.ytid, Status.OK, media=name)
-    table.save(shard, shard.table("download"))
-    stages["extract"], c = _cpu() - c, _cpu()
+    if not sources:
+        table.save(shard, shard.table("download"))
+        stages["extract"], c = _cpu() - c, _cpu()
     quiet = logging.getLogger("bench")
     quiet.setLevel(logging.WARNING)
     run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
@@ -184,6 +208,12 @@ def run_all(members, tar, root, p, *, procs, shard_size, subfile, batch):
     shards = [members[lo : lo + shard_size] for lo in range(0, len(members), shard_size)]
     tasks = [(s, tar, root, k, p, subfile, batch) for k, s in enumerate(shards)]
     t0 = time.perf_counter()
+    if subfile == "sources":  # the index_sources rule, once for the whole run
+        from audiosetflow.acquisition.sources import build_index, parse_sources
+
+        build_index(parse_sources([{"kind": "tar", "paths": [str(tar)]}]),
+                    out=root / "results" / "sources" / "index.parquet")  # fmt: skip
+        print(f"  index of the tar: {time.perf_counter() - t0:.2f} s wall")
     with mp.get_context("fork").Pool(procs) as pool:
         res = pool.map(run_shard, tasks, chunksize=1)
     dt = time.perf_counter() - t0
@@ -260,12 +290,18 @@ def main() -> None:
         "--batch", type=int, default=0, help="YTIDs per ffmpeg process (0: the default)"
     )
     ap.add_argument("--subfile", action="store_true", help="transcode reads the tar in place")
+    ap.add_argument(
+        "--sources", action="store_true",
+        help="the download stage over a tar source (index, check), then in place",
+    )  # fmt: skip
     ap.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     ap.add_argument("--profile", type=int, default=0, help="cProfile one shard of this many")
     ap.add_argument("--keep", type=Path, help="build the tar here and keep it (reused)")
     ap.add_argument("--save", type=Path, help="save the features of the last run (.npy)")
     ap.add_argument("--compare", type=Path, help="compare the features with a --save file")
     args = ap.parse_args()
+    if args.sources:
+        args.subfile = "sources"
     from audiosetflow.audio import codec
 
     args.batch = args.batch or getattr(codec, "DEFAULT_BATCH", 20)
@@ -290,7 +326,9 @@ def main() -> None:
         print(f"tar: {n} clips of {CLIP:.0f} s, 24-bit FLAC at 48 kHz (every 10th 44.1 kHz), "
               f"{mib:.0f} MiB ({mib / n * 1024:.0f} KiB/clip), ready in "
               f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
-        mode = "subfile (tar read in place)" if args.subfile else "members extracted first"
+        modes = {"sources": "download stage over a tar source, then read in place",
+                 True: "subfile (tar read in place)"}  # fmt: skip
+        mode = modes.get(args.subfile, "members extracted first")
         print(f"pipeline: {mode}; {args.procs} processes, shards of {size}, transcode batch "
               f"{args.batch}, audio.sample_rate {SR}; cores: {os.cpu_count()}")  # fmt: skip
         runs = []
