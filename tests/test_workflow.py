@@ -236,7 +236,8 @@ def test_kill_9_then_resume(tmp_path):
     corpus = _corpus(tmp_path, per_class=4, faulty=False)
     # paced like a slow link, so that the kill lands in the middle of the downloads
     with FaultServer(tmp_path / "media", rate=120_000) as srv:
-        cfg = _config(tmp_path, srv.url_template())
+        # every clip a positive or a negative of Music or Speech: the plan is the whole corpus
+        cfg = _config(tmp_path, srv.url_template(), selection={"negatives_per_positive": 10.0})
         cmd = [
             sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
             "--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml"), str(cfg),
