@@ -63,8 +63,8 @@ MODEL_NOTES = {
     "dense": "the seed project's dense network on five summary features (means of MFCC, "
     "centroid, ZCR, chroma, roll-off): an ensemble of five (64, 32) networks on the "
     "standardised inputs, weight decay, early stopping on the validation AP",
-    "logreg": "scikit-learn logistic regression on the same summary features, standardised, "
-    "its regularisation chosen by cross-validation on the training clips",
+    "logreg": "scikit-learn logistic regression on the same summary features, standardised "
+    "(StandardScaler + LogisticRegression)",
 }
 
 
