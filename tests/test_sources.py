@@ -377,3 +377,78 @@ def test_a_missing_source_stops_snakemake_before_any_job(tmp_path):
     out = proc.stdout + proc.stderr
     assert line in out, out
     assert "Traceback" not in out and not (tmp_path / "results" / "shards").exists()
+
+
+def test_youtube_added_later_fetches_what_no_source_had(tmp_path):
+    """An offline run marks YTIDs no mirror has, and those whose copy is broken; with YouTube
+    added to the sources the next run asks it for exactly those."""
+    make_tar(tmp_path / "bal_train00.tar", make_clips(["-0RWZT-miFs"]), raw=corrupt_members())
+    tar = {"kind": "tar", "paths": [str(tmp_path / "bal_train00.tar")]}
+    res = tmp_path / "results"
+    rows = [("-0RWZT-miFs", 30.0, 40.0), ("-badtext000", 30.0, 40.0), ("srvonly0001", 30.0, 40.0)]
+    shard = Layout(res).shard("train", 0)
+    offline = parse_sources([tar])
+    build_index(offline, out=res / "index.parquet")
+    first = download_shard(ShardTable.from_manifest(_manifest(rows)), shard=shard,
+                           cfg=DownloadConfig.from_config({}), sources=offline,
+                           index=res / "index.parquet")  # fmt: skip
+    assert first.df["download_status"].tolist() == ["ok", "permanent", "permanent"]
+    for y in ("-badtext000", "srvonly0001"):
+        make_media(tmp_path / "media" / f"{y}.m4a", 42.0, kind="noise")
+    with FaultServer(tmp_path / "media") as srv:
+        cfg = DownloadConfig.from_config({"url_template": srv.url_template(), "retries": 0})
+        second = download_shard(ShardTable.from_manifest(_manifest(rows)), shard=shard, cfg=cfg,
+                                sources=parse_sources([tar, {"kind": "youtube"}]),
+                                index=res / "index.parquet")  # fmt: skip
+        asked = {y for y, n in srv.requests.items() if n}
+    assert asked == {"-badtext000", "srvonly0001"}
+    assert (second.df["download_status"] == "ok").all()
+    assert second.df["source"].tolist() == ["tar:bal_train00.tar", "youtube", "youtube"]
+
+
+def test_folder_of_whole_videos_skips_sidecars_and_reads_mp4_in_place(tmp_path):
+    """yt-dlp's folders hold .json and .jpg beside the media; an M4A whose index comes last
+    (ffmpeg's default) is read from the file, not a pipe."""
+    folder = tmp_path / "videos"
+    y = "aB3_x-Yz9Qw"
+    make_media(folder / f"{y}.m4a", 14.0, kind="noise")
+    import subprocess
+
+    from audiosetflow.tools import ffmpeg_exe  # moov at the end: not streamable through a pipe
+
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(folder / f"{y}.m4a"), "-c",
+                    "copy", str(folder / "tail.m4a")], check=True)  # fmt: skip
+    (folder / "tail.m4a").replace(folder / f"{y}.m4a")
+    (folder / f"{y}.info.json").write_text("{}")
+    (folder / f"{y}.json").write_text("{}")
+    (folder / f"{y}.jpg").write_bytes(b"\xff\xd8\xff")
+    sources = parse_sources([{"kind": "folder", "path": str(folder), "pattern": "{ytid}.{ext}"}])
+    res = tmp_path / "results"
+    index = build_index(sources, out=res / "index.parquet")
+    assert index["ext"].tolist() == ["m4a"]
+    table = download_shard(
+        ShardTable.from_manifest(_manifest([(y, 2.0, 12.0)])), shard=Layout(res).shard("train", 0),
+        cfg=DownloadConfig.from_config({}), sources=sources, index=res / "index.parquet",
+    )  # fmt: skip
+    assert table.df.loc[y, "download_status"] == "ok", table.df.loc[y, "download_reason"]
+    assert table.df.loc[y, "download_reason"].startswith("whole copy, 14.0")
+
+
+def test_a_tar_cut_off_keeps_the_members_before_the_cut(tmp_path, caplog):
+    clips = make_clips(["-0RWZT-miFs", "--4gqARaEJE", "_0-2Kaf9LtM"], seconds=2.0)
+    tar = tmp_path / "bal_train00.tar"
+    make_tar(tar, clips)
+    with tarfile.open(tar) as t:
+        last = t.getmember("audio/bal_train/_0-2Kaf9LtM.flac")
+    data = tar.read_bytes()
+    tar.write_bytes(data[: last.offset + 100])  # inside the last member's header
+    sources = parse_sources([{"kind": "tar", "paths": [str(tar)]}])
+    with caplog.at_level(logging.WARNING):
+        index = build_index(sources, out=tmp_path / "index.parquet")
+    assert sorted(index["ytid"]) == ["--4gqARaEJE", "-0RWZT-miFs"]
+    assert "does not end as a complete tar" in caplog.text
+    # cut inside a member's data: the members before it are kept, that one is unusable
+    tar.write_bytes(data[: last.offset_data + 1000])
+    with caplog.at_level(logging.WARNING):
+        index = build_index(sources, out=tmp_path / "index.parquet")
+    assert len(index) >= 2

@@ -93,8 +93,9 @@ def source_index(wildcards):
 
 
 def source_files():
-    """Every file the local sources' globs match (a param: a new file reruns the index)."""
-    return [str(f) for s in _sources.mirrors(SOURCES) for f in s.files]
+    """Every file (and folder) of the local sources with its size and modification time (a
+    param: a new, grown or replaced file reruns the index)."""
+    return _sources.fingerprints(SOURCES)
 
 
 # The download settings as a param (a change reruns the download jobs), except those that only

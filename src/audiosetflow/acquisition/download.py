@@ -46,7 +46,9 @@ from .sources import (
     has_youtube,
     is_cut,
     lookup,
+    media_input,
     mirrors,
+    sniff,
 )
 from .ytdlp import YtdlpFetcher
 
@@ -301,6 +303,7 @@ def _download(
 
     todo: list[str] = []
     from_mirror: list[str] = []
+    earlier: dict[str, tuple[Status, str, int]] = {}  # download state before this run
     for y in ytids:
         row = table.row(y)
         status = Status(row["download_status"])
@@ -312,19 +315,34 @@ def _download(
             table.set("download", y, Status.OK, reason, bytes=size, media=name,
                       source=row["source"] or "youtube")  # fmt: skip
         elif y in local:
+            earlier[y] = (status, row["download_reason"], int(row["attempts"]))
             table.set("download", y, Status.PENDING, "", media="")
             from_mirror.append(y)
         elif not youtube:
             table.set("download", y, Status.PERMANENT, NO_SOURCE, media="", source="")
+        elif (status is not Status.PENDING and not retry_wanted(status, cfg=cfg)
+              and int(row["attempts"]) > 0):  # fmt: skip
+            continue  # failed for good on YouTube: kept as it is
         elif status is not Status.PENDING and not retry_wanted(status, cfg=cfg):
-            continue  # failed for good: kept as it is
+            # failed only for want of a source (no youtube, or unusable local copies in an
+            # earlier run): YouTube, now among the sources, has never been asked
+            table.set("download", y, Status.PENDING, row["download_reason"], media="")
+            todo.append(y)
         else:
             reason = "pending: media of an earlier ok run is gone" if status is Status.OK else ""
             table.set("download", y, Status.PENDING, reason, media="")
             todo.append(y)
     table.save(shard)
     fallback = _from_mirrors(table, shard, from_mirror, local, youtube, log)
-    todo += fallback
+    for y in fallback:
+        status, reason, attempts = earlier[y]
+        if attempts > 0 and status is not Status.PENDING and not retry_wanted(status, cfg=cfg):
+            # its local copy is unusable and YouTube already answered for good: not asked again
+            note = table.df.at[y, "download_reason"]
+            table.set("download", y, status, "; ".join(r for r in (reason, note) if r))
+        else:
+            todo.append(y)
+    fallback = [y for y in fallback if y in todo]
     # a YTID that was rate limited last time goes last, so that it cannot starve the others
     todo.sort(key=lambda y: bool(table.df.at[y, "rate_limited"]))
     table.save(shard)
@@ -410,26 +428,31 @@ def _from_mirrors(
         start, end = float(row["start"]), float(row["end"])
         problems = []
         for e in local[y]:
+            copy = None  # a Parquet clip, written to the download folder (ffmpeg reads files)
             try:
                 data = reader.read(e)
-                seconds = check_audio(data, name=f"{e.origin}:{y}")
+                where = media_input(e.locator) if e.kind != "parquet" else None
+                if e.kind == "parquet" and sniff(data) not in ("flac", "wav", "ogg", ""):
+                    copy = _write_copy(shard, y, e, data)
+                    where = copy
+                seconds = check_audio(data, name=f"{e.origin}:{y}", media=where)
             except MachineError:
                 table.set("download", y, Status.TRANSIENT, f"machine: reading {e.path}")
                 table.save(shard)
                 raise
             except (ClipError, OSError) as exc:
+                if copy is not None:
+                    copy.unlink(missing_ok=True)
                 problems.append(f"{e.origin}: {exc}")
                 continue
             cut = is_cut(e, seconds=seconds, start=start, end=end)
             try:
-                if e.kind == "parquet":  # ffmpeg cannot read a Parquet cell: write it once
-                    media = shard.media_name(y, MirrorReader.parquet_ext(e, data))
-                    with atomic_path(media) as tmp:
-                        tmp.write_bytes(data)
-                    name = media.name
+                # the offset first: media without one are never taken as finished
+                shard.write_offset(y, clip_offset(e, cut=cut, start=start))
+                if e.kind == "parquet":
+                    name = (copy or _write_copy(shard, y, e, data)).name
                 else:
                     name = e.locator
-                shard.write_offset(y, clip_offset(e, cut=cut, start=start))
             except OSError as exc:
                 table.set("download", y, Status.TRANSIENT, f"machine: {exc}")
                 table.save(shard)
@@ -440,6 +463,8 @@ def _from_mirrors(
                 reason += f" (after {note})"
             table.set("download", y, Status.OK, reason, bytes=len(data), media=name,
                       source=e.origin, updated=_now())  # fmt: skip
+            if e.kind == "parquet":  # its copy now exists: the record says where it came from
+                table.save(shard)
             break
         else:
             note = "local copy unusable: " + "; ".join(problems)
@@ -454,6 +479,15 @@ def _from_mirrors(
             table.save(shard)
             log.info("%s local sources: %d/%d | %s", tag, k + 1, len(ytids), _summary(table))
     return fallback
+
+
+def _write_copy(shard: ShardLayout, ytid: str, entry: Entry, data: bytes) -> Path:
+    """Write a Parquet clip's bytes (atomically) as the YTID's media in the download folder."""
+    media = shard.media_name(ytid, MirrorReader.parquet_ext(entry, data))
+    media.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(media) as tmp:
+        tmp.write_bytes(data)
+    return media
 
 
 def _summary(table: ShardTable) -> str:

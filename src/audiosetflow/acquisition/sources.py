@@ -49,7 +49,7 @@ from typing import Any
 import pandas as pd
 
 from ..audio.codec import Subfile
-from ..errors import InputError, machine_error
+from ..errors import InputError, MachineError, machine_error
 from ..io import atomic_path
 
 __all__ = [
@@ -59,6 +59,8 @@ __all__ = [
     "Entry",
     "parse_sources",
     "has_youtube",
+    "mirrors",
+    "fingerprints",
     "build_index",
     "index_file",
     "lookup",
@@ -238,6 +240,18 @@ def has_youtube(sources: Sequence[Source]) -> bool:
     return any(s.kind == "youtube" for s in sources)
 
 
+def fingerprints(sources: Sequence[Source]) -> list[str]:
+    """``path size mtime_ns`` of every file (and folder) of the local sources: what changes when
+    a file is added, grows or is replaced (files added deeper in a folder's subfolders do not
+    change it: ``--forcerun index_sources`` then)."""
+    out = []
+    for s in mirrors(sources):
+        for f in s.files:
+            st = f.stat()
+            out.append(f"{f}\t{st.st_size}\t{st.st_mtime_ns}")
+    return out
+
+
 def mirrors(sources: Sequence[Source]) -> list[Source]:
     """The sources that are local copies (everything but ``youtube``)."""
     return [s for s in sources if s.kind != "youtube"]
@@ -276,15 +290,27 @@ def _index_tar(source: Source, file: Path) -> pd.DataFrame:
     entries = []
     try:
         with tarfile.open(file, mode="r:") as tar:
-            for m in tar:
-                if not m.isfile():
-                    continue
-                name = Path(m.name)
-                ext = name.suffix.lstrip(".").lower()
-                if ext not in AUDIO_EXTS:
-                    continue
-                entries.append({"ytid": name.stem, "path": str(file), "offset": m.offset_data,
-                                "size": m.size, "ext": ext, "member": m.name})  # fmt: skip
+            try:
+                for m in tar:
+                    if not m.isfile():
+                        continue
+                    name = Path(m.name)
+                    ext = name.suffix.lstrip(".").lower()
+                    if ext not in AUDIO_EXTS:
+                        continue
+                    entries.append({"ytid": name.stem, "path": str(file),
+                                    "offset": m.offset_data, "size": m.size, "ext": ext,
+                                    "member": m.name})  # fmt: skip
+            except tarfile.ReadError as exc:  # cut off (a partial download): keep what is there
+                log_default.warning(
+                    "%s: ends inside a member after %d clips (%s); those are indexed, the rest "
+                    "is not there: download the file again", file, len(entries), exc,
+                )  # fmt: skip
+        if entries and not _ends_complete(file):
+            log_default.warning(
+                "%s: does not end as a complete tar (two zero blocks): cut off? %d clips are "
+                "indexed; download the file again", file, len(entries),
+            )  # fmt: skip
     except tarfile.ReadError as exc:
         raise InputError(
             f"{file}: not a plain (uncompressed) tar file ({exc}); a tar source must be "
@@ -293,6 +319,16 @@ def _index_tar(source: Source, file: Path) -> pd.DataFrame:
     for e in entries:
         e.pop("member")
     return _rows(source, file, entries)
+
+
+def _ends_complete(file: Path) -> bool:
+    """Whether a tar file ends with the two zero blocks that close every complete archive."""
+    with open(file, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < 1024:
+            return False
+        f.seek(-1024, os.SEEK_END)
+        return f.read(1024) == bytes(1024)
 
 
 def _index_parquet(source: Source, file: Path) -> pd.DataFrame:
@@ -345,6 +381,8 @@ def _index_folder(source: Source) -> pd.DataFrame:
                 if m is None:
                     continue
                 ext = Path(e.name).suffix.lstrip(".").lower()
+                if ext not in AUDIO_EXTS:  # yt-dlp's .json, .jpg, .part beside the media
+                    continue
                 g = m.groupdict()
                 entries.append({
                     "ytid": g["ytid"], "path": e.path, "ext": ext,
@@ -440,7 +478,11 @@ def build_index(
     for s in mirrors(sources):
         for f in s.files:
             df = index_file(s, f, cache_dir=cache_dir)
-            log.info("%s %s: %d clips", s.name, f, len(df))
+            if len(df):
+                log.info("%s %s: %d clips", s.name, f, len(df))
+            else:
+                log.warning("%s %s: no clip found (member names audio/{split}/{YTID}.flac, or "
+                            "the folder's pattern %r)", s.name, f, s.pattern)  # fmt: skip
             parts.append(df)
     index = pd.concat(parts, ignore_index=True) if parts else _empty_index()
     index = index.drop_duplicates(["ytid", "source"], keep="first")
@@ -516,6 +558,10 @@ def media_input(locator: str) -> Path | Subfile | None:
 # reading and checking a clip
 
 
+#: errno values that make reading a mirror's file a fault of the machine (the rest: the clip's).
+_READ_FAULTS = frozenset({5, 12, 23, 24})  # EIO, ENOMEM, ENFILE, EMFILE
+
+
 class MirrorReader:
     """Reads clips from the local sources for one job (keeps the last Parquet row group)."""
 
@@ -545,7 +591,9 @@ class MirrorReader:
                 return self._parquet_bytes(entry)
             return Path(entry.path).read_bytes()
         except OSError as exc:
-            if (m := machine_error(exc, entry.path)) is not None:
+            # a file of the mirror that is gone or unreadable (EACCES, ENOENT) is that clip's
+            # problem, recorded; a disk or memory fault is the machine's and stops the job
+            if exc.errno in _READ_FAULTS and (m := machine_error(exc, entry.path)) is not None:
                 raise m from exc
             raise
 
@@ -593,11 +641,12 @@ class ClipError(RuntimeError):
     which, in the words the ledger records."""
 
 
-def check_audio(data: bytes, *, name: str) -> float:
+def check_audio(data: bytes, *, name: str, media: Path | Subfile | None = None) -> float:
     """Decode a clip's bytes completely and return its seconds of audio.
 
     FLAC, WAV and Ogg are decoded in this process (libsndfile, about 6 ms for 10 s of 48-kHz
-    24-bit FLAC); other containers by ffmpeg.
+    24-bit FLAC); other containers by ffmpeg, from ``media`` where given (an MP4 whose index
+    comes last cannot be read from a pipe), else from the bytes.
 
     Parameters
     ----------
@@ -605,6 +654,8 @@ def check_audio(data: bytes, *, name: str) -> float:
         The whole file.
     name : str
         Its name, for ffmpeg's messages.
+    media : Path or Subfile, optional
+        Where the same bytes are, for ffmpeg.
 
     Returns
     -------
@@ -637,7 +688,7 @@ def check_audio(data: bytes, *, name: str) -> float:
         return got / sr
     if not kind:
         raise ClipError("not audio (no known audio format)")
-    return _ffmpeg_seconds(data, name=name)
+    return _ffmpeg_seconds(data, name=name, media=media)
 
 
 def _sf_reason(exc: BaseException) -> str:
@@ -648,14 +699,22 @@ def _sf_reason(exc: BaseException) -> str:
     return msg.strip().rstrip(".").lower() or type(exc).__name__
 
 
-def _ffmpeg_seconds(data: bytes, *, name: str) -> float:
+def _ffmpeg_seconds(data: bytes, *, name: str, media: Path | Subfile | None = None) -> float:
+    import errno
     import subprocess
 
     from ..tools import ffmpeg_exe
 
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", "pipe:0",
+    src = str(media.absolute()) if media is not None else "pipe:0"
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", src,
            "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", "8000", "pipe:1"]  # fmt: skip
-    proc = subprocess.run(cmd, input=data, capture_output=True, check=False)
+    try:
+        proc = subprocess.run(cmd, input=None if media is not None else data,
+                              capture_output=True, check=False)  # fmt: skip
+    except OSError as exc:  # ffmpeg could not be started: the machine's fault, not the clip's
+        raise MachineError(exc.errno or errno.ENOMEM, name, f"starting ffmpeg: {exc}") from exc
+    if proc.returncode < 0:  # killed (the OOM killer, a signal): not the clip's fault
+        raise MachineError(errno.ENOMEM, name, f"ffmpeg killed by signal {-proc.returncode}")
     if proc.returncode != 0 or not proc.stdout:
         lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines()]
         lines = [ln for ln in lines if ln]
@@ -665,10 +724,12 @@ def _ffmpeg_seconds(data: bytes, *, name: str) -> float:
 
 def is_cut(entry: Entry, *, seconds: float, start: float, end: float) -> bool:
     """Whether a clip of ``seconds`` from ``entry`` is cut to the segment ``[start, end)``:
-    as configured, or (``cut: auto``) when it lasts no longer than the segment plus
-    :data:`CUT_SLACK`."""
+    as configured, or (``cut: auto``) when its name gives ``{start_ms}`` or it lasts no longer
+    than the segment plus :data:`CUT_SLACK`."""
     if entry.cut >= 0:
         return bool(entry.cut)
+    if entry.start_ms >= 0:  # the name says where the clip starts: a cut clip
+        return True
     return seconds <= (end - start) + CUT_SLACK
 
 
