@@ -404,3 +404,24 @@ def test_predict_cli_uses_the_multilabel_model(trained, tmp_path):
              for w in f["windows"]]  # fmt: skip
     pooled = next(x["probability"] for x in f["labels"] if x["label"] == "Music")
     assert pooled == pytest.approx(np.mean(music), abs=1e-6)
+
+
+def test_binary_dataset_expands_labels_by_the_ontology(shards, tmp_path, caplog):
+    import logging
+
+    from audiosetflow.learning.datasets import run_dataset
+
+    # a made-up hierarchy: Vehicle under Music, so a Vehicle-only clip becomes a Music positive
+    onto = tmp_path / "ontology.json"
+    onto.write_text(json.dumps([{"id": MUSIC, "child_ids": [VEHICLE]}, {"id": VEHICLE},
+                                {"id": SPEECH}]))  # fmt: skip
+    kw = dict(train_features=shards / "train", eval_features=shards / "eval", mid=MUSIC,
+              val_fraction=0.2, test_fraction=0.2, seed=1)  # fmt: skip
+    plain = run_dataset(out_dir=tmp_path / "plain", **kw)
+    caplog.set_level(logging.INFO, logger="audiosetflow.datasets")
+    expanded = run_dataset(out_dir=tmp_path / "exp", ontology=onto, **kw)
+    vehicle_only = {f"t{i:010d}" for i in range(140) if _mids(i) == [VEHICLE]}
+    pos = lambda parts: {y for p in parts.values() for y in p.loc[p["target"] == 1, "ytid"]}  # noqa: E731
+    assert not pos(plain) & vehicle_only and pos(expanded) & vehicle_only
+    # train: Music on 3 of 7 clips (60), Music or Vehicle on 5 of 7 (100): 40 gained
+    assert "train: 40 positives gained by the ontology (60 listed" in caplog.text
