@@ -224,11 +224,6 @@ def make_plan(config: dict, paths: MetadataPaths) -> Plan:
     ml_labels: list[md.Label] = []
     if ml.enabled:
         ml_labels = _multilabel_labels(ml, segments["train"], classes, ontology)
-        if not ml_labels:
-            messages.append(
-                "audiosetflow: multilabel: no class has enough positives in the train split "
-                f"(multilabel.min_positives {ml.min_positives}): no multi-label model"
-            )
     selection = select_segments(
         segments,
         labels=kept,

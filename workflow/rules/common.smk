@@ -84,6 +84,13 @@ LABEL_SLUGS = [lab.slug for lab in PLAN.labels] if PLAN is not None else []
 MULTILABEL = (
     bool(config["multilabel"]["enabled"]) and PLAN is not None and bool(PLAN.multilabel)
 )
+if config["multilabel"]["enabled"] and PLAN is not None and not PLAN.multilabel:
+    print(
+        "audiosetflow: multilabel: no class has multilabel.min_positives="
+        f"{config['multilabel']['min_positives']} positives in the train split: no "
+        "multi-label model this run",
+        file=sys.stderr,
+    )
 
 
 def label_info(slug):
