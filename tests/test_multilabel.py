@@ -145,7 +145,7 @@ def test_ontology_expansion_on_real_metadata(real_metadata):
     from audiosetflow import metadata as md
 
     onto = load_ontology(real_metadata / "ontology.json")
-    guitar, music = "/m/042v_gx", "/m/04rlf"
+    guitar, music = "/m/0342h", "/m/04rlf"
     assert music in onto.ancestors(guitar)
     seg = md.read_segments(real_metadata / "balanced_train_segments.csv")
     gain = ontology_gain(seg["labels"].tolist(), [music], onto)
@@ -425,3 +425,33 @@ def test_binary_dataset_expands_labels_by_the_ontology(shards, tmp_path, caplog)
     assert not pos(plain) & vehicle_only and pos(expanded) & vehicle_only
     # train: Music on 3 of 7 clips (60), Music or Vehicle on 5 of 7 (100): 40 gained
     assert "train: 40 positives gained by the ontology (60 listed" in caplog.text
+
+
+def test_plan_selects_the_union_of_binary_and_multilabel_needs(real_metadata):
+    from audiosetflow import metadata as md
+    from audiosetflow.plan import make_plan, metadata_paths
+
+    def plan(**ml):
+        cfg = {
+            "metadata": {"dir": str(real_metadata), "train_segments": "balanced_train_segments.csv",
+                         "eval_segments": "eval_segments.csv", "class_labels":
+                         "class_labels_indices.csv", "ontology": "ontology.json", "qa_counts": ""},
+            "labels": ["Speech"], "label_quality": {"min_ratio": 0.0},
+            "selection": {"max_positives": 50, "negatives_per_positive": 1.0, "seed": 1},
+            "shard_size": 250, "multilabel": ml,
+        }  # fmt: skip
+        p = make_plan(cfg, metadata_paths(cfg))
+        return p, {(s, y) for s, y in zip(p.selection["split"], p.selection["ytid"], strict=True)}
+
+    off, binary = plan(enabled=False)
+    assert off.multilabel == [] and len(binary) == 4 * 50  # 50 + 50 per split
+    guitar, with_guitar = plan(labels=["Guitar"])
+    assert [lab.name for lab in guitar.multilabel] == ["Guitar"]
+    seg = md.read_segments(real_metadata / "eval_segments.csv")
+    mid = guitar.multilabel[0].mid
+    g_eval = set(seg.loc[("," + seg["labels"] + ",").str.contains(f",{mid},"), "ytid"])
+    assert binary < with_guitar  # up to max_positives Guitar positives per split join
+    assert len(g_eval) > 50 and len({("eval", y) for y in g_eval} & with_guitar) >= 50
+    every, all_clips = plan()
+    assert len(every.multilabel) > 400
+    assert {y for s, y in all_clips if s == "eval"} == set(seg["ytid"])
