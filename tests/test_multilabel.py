@@ -319,6 +319,14 @@ def test_training_learns_and_writes_everything(trained):
     assert [lab["mid"] for lab in ck.labels] == [MUSIC, SPEECH, VEHICLE]
     assert ck.thresholds.shape == (3,) and ck.clip_seconds == 2.0
     assert ck.info["mAP"] == pytest.approx(m["mAP"])
+    from audiosetflow.modelinfo import checkpoint_info, format_info
+
+    info = checkpoint_info(trained / "multilabel.pt")
+    assert info["kind"] == "multilabel" and [lab["name"] for lab in info["labels"]] == [
+        "Music", "Speech", "Vehicle"]  # fmt: skip
+    assert info["labels"][0]["threshold"] == pytest.approx(ck.thresholds[0])
+    text = format_info(info)
+    assert "labels        3: Music, Speech, Vehicle" in text and f"mAP {m['mAP']:.4g}" in text
 
 
 def test_min_positives_leaves_labels_out(shards, tmp_path):
