@@ -94,6 +94,10 @@ def test_balanced_sampler_draws_labels_equally_often():
     assert (Y.sum(axis=0) / len(Y))[2] < 0.01
     again = ML.balanced_positions(Y, n=4000, rng=np.random.default_rng(1))
     assert np.array_equal(pos, again)
+    from scipy.sparse import csr_matrix  # the train part's targets are sparse: the same draws
+
+    sparse = ML.balanced_positions(csr_matrix(Y), n=4000, rng=np.random.default_rng(1))
+    assert np.array_equal(pos, sparse)
 
 
 def test_balanced_sampler_with_overlapping_labels():
@@ -139,6 +143,8 @@ def test_ontology_ancestors_and_expansion_counts():
     Y = ML.label_matrix(clips, ["music", "speech"], ontology=onto)
     assert Y[:, 0].sum() == 5 and Y[:, 1].sum() == 2
     assert ML.label_matrix(clips, ["music", "speech"])[:, 0].sum() == 2
+    sp = ML.label_matrix(clips, ["music", "speech"], ontology=onto, sparse=True)
+    assert np.array_equal(sp.toarray(), Y)
 
 
 def test_ontology_expansion_on_real_metadata(real_metadata):

@@ -324,21 +324,52 @@ def label_matrix(
     mids: Sequence[str],
     *,
     ontology: Ontology | None = None,
-) -> np.ndarray:
+    sparse: bool = False,
+):
     """Targets: whether each clip has each label (after expanding its labels by the ontology).
+
+    Parameters
+    ----------
+    labels : sequence
+        Each clip's MIDs (a list, or a comma-separated string).
+    mids : sequence of str
+        The labels, in column order.
+    ontology : Ontology, optional
+        Expand each clip's MIDs by their ancestors first.
+    sparse : bool
+        Return a ``scipy.sparse.csr_matrix`` (a few bytes per positive): 2 million clips x
+        527 labels would take 1 GB dense.
 
     Returns
     -------
-    ndarray of bool, shape (n_clips, len(mids))
+    ndarray of bool or scipy.sparse.csr_matrix, shape (n_clips, len(mids))
     """
+    from scipy.sparse import csr_matrix
+
     col = {m: j for j, m in enumerate(mids)}
-    Y = np.zeros((len(labels), len(mids)), dtype=bool)
+    rows: list[int] = []
+    cols: list[int] = []
     for i, lab in enumerate(labels):
         for m in expand_labels(lab, ontology):
             j = col.get(m)
             if j is not None:
-                Y[i, j] = True
-    return Y
+                rows.append(i)
+                cols.append(j)
+    Y = csr_matrix(
+        (np.ones(len(rows), dtype=bool), (rows, cols)), shape=(len(labels), len(mids)), dtype=bool
+    )
+    Y.sum_duplicates()
+    return Y if sparse else Y.toarray()
+
+
+def _dense_rows(Y, rows: np.ndarray) -> np.ndarray:
+    """Rows of a dense or CSR label matrix as a dense bool array."""
+    sub = Y[rows]
+    return sub.toarray() if hasattr(sub, "toarray") else np.asarray(sub)
+
+
+def _column_counts(Y) -> np.ndarray:
+    return np.asarray(Y.sum(axis=0)).ravel().astype(np.int64)
 
 
 def split_parts(
@@ -405,7 +436,7 @@ def balanced_positions(Y: np.ndarray, *, n: int, rng: np.random.Generator) -> np
 
     Parameters
     ----------
-    Y : ndarray of bool, shape (n_clips, n_labels)
+    Y : ndarray of bool or scipy.sparse matrix, shape (n_clips, n_labels)
         Targets of the training clips.
     n : int
         Clips to draw (the epoch's length).
@@ -420,10 +451,15 @@ def balanced_positions(Y: np.ndarray, *, n: int, rng: np.random.Generator) -> np
     --------
     resample_index : the list as row groups to stream.
     """
-    Y = np.asarray(Y, dtype=bool)
-    pools = [np.flatnonzero(Y[:, j]) for j in range(Y.shape[1])]
+    if hasattr(Y, "tocsc"):  # scipy.sparse: the positives of each column from its indices
+        csc = Y.tocsc()
+        pools = [np.sort(csc.indices[csc.indptr[j] : csc.indptr[j + 1]]) for j in range(Y.shape[1])]
+        none = np.flatnonzero(np.diff(Y.tocsr().indptr) == 0)
+    else:
+        Y = np.asarray(Y, dtype=bool)
+        pools = [np.flatnonzero(Y[:, j]) for j in range(Y.shape[1])]
+        none = np.flatnonzero(~Y.any(axis=1))
     pools = [p for p in pools if len(p)]
-    none = np.flatnonzero(~Y.any(axis=1))
     if len(none):
         pools.append(none)
     if not pools:
@@ -557,7 +593,7 @@ def mixup(
 @dataclass
 class _Part:
     index: ClipIndex
-    Y: np.ndarray  # (n, L) bool
+    Y: Any  # (n, L) bool: dense, or scipy.sparse for the train part
     table: pd.DataFrame
 
 
@@ -657,7 +693,8 @@ def fit_multilabel(
             if len(b.x) < 2 and n > 1:
                 continue
             xb = torch.from_numpy(b.x).to(device)
-            yb = torch.from_numpy(train.Y[positions[b.index]].astype(np.float32)).to(device)
+            yb = _dense_rows(train.Y, positions[b.index]).astype(np.float32)
+            yb = torch.from_numpy(yb).to(device)
             if ml.specaugment.active:
                 xb = spec_augment(xb, ml.specaugment, fill=fill, generator=gen)
             xb, yb = mixup(xb, yb, alpha=ml.mixup, rng=rng)
@@ -996,8 +1033,9 @@ def run_multilabel(
     train_tab = clip_table(job.train_features)
     eval_tab = clip_table(job.eval_features) if job.eval_features else None
     mids = [lab["mid"] for lab in job.labels]
-    Y_all = label_matrix(train_tab["labels"].tolist(), mids, ontology=onto)
-    n_pos = Y_all.sum(axis=0)
+    n_pos = _column_counts(
+        label_matrix(train_tab["labels"].tolist(), mids, ontology=onto, sparse=True)
+    )
     keep = n_pos >= ml.min_positives
     dropped = [
         {"mid": lab["mid"], "name": lab["name"], "n_pos_train": int(n)}
@@ -1027,7 +1065,11 @@ def run_multilabel(
         feats["eval"] = list(job.eval_features)
     idx = index_parts({k: v[["ytid", "split"]] for k, v in parts.items()}, feats)
     data = {
-        k: _Part(idx[k], label_matrix(v["labels"].tolist(), mids, ontology=onto), v)
+        k: _Part(
+            idx[k],
+            label_matrix(v["labels"].tolist(), mids, ontology=onto, sparse=k == "train"),
+            v,
+        )
         for k, v in parts.items()
     }
     logger.info(
@@ -1048,7 +1090,7 @@ def run_multilabel(
     thresholds = [best_f1(data["val"].Y[:, j], val_s[:, j])[1] for j in range(len(labels))]
     test_s = predict_multilabel(model, data["test"].index, device=device)
     metrics = multilabel_metrics(data["test"].Y, test_s, labels=labels, thresholds=thresholds)
-    train_pos = data["train"].Y.sum(axis=0)
+    train_pos = _column_counts(data["train"].Y)
     gain = None
     if onto is not None:
         gain = ontology_gain(parts["train"]["labels"].tolist(), mids, onto)
