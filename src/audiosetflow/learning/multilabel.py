@@ -1304,6 +1304,10 @@ def plot_map_history(history: Sequence[Mapping], out: str | Path) -> None:
     ax2.set_ylabel("training loss (BCE)")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="lower right")
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Multi-label CNN: mAP per epoch", fontsize=10)
     _save(fig, out)
