@@ -1,4 +1,5 @@
-# audiosetflow: AudioSet metadata -> segments (yt-dlp) -> features (Parquet) -> per-label CNNs.
+# audiosetflow: AudioSet metadata -> segments (yt-dlp) -> features (Parquet) -> per-label CNNs
+# and one multi-label CNN.
 # Configuration: config.yaml (validated by workflow/schemas/config.schema.yaml).
 # Offline demo: snakemake --cores 2 --configfile config/demo.yaml
 
@@ -33,6 +34,7 @@ include: "workflow/rules/trim.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/multilabel.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -19,5 +19,6 @@ with stage_job("dataset", log):
         test_fraction=snakemake.params.test_fraction,
         seed=snakemake.params.seed,
         use_eval=snakemake.params.use_eval,
+        ontology=snakemake.input.ontology[0] if len(snakemake.input.ontology) else None,
         logger=log,
     )

@@ -236,6 +236,7 @@ SECTION_DATACLASSES = [
     ("audiosetflow.audio.features", "FeatureParams", "features", {"sample_rate": "audio"}),
     ("audiosetflow.acquisition.download", "DownloadConfig", "download", {}),
     ("audiosetflow.learning.training", "TrainSettings", "training", {"seed": "selection"}),
+    ("audiosetflow.learning.labelsets", "MultilabelSettings", "multilabel", {}),
 ]
 
 

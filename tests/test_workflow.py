@@ -3,6 +3,7 @@ loopback media server started by the test: faults, resume, rerun semantics and k
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -381,7 +382,7 @@ def test_demo_to_report(tmp_path):
     cfg.write_text(
         yaml.safe_dump(
             {"demo": {"clips_per_class": 10}, "shard_size": 16,
-             "training": {"epochs": 3, "patience": 2}}
+             "training": {"epochs": 3, "patience": 2}, "multilabel": {"min_positives": 5}}
         )
     )  # fmt: skip
     base = [
@@ -403,10 +404,17 @@ def test_demo_to_report(tmp_path):
         scores = pd.read_csv(res / f"metrics/{label}_scores.tsv", sep="\t")
         assert list(scores.columns) == ["ytid", "split", "start", "end", "target", "cnn",
                                         "dense", "logreg"]  # fmt: skip
+    ml = json.loads((res / "metrics/multilabel.json").read_text())
+    assert {"mAP", "mean_auc", "d_prime", "per_label", "history"} <= set(ml)
+    assert len(ml["per_label"]) >= 2 and 0 <= ml["mAP"] <= 1
+    compare = pd.read_csv(res / "metrics/multilabel_compare.tsv", sep="\t")
+    assert set(compare["slug"]) == {"music", "speech"} and "ap_multilabel" in compare.columns
     feats = ds.dataset(res / "features/train", format="parquet").to_table(columns=["status"])
     assert feats.num_rows > 0 and set(feats.column("status").to_pylist()) == {"ok"}
     bench = pd.read_csv(res / "reports/benchmarks.tsv", sep="\t").set_index("rule")
-    assert {"download", "features", "train", "errors", "demo_media"} <= set(bench.index)
+    assert {"download", "features", "train", "errors", "demo_media", "train_multilabel"} <= set(
+        bench.index
+    )
     assert bench.loc["download", "jobs"] == len(list((res / "benchmarks/download").rglob("*.tsv")))
     rep = subprocess.run(
         [*base, "--report", str(res / "report.html")],

@@ -1,12 +1,18 @@
-"""Command line: ``audiosetflow predict [--models DIR] FILE_OR_FOLDER...``, ``audiosetflow status``,
-``audiosetflow failures``, ``audiosetflow info MODEL.pt`` and ``audiosetflow --version``.
+"""Command line: ``audiosetflow predict [--models DIR] [--model FILE] FILE_OR_FOLDER...``,
+``audiosetflow status``, ``audiosetflow failures``, ``audiosetflow info MODEL.pt`` and
+``audiosetflow --version``.
 
 ``status`` and ``failures`` read the shard records (:mod:`audiosetflow.reporting.status`),
 ``info`` a checkpoint (:mod:`audiosetflow.modelinfo`); neither runs Snakemake.
 
-Every checkpoint in the models folder is applied to every file. A file is decoded with the
-same ffmpeg decoding and feature code as in training (its first ``clip_seconds``, zero-padded
-when shorter). Output: a tab-separated table on stdout, one line per file and label.
+When the models folder holds the multi-label model (``multilabel.pt``, or one named with
+``--model``), ``predict`` uses it: the whole file is decoded and scored in sliding windows of
+the training clips' length (``--hop`` seconds apart), the window scores pooled per label
+(``--pool max|mean``), and the ``--top-k`` labels of each file are printed with their
+probabilities (``--per-window``: each window's too), as TSV or JSON (``--format``).
+Otherwise (or with ``--binary``) every per-label checkpoint of the folder is applied to every
+file: a file is decoded with the same ffmpeg decoding and feature code as in training (its
+first ``clip_seconds``, zero-padded when shorter), one TSV line per file and label.
 A folder stands for every media file under it (:func:`media_files`: recursively, sorted,
 hidden files and folders skipped, only :data:`MEDIA_EXTENSIONS`).
 A file that cannot be decoded, and a folder without media, give one error line on stderr
@@ -28,6 +34,8 @@ __all__ = [
     "main",
     "build_parser",
     "predict_files",
+    "predict_multilabel_file",
+    "find_multilabel",
     "load_models",
     "media_files",
     "MEDIA_EXTENSIONS",
@@ -88,6 +96,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="torch device: cpu, cuda or auto (default: %(default)s)"
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="FILE",
+        help="the multi-label checkpoint (default: multilabel.pt in --models, when there)",
+    )
+    p.add_argument(
+        "--binary",
+        action="store_true",
+        help="use the per-label checkpoints even when the multi-label model is there",
+    )
+    p.add_argument(
+        "--top-k",
+        type=_positive_int,
+        default=5,
+        help="multi-label: labels shown per file (or window), best first (default: %(default)s)",
+    )
+    p.add_argument(
+        "--hop",
+        type=_positive_float,
+        default=5.0,
+        help="multi-label: seconds between the starts of two windows (default: %(default)s)",
+    )
+    p.add_argument(
+        "--pool",
+        choices=("max", "mean"),
+        default="max",
+        help="multi-label: a file's score of a label from its windows' (default: %(default)s)",
+    )
+    p.add_argument(
+        "--per-window",
+        action="store_true",
+        help="multi-label: also print the top labels of every window",
+    )
+    p.add_argument("--format", choices=("tsv", "json"), default="tsv", help="output (default: tsv)")
     _add_report_parsers(sub)
     return parser
 
@@ -140,6 +183,20 @@ def _add_report_parsers(sub) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text", help="default: text")
 
 
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
 def package_version() -> str:
     """The installed package's version; ``audiosetflow.__version__`` when not installed."""
     from importlib.metadata import PackageNotFoundError, version
@@ -160,10 +217,12 @@ def load_models(models: str | Path, *, device: str = "cpu") -> list:
     FileNotFoundError
         If there is no checkpoint.
     """
+    from .learning.multilabel import MULTILABEL_FILE
     from .learning.training import load_checkpoint
 
     path = Path(models)
     files = [path] if path.is_file() else sorted(path.glob("*.pt")) if path.is_dir() else []
+    files = [f for f in files if f.is_file() and (f == path or f.name != MULTILABEL_FILE)]
     if not files:
         raise FileNotFoundError(f"{models}: no model checkpoints (*.pt); train them first")
     return [load_checkpoint(f, device=device) for f in files]
@@ -245,6 +304,161 @@ def predict_files(
     return rows, errors
 
 
+def find_multilabel(models: str | Path, model: str | None = None) -> Path | None:
+    """The multi-label checkpoint ``predict`` uses: ``model`` when given, else
+    ``multilabel.pt`` in the ``models`` folder (or ``models`` itself when it is one); None
+    when there is none."""
+    from .learning.multilabel import MULTILABEL_FILE, is_multilabel_checkpoint
+
+    if model:
+        return Path(model)
+    path = Path(models)
+    if path.is_file():
+        return path if is_multilabel_checkpoint(path) else None
+    cand = path / MULTILABEL_FILE
+    return cand if cand.is_file() else None
+
+
+def predict_multilabel_file(
+    path: str,
+    checkpoint,
+    *,
+    hop: float,
+    pool: str = "max",
+    top_k: int = 5,
+    device: str = "cpu",
+) -> dict:
+    """Top labels of one media file from the multi-label model, pooled over its windows.
+
+    Parameters
+    ----------
+    path : str
+        A media file.
+    checkpoint : MultilabelCheckpoint
+        :func:`audiosetflow.learning.multilabel.load_multilabel`.
+    hop : float
+        Seconds between window starts (windows are ``checkpoint.clip_seconds`` long).
+    pool : {"max", "mean"}
+        The file's score of a label: the largest, or the mean, of its windows' scores.
+    top_k : int
+        Labels kept per file and per window, most probable first.
+    device : str
+
+    Returns
+    -------
+    dict
+        ``file``, ``duration`` (s), ``n_windows``, ``labels`` (top ``top_k``: ``rank, label,
+        mid, probability, threshold, predicted``) and ``windows`` (per window ``start, end,
+        labels`` likewise).
+
+    Raises
+    ------
+    audiosetflow.audio.codec.AudioError, OSError
+        If the file cannot be decoded.
+    """
+    from .audio.codec import AudioError
+
+    if not Path(path).is_file():
+        raise AudioError(f"{path}: no such file")
+    starts, scores, duration = checkpoint.predict_file(path, hop=hop, device=device)
+    pooled = scores.max(axis=0) if pool == "max" else scores.mean(axis=0)
+
+    def top(s: np.ndarray) -> list[dict]:
+        order = np.argsort(-s, kind="stable")[:top_k]
+        return [
+            {
+                "rank": r + 1,
+                "label": checkpoint.labels[j]["name"],
+                "mid": checkpoint.labels[j]["mid"],
+                "probability": float(s[j]),
+                "threshold": float(checkpoint.thresholds[j]),
+                "predicted": int(s[j] >= checkpoint.thresholds[j]),
+            }
+            for r, j in enumerate(order)
+        ]
+
+    win = checkpoint.clip_seconds
+    return {
+        "file": path,
+        "duration": round(float(duration), 3),
+        "n_windows": len(starts),
+        "labels": top(pooled),
+        "windows": [
+            {"start": float(s), "end": round(min(float(s) + win, duration), 3), "labels": top(sc)}
+            for s, sc in zip(starts, scores, strict=True)
+        ],
+    }
+
+
+_ML_COLUMNS = "file\twindow\tstart\tend\trank\tlabel\tmid\tprobability\tpredicted"
+
+
+def _ml_rows(res: dict, *, per_window: bool) -> list[str]:
+    f = res["file"]
+    out = [
+        f"{f}\tall\t0\t{res['duration']:g}\t{r['rank']}\t{r['label']}\t{r['mid']}\t"
+        f"{r['probability']:.4f}\t{r['predicted']}"
+        for r in res["labels"]
+    ]
+    if per_window:
+        for i, w in enumerate(res["windows"]):
+            out += [
+                f"{f}\t{i}\t{w['start']:g}\t{w['end']:g}\t{r['rank']}\t{r['label']}\t"
+                f"{r['mid']}\t{r['probability']:.4f}\t{r['predicted']}"
+                for r in w["labels"]
+            ]
+    return out
+
+
+def _cmd_predict_multilabel(args: argparse.Namespace, path: Path, device: str) -> int:
+    from .audio.codec import AudioError
+    from .learning.multilabel import load_multilabel
+    from .progress import ProgressBar
+
+    try:
+        ck = load_multilabel(path, device=device)
+    except (FileNotFoundError, ValueError) as exc:
+        return _error(exc)
+    errors: list[str] = []
+    files = list(_expand(args.files, errors))
+    results = []
+    if args.format == "tsv":
+        print(_ML_COLUMNS, flush=True)
+    bar = ProgressBar(len(files), PROG + " predict", unit="files")
+    with bar:
+        for f in files:
+            try:
+                res = predict_multilabel_file(
+                    f, ck, hop=args.hop, pool=args.pool, top_k=args.top_k, device=device
+                )
+            except (AudioError, OSError, ValueError) as exc:
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                msg = msg if f in msg else f"{f}: {msg}"
+                bar.write(f"{PROG}: error: {msg}", file=sys.stderr)
+                errors.append(msg)
+                bar.update()
+                continue
+            if args.format == "tsv":
+                for line in _ml_rows(res, per_window=args.per_window):
+                    bar.write(line, file=sys.stdout)
+            else:
+                if not args.per_window:
+                    res.pop("windows")
+                results.append(res)
+            bar.update()
+    if args.format == "json":
+        doc = {
+            "model": str(path),
+            "pool": args.pool,
+            "hop": args.hop,
+            "window": ck.clip_seconds,
+            "files": results,
+            "errors": errors,
+        }
+        print(json.dumps(doc, indent=1))
+    return 1 if errors else 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
@@ -252,6 +466,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    ml_path = None if args.binary else find_multilabel(args.models, args.model)
+    if ml_path is not None:
+        try:
+            device = str(resolve_device(args.device))
+        except RuntimeError as exc:
+            return _error(exc)
+        return _cmd_predict_multilabel(args, ml_path, device)
     try:
         device = str(resolve_device(args.device))
         checkpoints = load_models(args.models, device=device)
@@ -262,12 +483,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     errors: list[str] = []
     files = list(_expand(args.files, errors))
-    print("file\tlabel\tmid\tprobability\tpredicted", flush=True)
+    rows: list[dict] = []
+    if args.format == "tsv":
+        print("file\tlabel\tmid\tprobability\tpredicted", flush=True)
     bar = ProgressBar(len(files), PROG + " predict", unit="files")  # stderr on a terminal
     with bar:
         for f in files:  # one file at a time: results appear as they are computed
             r, e = predict_files([f], checkpoints, device=device)
-            for row in r:
+            rows += r
+            for row in r if args.format == "tsv" else []:
                 bar.write(
                     f"{row['file']}\t{row['label']}\t{row['mid']}\t{row['probability']:.4f}\t"
                     f"{row['predicted']}",
@@ -277,6 +501,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 bar.write(f"{PROG}: error: {msg}", file=sys.stderr)
             errors += e
             bar.update()
+    if args.format == "json":
+        print(json.dumps({"files": rows, "errors": errors}, indent=1))
     return 1 if errors else 0
 
 

@@ -48,11 +48,14 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
     ValueError
         If the file does not exist or is not an audiosetflow checkpoint (one line, naming it).
     """
+    from .learning.multilabel import is_multilabel_checkpoint
     from .learning.training import load_checkpoint
 
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{path}: no such file")
+    if is_multilabel_checkpoint(p):
+        return _multilabel_info(p)
     try:
         ck = load_checkpoint(p)
     except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
@@ -90,6 +93,57 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         "info": info,
         "absent": absent,
     }
+
+
+def _multilabel_info(path: Path) -> dict[str, Any]:
+    """:func:`checkpoint_info` of a multi-label checkpoint: ``kind`` ``multilabel``,
+    ``labels`` (``mid``, ``name``, ``threshold`` each), the test mAP etc. under ``metrics``."""
+    from .learning.multilabel import load_multilabel
+
+    ck = load_multilabel(path)
+    info = _plain(ck.info)
+    return {
+        "file": str(path),
+        "kind": "multilabel",
+        "labels": [
+            {"mid": lab["mid"], "name": lab["name"], "threshold": float(t)}
+            for lab, t in zip(ck.labels, ck.thresholds, strict=True)
+        ],
+        "sample_rate": ck.sample_rate,
+        "clip_seconds": ck.clip_seconds,
+        "feature_params": _plain(ck.feature_params),
+        "model": {
+            "config": _plain(dict(ck.model.config)),
+            "parameters": int(sum(t.numel() for t in ck.model.parameters())),
+        },
+        "metrics": {k: info.get(k) for k in ("mAP", "mean_auc", "d_prime")},
+        "info": info,
+        "absent": [],
+    }
+
+
+def _format_multilabel(info: Mapping[str, Any]) -> str:
+    m, model = info["metrics"], info["model"]
+    labels = info["labels"]
+    names = ", ".join(lab["name"] for lab in labels[:8]) + (", ..." if len(labels) > 8 else "")
+    rows = [
+        ("checkpoint", info["file"]),
+        ("model", f"multi-label CNN, {model['parameters']:,} parameters"),
+        ("model config", " ".join(f"{k}={_v(v)}" for k, v in model["config"].items())),
+        ("labels", f"{len(labels)}: {names}"),
+        ("sample rate", f"{info['sample_rate']} Hz"),
+        ("window", f"{info['clip_seconds']:g} s"),
+        ("features", " ".join(f"{k}={v}" for k, v in info["feature_params"].items())),
+        (
+            "test metrics",
+            f"mAP {_v(m['mAP'])}, mean AUC {_v(m['mean_auc'])}, d' {_v(m['d_prime'])}",
+        ),  # fmt: skip
+    ]
+    for k in ("n_train", "n_val", "n_test", "test_source", "best_epoch"):
+        if k in info["info"]:
+            rows.append((k.replace("_", " "), _v(info["info"][k])))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
 def _data(info: Mapping) -> tuple[dict, list[str]]:
@@ -139,6 +193,8 @@ _NOT_STORED = "not stored in the checkpoint"
 
 def format_info(info: Mapping[str, Any]) -> str:
     """:func:`checkpoint_info` as aligned text, one field a line."""
+    if info.get("kind") == "multilabel":
+        return _format_multilabel(info)
     lab = info["label"]
     name = lab.get("name") or f"(name {_NOT_STORED})"
     rest = ", ".join(

@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import metadata as md
+from .learning.labelsets import MultilabelSettings, label_counts, resolve_multilabel
+from .ontology import Ontology, expand_labels, load_ontology
 from .selection import assign_shards, label_quality_filter, select_segments, train_eval_overlap
 
 __all__ = ["MetadataPaths", "Plan", "metadata_paths", "make_plan", "SPLITS"]
@@ -101,6 +103,9 @@ class Plan:
         MID to display name for every class.
     messages : list of str
         Warnings for the user, one line each (e.g. YTIDs in both the train and the eval CSV).
+    multilabel : list of Label
+        Labels of the multi-label model (empty when ``multilabel.enabled`` is false); the
+        training job leaves out those with too few clips with status ok.
     """
 
     labels: list[md.Label]
@@ -108,6 +113,7 @@ class Plan:
     selection: pd.DataFrame
     names: dict[str, str]
     messages: list[str] = field(default_factory=list)
+    multilabel: list[md.Label] = field(default_factory=list)
     _by_shard: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict, repr=False)
     _shards: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
@@ -211,13 +217,46 @@ def make_plan(config: dict, paths: MetadataPaths) -> Plan:
                 "point metadata.train_segments and metadata.eval_segments at different files, "
                 "or set selection.train_eval_overlap to keep",
             )
+    ontology = None
+    if sel_cfg.get("expand_ontology"):
+        ontology = load_ontology(paths.ontology)
+    ml = MultilabelSettings.from_config(config.get("multilabel"))
+    ml_labels: list[md.Label] = []
+    if ml.enabled:
+        ml_labels = _multilabel_labels(ml, segments["train"], classes, ontology)
     selection = select_segments(
         segments,
         labels=kept,
         max_positives=sel_cfg.get("max_positives"),
         negatives_per_positive=float(sel_cfg["negatives_per_positive"]),
         seed=int(sel_cfg["seed"]),
+        extra_labels=ml_labels,
+        select_all=bool(ml_labels) and ml.kind == "all",
+        ontology=ontology,
     )
     selection = assign_shards(selection, shard_size=int(config["shard_size"]))
     names = dict(zip(classes["mid"], classes["display_name"], strict=True))
-    return Plan(labels=kept, dropped=dropped, selection=selection, names=names, messages=messages)
+    return Plan(
+        labels=kept,
+        dropped=dropped,
+        selection=selection,
+        names=names,
+        messages=messages,
+        multilabel=ml_labels,
+    )
+
+
+def _multilabel_labels(
+    ml: MultilabelSettings,
+    train: pd.DataFrame,
+    classes: pd.DataFrame,
+    ontology: Ontology | None,
+) -> list[md.Label]:
+    """The multi-label model's labels from the train segments (counted after the ontology
+    expansion, when on)."""
+    if ml.kind == "list":
+        return resolve_multilabel(ml, counts=pd.Series(dtype="int64"), class_labels=classes)
+    labels = train["labels"].astype(str)
+    if ontology is not None:
+        labels = labels.map(lambda v: expand_labels(v, ontology))
+    return resolve_multilabel(ml, counts=label_counts(labels), class_labels=classes)

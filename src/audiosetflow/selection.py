@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .metadata import Label
+from .ontology import Ontology, expand_labels
 
 __all__ = [
     "select_segments",
@@ -99,8 +100,15 @@ def select_segments(
     max_positives: int | None = None,
     negatives_per_positive: float = 1.0,
     seed: int = 0,
+    extra_labels: Sequence[Label] = (),
+    select_all: bool = False,
+    ontology: Ontology | None = None,
 ) -> pd.DataFrame:
     """Select the segments to process.
+
+    The union of: per label of ``labels``, its positives and the drawn negatives (what a
+    binary model needs); per label of ``extra_labels`` its positives (the multi-label model:
+    every clip is a negative of the other labels); every segment with ``select_all``.
 
     Parameters
     ----------
@@ -115,6 +123,13 @@ def select_segments(
         Negatives drawn per positive, for balancing.
     seed : int
         Seed of every draw; the result is a pure function of the inputs.
+    extra_labels : sequence of Label
+        Labels whose positives (up to ``max_positives``) are selected without negatives.
+    select_all : bool
+        Select every segment of every split (``multilabel.labels: all``).
+    ontology : Ontology, optional
+        Expand each segment's labels by their ancestors before matching
+        (``selection.expand_ontology``); the ``labels`` column keeps the MIDs as listed.
 
     Returns
     -------
@@ -125,14 +140,22 @@ def select_segments(
     for split, df in segments.items():
         if df.empty:
             continue
-        padded = "," + df["labels"].astype(str) + ","
-        keep = np.zeros(len(df), dtype=bool)
-        for lab in labels:
+        text = df["labels"].astype(str)
+        if ontology is not None:
+            text = text.map(lambda v: ",".join(expand_labels(v, ontology)))
+        padded = "," + text + ","
+        keep = np.full(len(df), bool(select_all))
+        binary = {lab.mid for lab in labels}
+        extra = [lab for lab in extra_labels if lab.mid not in binary]
+        for lab in [] if select_all else [*labels, *extra]:
             pos = padded.str.contains("," + lab.mid + ",", regex=False).to_numpy()
             pos_idx = np.flatnonzero(pos)
             rng = _rng(seed, split, lab.mid)
             if max_positives is not None and len(pos_idx) > max_positives:
                 pos_idx = np.sort(rng.choice(pos_idx, size=max_positives, replace=False))
+            if lab.mid not in binary:
+                keep[pos_idx] = True
+                continue
             neg_pool = np.flatnonzero(~pos)
             n_neg = min(len(neg_pool), int(round(len(pos_idx) * negatives_per_positive)))
             neg_idx = np.sort(rng.choice(neg_pool, size=n_neg, replace=False)) if n_neg else []

@@ -109,12 +109,33 @@ if DEMO:
 
 
 LABEL_SLUGS = [lab.slug for lab in PLAN.labels] if PLAN is not None else []
+# The multi-label model: trained when enabled and its label set is not empty.
+MULTILABEL = (
+    bool(config["multilabel"]["enabled"]) and PLAN is not None and bool(PLAN.multilabel)
+)
+if config["multilabel"]["enabled"] and PLAN is not None and not PLAN.multilabel:
+    print(
+        "audiosetflow: multilabel: no class has multilabel.min_positives="
+        f"{config['multilabel']['min_positives']} positives in the train split: no "
+        "multi-label model this run",
+        file=sys.stderr,
+    )
 
 
 def label_info(slug):
     """MID and display name of a target label, from its slug."""
     lab = PLAN.label(slug)
     return {"mid": lab.mid, "name": lab.name}
+
+
+def multilabel_param(wildcards):
+    """MID, name and slug of every candidate label of the multi-label model, in order."""
+    return [{"mid": l.mid, "name": l.name, "slug": l.slug} for l in PLAN.multilabel]
+
+
+def ontology_input(wildcards):
+    """ontology.json when selection.expand_ontology is on (the targets depend on it)."""
+    return [str(PATHS.ontology)] if config["selection"]["expand_ontology"] else []
 
 
 def fetch_url(name):
@@ -182,6 +203,19 @@ def all_targets():
         *[f"{RES}/reports/errors/{slug}.html" for slug in LABEL_SLUGS],
         *[f"{RES}/plots/{slug}/summary_features.png" for slug in LABEL_SLUGS],
         f"{RES}/reports/overview.html",
+        *(multilabel_targets() if MULTILABEL else []),
+    ]
+
+
+def multilabel_targets():
+    """The multi-label model's files (see rules/multilabel.smk)."""
+    return [
+        f"{RES}/models/multilabel.pt",
+        f"{RES}/metrics/multilabel.json",
+        f"{RES}/metrics/multilabel.tsv",
+        f"{RES}/plots/multilabel/label_ap.png",
+        f"{RES}/plots/multilabel/map_history.png",
+        f"{RES}/metrics/multilabel_compare.tsv",
     ]
 
 
@@ -189,6 +223,8 @@ def all_targets():
 SHARD_RULES = ["download", "transcode", "trim", "features"]
 LABEL_RULES = ["dataset", "train", "errors", "class_features"]
 SINGLE_RULES = ["aggregate", "funnel", "feature_examples", "metrics_summary"]
+if MULTILABEL:
+    SINGLE_RULES += ["train_multilabel", "multilabel_compare"]
 
 
 def benchmark_inputs(wildcards):

@@ -9,6 +9,7 @@ rule dataset:
     input:
         train=lambda wildcards: feature_shards("train"),
         eval=lambda wildcards: feature_shards("eval"),
+        ontology=ontology_input,
     output:
         train=DATASET.replace("{part}", "train"),
         val=DATASET.replace("{part}", "val"),

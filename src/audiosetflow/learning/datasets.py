@@ -355,6 +355,7 @@ def run_dataset(
     test_fraction: float,
     seed: int,
     use_eval: bool = True,
+    ontology: str | Path | None = None,
     logger: logging.Logger | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Build and write one label's balanced train, val and test parts from feature shards.
@@ -389,6 +390,9 @@ def run_dataset(
         Seed of every draw (``selection.seed``), combined with ``mid``.
     use_eval : bool
         False: ignore the eval split even if present (test part held out of train).
+    ontology : str or Path, optional
+        ``ontology.json`` (``selection.expand_ontology``): a clip labelled with a descendant
+        of ``mid`` is a positive too; one log line gives how many positives that gained.
     logger : logging.Logger, optional
         One line per part with its clip counts, one with the test part's source.
 
@@ -422,6 +426,22 @@ def run_dataset(
     eval_meta = None
     if use_eval and features_present(eval_features):
         eval_meta = load_summary(eval_features)
+    if ontology is not None:
+        from ..ontology import expand_labels, load_ontology, ontology_gain
+
+        onto = load_ontology(ontology)
+        for split, meta in (("train", train_meta), ("eval", eval_meta)):
+            if meta is None:
+                continue
+            gain = ontology_gain(meta["labels"].tolist(), [mid], onto)
+            logger.info(
+                "%s %s: %d positives gained by the ontology (%d listed with the label itself)",
+                name or mid,
+                split,
+                int(gain["gained"].iloc[0]),
+                int(gain["n_pos_direct"].iloc[0]),
+            )
+            meta["labels"] = [expand_labels(v, onto) for v in meta["labels"]]
     parts = make_label_dataset(
         train_meta,
         eval_meta,

@@ -1,0 +1,38 @@
+"""Snakemake adapter: train and evaluate the multi-label CNN."""
+
+from audiosetflow.audio.features import FeatureParams
+from audiosetflow.learning.labelsets import MultilabelSettings
+from audiosetflow.learning.multilabel import MultilabelJob, MultilabelOutputs, run_multilabel
+from audiosetflow.learning.training import TrainSettings
+from audiosetflow.logutil import setup_logging
+from audiosetflow.smk import stage_job
+
+log = setup_logging(snakemake.log[0], name="audiosetflow.multilabel")
+inp, out, params = snakemake.input, snakemake.output, snakemake.params
+with stage_job("train_multilabel", log):
+    job = MultilabelJob(
+        labels=list(params.labels),
+        train_features=list(inp.train_features),
+        eval_features=(list(inp.eval_features) or None) if params.use_eval else None,
+        params=FeatureParams.from_config(dict(params.features), sample_rate=params.sample_rate),
+        outputs=MultilabelOutputs(
+            model=out.model,
+            metrics=out.metrics,
+            table=out.table,
+            scores=out.scores,
+            ap_plot=out.ap_plot,
+            history_plot=out.history_plot,
+        ),
+        clip_seconds=params.clip_seconds,
+        ontology=inp.ontology[0] if len(inp.ontology) else None,
+        compare_mids=list(params.compare_mids),
+        val_fraction=params.training["val_fraction"],
+        test_fraction=params.training["test_fraction"],
+    )
+    run_multilabel(
+        job,
+        TrainSettings.from_config(params.training, seed=params.seed),
+        MultilabelSettings.from_config(params.multilabel),
+        threads=snakemake.threads,
+        logger=log,
+    )
