@@ -13,6 +13,7 @@ write_overview(
     availability=inp.availability,
     failures=inp.failures,
     clip_sources=inp.sources,
+    multilabel=list(inp.multilabel),
     funnel=inp.funnel,
     benchmarks=inp.benchmarks,
     benchmarks_plot=inp.benchmarks_plot,

@@ -406,6 +406,21 @@ def test_landing_page_tables(tmp_path):
     assert soft.loc["no-such-package-xyz", "version"] == "not installed"
     assert {"python", "ffmpeg"} <= set(soft.index) and soft.loc["ffmpeg", "version"][0].isdigit()
 
+    pd.DataFrame(
+        [("train", "tar:bal_train00.tar", 7, 7), ("train", "youtube", 3, 2)],
+        columns=["split", "source", "clips", "features"],
+    ).to_csv(res / "reports/sources.tsv", sep="\t", index=False)
+    ml = {"mAP": 0.8123, "mean_auc": 0.9, "d_prime": 1.81, "n_labels": 2, "n_test": 40,
+          "n_train": 100, "test_source": "eval", "best_epoch": 3, "sampler": "balanced",
+          "mixup": 0.0, "per_label": [
+              {"mid": "/m/09x0r", "name": "Speech", "ap": 0.7, "auc": 0.85, "n_pos": 12,
+               "threshold": 0.4, "f1_at_threshold": 0.38, "best_f1": 0.8},
+              {"mid": "/m/04rlf", "name": "Music", "ap": 0.9, "auc": 0.95, "n_pos": 15,
+               "threshold": 0.5, "f1_at_threshold": 0.85, "best_f1": 0.86}]}  # fmt: skip
+    (res / "metrics/multilabel.json").write_text(json.dumps(ml))
+    pd.DataFrame({"label": ["Music"], "multilabel": [0.9], "cnn": [0.95]}).to_csv(
+        res / "metrics/multilabel_compare.tsv", sep="\t", index=False
+    )
     html = ov.write_overview(
         config=config,
         labels=labels,
@@ -419,7 +434,10 @@ def test_landing_page_tables(tmp_path):
         benchmarks_plot=res / "missing.png",  # left out when missing
         out=res / "reports/overview.html",
         dropped=[("Bird", 0.5)],
-    )
+        clip_sources=res / "reports/sources.tsv",
+        multilabel=[res / "metrics/multilabel.json", res / "metrics/multilabel_compare.tsv",
+                    res / "funnel.png"],
+    )  # fmt: skip
     assert (res / "reports/overview.html").read_text() == html
     el = Elements(html, root_id="asf-overview")
     rows = el.tables["asf-metrics"]
@@ -442,7 +460,13 @@ def test_landing_page_tables(tmp_path):
     assert el.tables["asf-benchmarks"][1][:4] == ["train", "2", "60.0", "90.0"]
     assert el.tables["asf-benchmarks"][1][-1] == "75.0"
     assert any("training" in r[0] and "epochs\xa07" in r[1] for r in el.tables["asf-config"])
-    assert [i["alt"] for i in el.images] == ["availability funnel"]
+    assert el.tables["asf-sources"][1] == ["train", "tar:bal_train00.tar", "7", "7"]
+    ml_rows = el.tables["asf-multilabel"]
+    assert ml_rows[0][:7] == ["label", "positives", "AP", "ROC-AUC", "threshold",
+                              "F1 at threshold", "best F1"]  # fmt: skip
+    assert ml_rows[1][:3] == ["Music", "15", "0.900"] and ml_rows[2][5:7] == ["0.380", "0.800"]
+    assert "mAP 0.812" in html and el.tables["asf-multilabel-compare"][1][0] == "Music"
+    assert [i["alt"] for i in el.images] == ["multi-label AP per label", "availability funnel"]
     assert el.images[0]["src"].startswith("data:image/png;base64,")
     assert "Best average precision per label: Music: CNN (log-mel), AP 0.950" in html
     assert "15 YTIDs selected, 14 downloaded" in html

@@ -207,6 +207,17 @@ def all_targets():
     ]
 
 
+def multilabel_overview(wildcards):
+    """The multi-label model's metrics, comparison and AP plot, for the landing page."""
+    if not MULTILABEL:
+        return []
+    return [
+        f"{RES}/metrics/multilabel.json",
+        f"{RES}/metrics/multilabel_compare.tsv",
+        f"{RES}/plots/multilabel/label_ap.png",
+    ]
+
+
 def multilabel_targets():
     """The multi-label model's files (see rules/multilabel.smk)."""
     return [

@@ -92,6 +92,7 @@ rule overview:
         availability=rules.aggregate.output.availability,
         failures=rules.aggregate.output.failures,
         sources=rules.aggregate.output.sources,
+        multilabel=multilabel_overview,
         funnel=rules.funnel.output[0],
         benchmarks=rules.benchmarks.output.table,
         benchmarks_plot=rules.benchmarks.output.plot,

@@ -400,6 +400,9 @@ def overview_html(
     benchmarks_plot: str | Path | None = None,
     when: str | None = None,
     clip_sources: pd.DataFrame | None = None,
+    multilabel: Mapping | None = None,
+    multilabel_compare: pd.DataFrame | None = None,
+    multilabel_plot: str | Path | None = None,
 ) -> str:
     """The landing page's HTML fragment (one ``<div id="asf-overview" class="asf">``).
 
@@ -408,7 +411,11 @@ def overview_html(
     failures by stage and reason, clips by source (``clip_sources``: ``sources.tsv``, see
     :func:`audiosetflow.reporting.aggregate.by_source`); the datasets (:func:`label_counts`);
     where the time goes (:mod:`audiosetflow.reporting.benchmarks`); sources, configuration and
-    software versions.
+    software versions; with ``multilabel`` (``results/metrics/multilabel.json``), the
+    multi-label model: mAP, mean ROC-AUC and d' on its test clips, the per-label AP bars
+    (``multilabel_plot``), per label AP, AUC, positives and F1 at the stored threshold beside
+    the best F1, and its AP beside the binary models' on the same clips
+    (``multilabel_compare``).
     """
     names = ", ".join(lab.get("name") or lab["slug"] for lab in labels) or "no label"
     selected = finished = 0
@@ -443,6 +450,10 @@ def overview_html(
         "threshold chosen on validation does not transfer to the test clips. Shaded: the "
         "highest AP of the label.</p>",
         _metrics_html(metrics),
+    ]
+    if multilabel:
+        out += _multilabel_html(multilabel, multilabel_compare, multilabel_plot)
+    out += [
         "<h2>Availability: clips per split and stage</h2>",
     ]
     if funnel is not None and Path(funnel).exists():
@@ -496,6 +507,59 @@ def overview_html(
     return "\n".join(out) + "\n"
 
 
+def _multilabel_inputs(files: Sequence[str | Path]) -> dict:
+    if not files:
+        return {}
+    metrics, compare, plot = (Path(f) for f in files)
+    return {
+        "multilabel": json.loads(metrics.read_text(encoding="utf-8")),
+        "multilabel_compare": _read_optional(compare),
+        "multilabel_plot": plot,
+    }
+
+
+def _multilabel_html(
+    ml: Mapping, compare: pd.DataFrame | None, plot: str | Path | None
+) -> list[str]:
+    """The landing page's section on the multi-label model."""
+    per = pd.DataFrame(ml.get("per_label", []))
+    cols = {"name": "label", "n_pos": "positives", "ap": "AP", "auc": "ROC-AUC",
+            "threshold": "threshold", "f1_at_threshold": "F1 at threshold",
+            "best_f1": "best F1"}  # fmt: skip
+    if "gained_by_ontology" in per:
+        cols["gained_by_ontology"] = "train positives gained by the ontology"
+    table = per[[c for c in cols if c in per]].rename(columns=cols)
+    if "AP" in table:
+        table = table.sort_values("AP", ascending=False, na_position="last")
+    for c in ("AP", "ROC-AUC", "threshold", "F1 at threshold", "best F1"):
+        if c in table:
+            table[c] = [h.fmt_num(v) for v in table[c]]
+    src = "eval split" if ml.get("test_source") == "eval" else "held-out test part"
+    out = [
+        "<h2>Multi-label model</h2>",
+        f"<p>One CNN with a sigmoid output per label ({int(ml.get('n_labels', len(per)))} "
+        f"labels), on the {src} ({int(ml.get('n_test', 0)):,} clips): <b>mAP "
+        f"{h.fmt_num(ml.get('mAP'))}</b>, mean ROC-AUC {h.fmt_num(ml.get('mean_auc'))}, "
+        f"d′ {h.fmt_num(ml.get('d_prime'))}; trained on {int(ml.get('n_train', 0)):,} clips "
+        f"(best epoch {ml.get('best_epoch', '?')}, sampler {h.esc(str(ml.get('sampler')))}, "
+        f"mixup {ml.get('mixup')}).</p>",
+    ]
+    if plot is not None and Path(plot).exists():
+        out.append(h.img(plot, "multi-label AP per label", width="100%"))
+    out += [
+        '<p class="note">Per label, on the same clips: F1 at the threshold stored in the model '
+        "(best F1 on validation) beside the best F1 any threshold reaches here; a gap means the "
+        "threshold does not transfer.</p>",
+        h.table(table, table_id="asf-multilabel"),
+    ]
+    if compare is not None and len(compare):
+        out += [
+            "<h3>Multi-label beside the binary models (AP, same test clips)</h3>",
+            h.table(compare, table_id="asf-multilabel-compare"),
+        ]
+    return out
+
+
 def _read_optional(path: str | Path | None) -> pd.DataFrame:
     if path is None or not Path(path).exists():
         return pd.DataFrame()
@@ -518,6 +582,7 @@ def write_overview(
     dropped: Sequence[Sequence] = (),
     logger: logging.Logger | None = None,
     clip_sources: str | Path | None = None,
+    multilabel: Sequence[str | Path] = (),
 ) -> str:
     """Read the run's results and write the landing page's fragment (:func:`overview_html`).
 
@@ -546,6 +611,9 @@ def write_overview(
     logger : logging.Logger, optional
     clip_sources : path, optional
         ``results/reports/sources.tsv`` (clips by source).
+    multilabel : sequence of path
+        Empty, or the multi-label model's ``multilabel.json``, ``multilabel_compare.tsv`` and
+        AP plot (``label_ap.png``), in that order.
 
     Returns
     -------
@@ -577,6 +645,7 @@ def write_overview(
         funnel=funnel,
         benchmarks_plot=benchmarks_plot,
         clip_sources=_read_optional(clip_sources) if clip_sources else None,
+        **_multilabel_inputs(multilabel),
     )
     atomic_write_text(out, fragment)
     (logger or log).info("overview of %d label(s) written to %s", len(labels), out)
