@@ -429,7 +429,7 @@ def test_demo_to_report(tmp_path):
     page = browser.Elements(dom, root_id="app")  # what the report's scripts rendered
     assert "asf-overview" in page.ids, dom[-2000:]
     metrics = page.tables["asf-metrics"]
-    assert metrics[0][:5] == ["label", "model", "ROC-AUC", "AP", "F1"]
+    assert metrics[0][:6] == ["label", "model", "ROC-AUC", "AP", "F1 at threshold", "best F1"]
     assert "threshold" in metrics[0] and len(metrics) == 1 + len(summary)
     assert {r[0] for r in metrics[1:]} == {"Music", "Speech"}
     assert {r[1] for r in metrics[1:]} == {"CNN (log-mel)", "Dense (seed)", "Logistic regression"}
@@ -439,6 +439,11 @@ def test_demo_to_report(tmp_path):
                for i in page.images)  # fmt: skip
     assert {"asf-labels", "asf-benchmarks", "asf-config"} <= set(page.tables)
     assert [r[0] for r in page.tables["asf-labels"][1:]] == ["Music", "Speech"]
+    # the multi-label model and the clips by source, rendered by the browser
+    ml_rows = page.tables["asf-multilabel"]
+    assert len(ml_rows) == 1 + len(ml["per_label"]) and "best F1" in ml_rows[0]
+    assert any(i.get("alt") == "multi-label AP per label" for i in page.images)
+    assert page.tables["asf-sources"][1][1] == "youtube"
     shot = browser.screenshot(exe, res / "report.html", tmp_path / "report.png")
     from PIL import Image
 
