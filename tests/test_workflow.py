@@ -382,7 +382,8 @@ def test_demo_to_report(tmp_path):
     cfg.write_text(
         yaml.safe_dump(
             {"demo": {"clips_per_class": 10}, "shard_size": 16,
-             "training": {"epochs": 3, "patience": 2}, "multilabel": {"min_positives": 5}}
+             "training": {"epochs": 3, "patience": 2},
+             "multilabel": {"min_positives": 5, "epochs": 3}}
         )
     )  # fmt: skip
     base = [

@@ -78,6 +78,8 @@ class MultilabelSettings:
         Masks of training clips.
     width : int
         Channels of the CNN's first block.
+    epochs : int or None
+        Most epochs of the multi-label model, >= 1; ``None``: ``training.epochs``.
 
     See Also
     --------
@@ -91,8 +93,11 @@ class MultilabelSettings:
     mixup: float = 0.0
     specaugment: SpecAugmentSettings = field(default_factory=SpecAugmentSettings)
     width: int = 16
+    epochs: int | None = None
 
     def __post_init__(self) -> None:
+        if self.epochs is not None and int(self.epochs) < 1:
+            raise ValueError(f"multilabel.epochs must be >= 1 or null, not {self.epochs}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"multilabel.sampler is {self.sampler!r}; use one of {SAMPLERS}")
         if self.mixup < 0 or self.min_positives < 1 or self.width < 1:

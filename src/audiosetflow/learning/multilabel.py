@@ -46,7 +46,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -1026,6 +1026,8 @@ def run_multilabel(
     from ..ontology import load_ontology
 
     logger = logger or log
+    if ml.epochs:
+        settings = replace(settings, epochs=int(ml.epochs))
     torch.set_num_threads(int(threads or settings.threads))
     device = resolve_device(settings.device)
     t_start = time.perf_counter()
