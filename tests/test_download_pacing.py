@@ -161,11 +161,14 @@ def test_budget_across_download_jobs_with_real_fetches(tmp_path, server, clock, 
         led2 = run(root, manifest(["ok_d", "ok_e"], shard=1), cfg)
     assert led1["status"].tolist() == ["ok"] * 3 and led2["status"].tolist() == ["ok"] * 2
     # fetch 3 waits for fetch 1 to leave the window, 4 for 2 (a few seconds: 2 and 3 are an
-    # hour apart), 5 for 3: fetch 5 comes two hours after fetch 1, not earlier, hardly later
-    assert len(clock.slept) == 3, clock.slept
+    # hour apart; none when fetch 3 took longer than the gap between 1 and 2), 5 for 3: fetch 5
+    # comes two hours after fetch 1, not earlier, hardly later
+    assert len(clock.slept) in (2, 3), clock.slept
     elapsed = clock.time() - t0 - sum(clock.slept)  # real seconds spent fetching
     assert WINDOW - elapsed <= clock.slept[0] <= WINDOW, clock.slept
-    assert clock.slept[1] <= elapsed, clock.slept
+    if len(clock.slept) == 3:
+        assert clock.slept[1] <= elapsed, clock.slept
+    assert WINDOW - elapsed <= clock.slept[-1] <= WINDOW, clock.slept
     assert 2 * WINDOW <= clock.time() - t0 <= 2 * WINDOW + elapsed
     assert server.requests["ok_e"] >= 1
     stamps = json.loads((root / "state" / "youtube" / "slot-0.json").read_text())["fetches"]
