@@ -186,8 +186,7 @@ def run_shard(args) -> tuple[int, float, dict[str, float]]:
     if not sources:
         table.save(shard, shard.table("download"))
         stages["extract"], c = _cpu() - c, _cpu()
-    quiet = logging.getLogger("bench")
-    quiet.setLevel(logging.WARNING)
+    quiet = _quiet()
     run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
                   sample_rate=p.sample_rate, batch=batch, logger=quiet)  # fmt: skip
     stages["transcode"], c = _cpu() - c, _cpu()

@@ -58,6 +58,7 @@ from torch import nn
 from ..errors import InputError
 from ..io import atomic_path, atomic_write_text, read_tsv, write_tsv
 from ..ontology import Ontology, expand_labels, ontology_gain
+from .evaluation import _plt, _save
 from .labelsets import MultilabelSettings, SpecAugmentSettings
 from .models import AudioCNN
 from .stream import DEFAULT_BUFFER, ClipIndex, FeatureStream, RowGroupRef, index_parts
@@ -1251,21 +1252,6 @@ def compare_table(ml_scores: pd.DataFrame, binary: Sequence[Mapping[str, str]]) 
 
 
 # --- plots -----------------------------------------------------------------------------------
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
 
 
 def plot_label_ap(
