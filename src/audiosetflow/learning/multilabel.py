@@ -58,6 +58,7 @@ from torch import nn
 from ..errors import InputError
 from ..io import atomic_path, atomic_write_text, read_tsv, write_tsv
 from ..ontology import Ontology, expand_labels, ontology_gain
+from . import evaluation
 from .evaluation import _plt, _save
 from .labelsets import MultilabelSettings, SpecAugmentSettings
 from .models import AudioCNN
@@ -194,23 +195,19 @@ def d_prime(auc: float) -> float:
 
 
 def best_f1(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
-    """The largest F1 over thresholds, and the threshold giving it (predicted: ``s >= t``).
+    """The largest F1 over thresholds, and a threshold giving it (predicted: ``s >= t``): the
+    binary models' rule (:func:`audiosetflow.learning.evaluation.best_f1`, the midpoint of the
+    gap below the best cut), so every model's thresholds are chosen alike.
 
     Returns
     -------
     f1, threshold : float
-        NaN, 0.5 without a positive.
+        NaN, 0.5 without a positive (the label is left out of the means).
     """
-    from sklearn.metrics import precision_recall_curve
-
     y = np.asarray(y).astype(int)
     if len(y) == 0 or y.sum() == 0:
         return float("nan"), 0.5
-    p, r, t = precision_recall_curve(y, np.asarray(s, dtype=np.float64))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)[:-1]
-    i = int(np.argmax(f))
-    return float(f[i]), float(t[i])
+    return evaluation.best_f1(y, np.asarray(s, dtype=np.float64))
 
 
 def f1_at(y: np.ndarray, s: np.ndarray, threshold: float) -> float:
