@@ -108,13 +108,13 @@ def child(root: Path, n: int, threads: int, batch_size: int, extra: bool) -> Non
     import torch
 
     from audiosetflow.learning.datasets import write_dataset
+    from audiosetflow.learning.trainer import resolve_device
     from audiosetflow.learning.training import (
         LabelRef,
         TrainJob,
         TrainOutputs,
         TrainSettings,
         load_label_data,
-        resolve_device,
         train_cnn,
     )
 

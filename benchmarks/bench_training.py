@@ -1,6 +1,6 @@
 """CNN training throughput on CPU: clips per second for 10-s clips (128 x 431 log-mel).
 
-Runs the project's own training loop (:func:`audiosetflow.training.fit_torch`) on random
+Runs the project's own training loop (:func:`audiosetflow.learning.trainer.fit`) on random
 inputs of the real size; the first epoch is a warm-up, the others are timed.
 Goal: >= 30 clips/s with 2 threads.
 
@@ -16,8 +16,9 @@ import logging
 import numpy as np
 import torch
 
+from audiosetflow.learning.inputs import channel_stats
 from audiosetflow.learning.models import AudioCNN
-from audiosetflow.learning.training import channel_stats, fit_torch
+from audiosetflow.learning.trainer import FitSettings, fit_arrays
 
 N_MELS, FRAMES = 128, 431  # 10 s at 22050 Hz, hop 512
 
@@ -36,22 +37,18 @@ def main() -> None:
     channels = 1 + args.extra_channels
     X = rng.normal(size=(args.clips, channels, N_MELS, FRAMES)).astype(np.float32)
     y = (np.arange(args.clips) % 2).astype(np.float32)
-    model = AudioCNN(N_MELS, channels)
-    model.set_normalization(*channel_stats(X[:64]))
-    n_params = sum(p.numel() for p in model.parameters())
-    res = fit_torch(
-        model,
+    stats = channel_stats(X[:64])
+    model, res = fit_arrays(
+        lambda: AudioCNN(N_MELS, channels).set_normalization(*stats),
         X,
         y,
-        X[:0],
-        y[:0],
-        epochs=args.epochs + 1,
-        patience=args.epochs + 1,
+        None,
+        None,
+        settings=FitSettings(epochs=args.epochs + 1, patience=args.epochs + 1, seed=0),
         batch_size=args.batch_size,
-        learning_rate=1e-3,
-        seed=0,
         logger=logging.getLogger("bench"),
     )
+    n_params = sum(p.numel() for p in model.parameters())
     secs = [h["seconds"] for h in res.history[1:]]
     rate = args.clips * len(secs) / sum(secs)
     print(

@@ -29,6 +29,7 @@ with stage_job("train", log):
             scores=out.scores,
         ),
         clip_seconds=params.clip_seconds,
+        config=snakemake.config,
     )
     settings = TrainSettings.from_config(params.training, seed=params.seed)
-    run_train(job, settings, threads=snakemake.threads, logger=log)
+    run_train(job, settings, logger=log)

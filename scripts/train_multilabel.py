@@ -28,11 +28,11 @@ with stage_job("train_multilabel", log):
         compare_mids=list(params.compare_mids),
         val_fraction=params.training["val_fraction"],
         test_fraction=params.training["test_fraction"],
+        config=snakemake.config,
     )
     run_multilabel(
         job,
         TrainSettings.from_config(params.training, seed=params.seed),
         MultilabelSettings.from_config(params.multilabel),
-        threads=snakemake.threads,
         logger=log,
     )

@@ -114,7 +114,7 @@ def test_baselines_match_sklearn_mlp_on_the_demo_corpus(slug, demo_shards, capsy
         train_dense(data, settings, logger=logger, name=name),
         train_logreg(data, settings),
     ):
-        m = evaluate_model(fitted, y, logger=logger, name=name)
+        m = evaluate_model(fitted, data, logger=logger, name=name)
         got[fitted.kind] = m.test
         assert m.test["best_f1"] >= m.test["f1_at_threshold"] == m.test["f1"]
     with capsys.disabled():

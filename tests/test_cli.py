@@ -16,18 +16,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 from synth_features import SR, synth_clip
+from trainutil import fit_prebuilt as fit_torch
 from ttyread import run_on_tty
 
 import audiosetflow
 from audiosetflow.audio.features import FeatureParams, compute
 from audiosetflow.cli import main
+from audiosetflow.learning.checkpoint import load_checkpoint, save_checkpoint
+from audiosetflow.learning.inputs import channel_stats, stack_channels
 from audiosetflow.learning.models import AudioCNN
-from audiosetflow.learning.training import (
-    channel_stats,
-    fit_torch,
-    save_checkpoint,
-    stack_channels,
-)
 from audiosetflow.progress import ProgressBar
 
 CLIP = 2.0
@@ -62,12 +59,12 @@ def models_dir(tmp_path_factory) -> Path:
         save_checkpoint(
             d / f"{slug}.pt",
             model=m,
-            label={"slug": slug, "name": name, "mid": mid},
+            labels=[{"slug": slug, "name": name, "mid": mid}],
             feature_params=asdict(params),
             sample_rate=SR,
             clip_seconds=CLIP,
             extra_channels=["zcr"],
-            threshold=0.5,
+            thresholds=[0.5],
         )
     return d
 
@@ -109,8 +106,6 @@ def test_predict_prints_one_line_per_file_and_label(models_dir, media, capsys):
 def test_predict_decides_with_the_checkpoints_stored_threshold(models_dir, media, tmp_path, capsys):
     """The same network saved with a threshold just above and just below a file's probability:
     the yes/no follows the stored threshold."""
-    from audiosetflow.learning.training import load_checkpoint
-
     ck = load_checkpoint(models_dir / "music.pt")
     assert main(["predict", "--models", str(models_dir / "music.pt"), str(media["tone"])]) == 0
     p = float(_table(capsys.readouterr().out)[0][3])
@@ -119,12 +114,12 @@ def test_predict_decides_with_the_checkpoints_stored_threshold(models_dir, media
         save_checkpoint(
             path,
             model=ck.model,
-            label={"slug": slug, "name": slug, "mid": "/m/x"},
+            labels=[{"slug": slug, "name": slug, "mid": "/m/x"}],
             feature_params=ck.feature_params,
             sample_rate=ck.sample_rate,
             clip_seconds=ck.clip_seconds,
             extra_channels=ck.extra_channels,
-            threshold=thr,
+            thresholds=[thr],
         )
         assert load_checkpoint(path).threshold == pytest.approx(thr)
         assert main(["predict", "--models", str(path), str(media["tone"])]) == 0
@@ -246,12 +241,12 @@ def trained_ckpt(tmp_path_factory) -> Path:
     save_checkpoint(
         path,
         model=AudioCNN(params.n_mels, 3, width=4),
-        label={"slug": "music", "name": "Music", "mid": "/m/04rlf"},
+        labels=[{"slug": "music", "name": "Music", "mid": "/m/04rlf"}],
         feature_params=asdict(params),
         sample_rate=SR,
         clip_seconds=CLIP,
         extra_channels=["zcr", "spectral_centroid"],
-        threshold=0.4213,
+        thresholds=[0.4213],
         info={"test": test, "test_source": "eval"},
     )
     return path

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from audiosetflow.learning.inputs import channel_stats, stack_channels
 from audiosetflow.learning.models import AudioCNN, DenseNet, build_model
-from audiosetflow.learning.training import channel_stats, stack_channels
 
 
 @pytest.mark.parametrize(("channels", "frames"), [(1, 431), (3, 87), (2, 16), (1, 5)])

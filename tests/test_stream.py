@@ -11,6 +11,7 @@ import pytest
 
 from audiosetflow.audio.features import FeatureParams, load_split, load_summary, write_shard
 from audiosetflow.errors import InputError
+from audiosetflow.learning.inputs import channel_stats, stack_channels
 from audiosetflow.learning.stream import (
     FeatureStream,
     index_clips,
@@ -18,7 +19,7 @@ from audiosetflow.learning.stream import (
     part_streams,
     stream_stats,
 )
-from audiosetflow.learning.training import channel_stats, seed_columns, stack_channels
+from audiosetflow.learning.training import seed_columns
 
 # small features: 16 mels, 8 MFCCs; frame-level matrices of (rows, T)
 PARAMS = FeatureParams(sample_rate=22050, n_mels=16, n_mfcc=8)

@@ -9,18 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from trainutil import fit_prebuilt as fit_torch
 
 from audiosetflow.learning import evaluation as ev
+from audiosetflow.learning import metrics as mt
+from audiosetflow.learning.checkpoint import load_checkpoint, save_checkpoint
+from audiosetflow.learning.inputs import channel_stats
 from audiosetflow.learning.models import AudioCNN, DenseNet
-from audiosetflow.learning.training import (
-    TrainSettings,
-    channel_stats,
-    fit_logreg,
-    fit_torch,
-    load_checkpoint,
-    predict_scores,
-    save_checkpoint,
-)
+from audiosetflow.learning.trainer import FitSettings, predict_arrays
+from audiosetflow.learning.training import TrainSettings, fit_logreg
+
+predict_scores = predict_arrays
 
 
 def _separable(n: int, seed: int, frames: int = 24):
@@ -58,7 +57,7 @@ def test_cnn_learns_separable_problem(caplog):
     assert sum(h["best"] for h in res.history) == 1
     assert any("toy epoch 1/8" in r.getMessage() for r in caplog.records)
     p = predict_scores(m, Xte)
-    metrics = ev.binary_metrics(yte, p, threshold=0.5)
+    metrics = mt.binary_metrics(yte, p, threshold=0.5)
     assert metrics["roc_auc"] > 0.95
 
 
@@ -119,19 +118,20 @@ def test_checkpoint_roundtrip(tmp_path):
     save_checkpoint(
         path,
         model=m,
-        label={"slug": "music", "name": "Music", "mid": "/m/04rlf"},
+        labels=[{"slug": "music", "name": "Music", "mid": "/m/04rlf"}],
         feature_params=fp,
         sample_rate=16000,
         clip_seconds=10.0,
         extra_channels=["zcr"],
-        threshold=0.37,
+        thresholds=[0.37],
     )
     ck = load_checkpoint(path)
     assert ck.label == {"slug": "music", "name": "Music", "mid": "/m/04rlf"}
     assert ck.feature_params == fp and ck.sample_rate == 16000 and ck.clip_seconds == 10.0
     assert ck.extra_channels == ["zcr"] and ck.threshold == pytest.approx(0.37)
     raw = torch.load(path, weights_only=True)
-    assert torch.allclose(raw["norm_mean"], torch.full((2, 16, 1), 1.5))
+    assert torch.allclose(raw["state_dict"]["mean"], torch.full((2, 16, 1), 1.5))
+    assert json.loads(raw["header"])["normalization"]["mean"][1][3] == [1.5]
     x = np.random.default_rng(0).normal(size=(3, 2, 16, 20)).astype(np.float32)
     np.testing.assert_allclose(ck.predict(x), predict_scores(m, x), rtol=1e-6)
     feats = {"log_mel": x[0, 0], "zcr": x[0, 1, :1]}
@@ -144,7 +144,7 @@ def test_checkpoint_roundtrip(tmp_path):
 def test_binary_metrics_known_values():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     s = np.array([0.1, 0.2, 0.6, 0.3, 0.8, 0.7, 0.4, 0.9])
-    m = ev.binary_metrics(y, s, threshold=0.5)
+    m = mt.binary_metrics(y, s, threshold=0.5)
     assert m["confusion"] == [[3, 1], [1, 3]]
     assert m["accuracy"] == pytest.approx(0.75)
     assert m["f1"] == pytest.approx(0.75)
@@ -155,19 +155,20 @@ def test_binary_metrics_known_values():
     assert m["average_precision"] == pytest.approx(0.95)
     want = -np.mean(np.where(y == 1, np.log(s), np.log(1 - s)))
     assert m["log_loss"] == pytest.approx(want)
-    one = ev.binary_metrics(np.ones(3), np.array([0.2, 0.6, 0.9]), threshold=0.5)
-    assert one["roc_auc"] is None and one["confusion"] == [[0, 0], [1, 2]]
+    one = mt.binary_metrics(np.ones(3), np.array([0.2, 0.6, 0.9]), threshold=0.5)
+    assert np.isnan(one["roc_auc"]) and one["confusion"] == [[0, 0], [1, 2]]
+    assert json.loads(mt.to_json(one))["roc_auc"] is None
 
 
 def test_choose_threshold_maximises_f1():
     y = np.array([0, 0, 0, 1, 1, 1])
     s = np.array([0.05, 0.1, 0.3, 0.25, 0.8, 0.9])
-    thr = ev.choose_threshold(y, s)
+    thr = mt.decision_threshold(y, s, rule="balanced")
     # best: positive from 0.25 up (all positives, one false positive: F1 = 6/7); the threshold
     # is midway between 0.25 and the next lower score 0.1
     assert thr == pytest.approx(0.175)
-    assert ev.binary_metrics(y, s, threshold=thr)["f1"] == pytest.approx(6 / 7)
-    assert ev.choose_threshold(np.zeros(4), np.random.default_rng(0).random(4)) == 0.5
+    assert mt.binary_metrics(y, s, threshold=thr)["f1"] == pytest.approx(6 / 7)
+    assert mt.decision_threshold(np.zeros(4), np.random.default_rng(0).random(4)) == 0.5
 
 
 def test_logreg_baseline():
@@ -176,7 +177,7 @@ def test_logreg_baseline():
     y = (X[:, 1] > 1e4).astype(int)
     clf = fit_logreg(X[:100], y[:100])
     assert (
-        ev.binary_metrics(y[100:], clf.predict_proba(X[100:])[:, 1], threshold=0.5)["accuracy"]
+        mt.binary_metrics(y[100:], clf.predict_proba(X[100:])[:, 1], threshold=0.5)["accuracy"]
         > 0.9
     )
 
@@ -270,8 +271,13 @@ def test_run_train_end_to_end(tmp_path, monkeypatch):
     assert 1 <= res.best_epochs["cnn"] <= res.models["cnn"].epochs_run <= 6
     assert res.models["logreg"].best_epoch is None
     m = res.metrics()
-    assert list(m) == ["label", "name", "mid", "dataset", "settings", "models"]
-    assert m["dataset"] == {"n_train": 30, "n_val": 10, "n_test": 16, "test_source": "eval"}
+    assert list(m) == ["label", "name", "mid", "dataset", "settings", "models", "provenance"]
+    assert m["dataset"] == {
+        "n_train": 30, "n_val": 10, "n_test": 16, "n_test_pos": 8, "test_source": "eval"
+    }  # fmt: skip
+    prov = m["provenance"]
+    assert prov["seeds"] == [1] and prov["device"] == "cpu" and len(prov["data_hash"]) == 64
+    assert prov["packages"]["torch"].startswith("2.13") and prov["version"]
     assert m["settings"]["device"] == "cpu" and m["settings"]["seed"] == 1
     assert list(m["models"]["cnn"]["fit"]) == ["best_epoch", "epochs_run", "seconds"]
     assert list(m["models"]["logreg"]["fit"]) == ["seconds"]
@@ -284,6 +290,7 @@ def test_run_train_end_to_end(tmp_path, monkeypatch):
     assert ck.threshold == res.models["cnn"].threshold == m["models"]["cnn"]["val"]["threshold"]
     assert ck.feature_params["sample_rate"] == 22050
     assert ck.label == {"slug": "music", "name": "Music", "mid": POS_MID}
+    assert ck.provenance["data_hash"] == prov["data_hash"]
     assert all(p.stat().st_size > 1000 for p in plots.values())
     # per-clip test scores: the test part in order, one column per model, matching the metrics
     sc = pd.read_csv(tmp_path / "metrics/music_scores.tsv", sep="\t", dtype={"ytid": str})
@@ -295,7 +302,7 @@ def test_run_train_end_to_end(tmp_path, monkeypatch):
         1
     ).all().all()
     for kind in ("cnn", "dense", "logreg"):
-        again = ev.binary_metrics(sc["target"], sc[kind], threshold=res.models[kind].threshold)
+        again = mt.binary_metrics(sc["target"], sc[kind], threshold=res.models[kind].threshold)
         assert again["confusion"] == m["models"][kind]["test"]["confusion"]
         assert again["roc_auc"] == pytest.approx(m["models"][kind]["test"]["roc_auc"], abs=1e-5)
     summary = ev.summarize_metrics([tmp_path / "metrics/music.json"], tmp_path / "summary.tsv")
@@ -304,7 +311,7 @@ def test_run_train_end_to_end(tmp_path, monkeypatch):
     assert back.loc[0, "roc_auc"] == pytest.approx(m["models"]["cnn"]["test"]["roc_auc"], abs=1e-4)
     for i, kind in enumerate(("cnn", "dense", "logreg")):  # F1 at the val threshold vs best F1
         t = m["models"][kind]["test"]
-        best, thr = ev.best_f1(sc["target"], sc[kind])
+        best, thr = mt.best_f1(sc["target"], sc[kind])
         assert t["best_f1"] == pytest.approx(best, abs=1e-4)
         assert t["best_f1"] >= t["f1_at_threshold"]
         assert t["f1_at_threshold"] == t["f1"] and t["threshold"] == res.models[kind].threshold
@@ -422,13 +429,9 @@ def test_streamed_cnn_matches_the_in_memory_path(tmp_path):
     from synth_features import write_split
 
     from audiosetflow.audio.features import load_split
-    from audiosetflow.learning.stream import index_clips
-    from audiosetflow.learning.training import (
-        FeatureStream,
-        fit_batches,
-        predict_stream,
-        stack_channels,
-    )
+    from audiosetflow.learning.inputs import stack_channels
+    from audiosetflow.learning.stream import FeatureStream, index_clips
+    from audiosetflow.learning.trainer import fit, score
 
     meta = write_split(tmp_path / "f", "train", n_pos=12, n_neg=12, seconds=0.5, shard_size=10)
     rng = np.random.default_rng(0)
@@ -449,29 +452,28 @@ def test_streamed_cnn_matches_the_in_memory_path(tmp_path):
     mean, std = stream.channel_stats()
     np.testing.assert_allclose(mean, channel_stats(X)[0], rtol=1e-6)
     np.testing.assert_allclose(std, channel_stats(X)[1], rtol=1e-6)
-    torch.manual_seed(0)
-    cnn = AudioCNN(X.shape[2], X.shape[1], width=4)
-    cnn.set_normalization(mean, std)
-    res = fit_batches(
-        cnn, stream, stream.replace(shuffle=False), epochs=3, patience=3, learning_rate=3e-3
-    )
+    cnn, res = fit(
+        lambda: AudioCNN(X.shape[2], X.shape[1], width=4).set_normalization(mean, std),
+        stream, stream.replace(shuffle=False),
+        settings=FitSettings(epochs=3, patience=3, learning_rate=3e-3),
+    )  # fmt: skip
     assert len(res.history) == 3 and 1 <= res.best_epoch <= 3
     assert stream.peak_buffered == 8 and stream.peak_group <= 10
-    s = predict_stream(cnn, stream, batch_size=7)
-    np.testing.assert_allclose(s, predict_scores(cnn, X), rtol=1e-5, atol=1e-6)
+    s, _ = score(cnn, stream.replace(batch_size=7).batches(shuffle=False), n=len(stream))
+    np.testing.assert_allclose(s[:, 0], predict_scores(cnn, X), rtol=1e-5, atol=1e-6)
 
 
 def test_best_f1_beats_a_threshold_that_does_not_transfer():
     y = np.array([0, 0, 0, 1, 1, 1])
     s = np.array([0.05, 0.1, 0.3, 0.25, 0.8, 0.9])
-    f1, thr = ev.best_f1(y, s)
+    f1, thr = mt.best_f1(y, s)
     assert f1 == pytest.approx(6 / 7) and thr == pytest.approx(0.175)
-    assert ev.choose_threshold(y, s) == thr
+    assert mt.decision_threshold(y, s, rule="balanced") == thr
     # a threshold from elsewhere (0.85) keeps one positive: F1 0.5, best F1 still 6/7
-    m = ev.binary_metrics(y, s, threshold=0.85)
+    m = mt.binary_metrics(y, s, threshold=0.85)
     assert m["f1_at_threshold"] == m["f1"] == pytest.approx(0.5)
     assert m["best_f1"] == pytest.approx(6 / 7) and m["best_f1_threshold"] == pytest.approx(thr)
-    assert ev.best_f1(np.zeros(3), np.array([0.2, 0.6, 0.9]))[1] == 0.5
+    assert np.isnan(mt.best_f1(np.zeros(3), np.array([0.2, 0.6, 0.9]))[1])
 
 
 def test_dense_ensemble_members_train_apart_and_average():

@@ -217,8 +217,8 @@ def load_models(models: str | Path, *, device: str = "cpu") -> list:
     FileNotFoundError
         If there is no checkpoint.
     """
+    from .learning.checkpoint import load_checkpoint
     from .learning.multilabel import MULTILABEL_FILE
-    from .learning.training import load_checkpoint
 
     path = Path(models)
     files = [path] if path.is_file() else sorted(path.glob("*.pt")) if path.is_dir() else []
@@ -462,7 +462,7 @@ def _cmd_predict_multilabel(args: argparse.Namespace, path: Path, device: str) -
 def _cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from .learning.training import resolve_device
+    from .learning.trainer import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

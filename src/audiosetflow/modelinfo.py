@@ -48,8 +48,8 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
     ValueError
         If the file does not exist or is not an audiosetflow checkpoint (one line, naming it).
     """
+    from .learning.checkpoint import load_checkpoint
     from .learning.multilabel import is_multilabel_checkpoint
-    from .learning.training import load_checkpoint
 
     p = Path(path)
     if not p.is_file():

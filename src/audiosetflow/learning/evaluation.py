@@ -1,4 +1,4 @@
-"""Binary classification metrics, threshold choice, metric tables and plots.
+"""Metric tables and plots of the per-label models (the metrics themselves: :mod:`~.metrics`).
 
 Plots use matplotlib's Agg backend and are written atomically (temporary name, then rename).
 """
@@ -6,7 +6,6 @@ Plots use matplotlib's Agg backend and are written atomically (temporary name, t
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,9 +15,6 @@ import pandas as pd
 from ..io import atomic_path, write_tsv
 
 __all__ = [
-    "choose_threshold",
-    "best_f1",
-    "binary_metrics",
     "summarize_metrics",
     "plot_roc_pr",
     "plot_confusion",
@@ -47,111 +43,11 @@ SUMMARY_COLUMNS = [
     "n_test",
     "n_test_pos",
     "test_source",
+    "test_prevalence",
+    "ap_balanced",
+    "ap_seeds_std",
 ]
 MODEL_TITLES = {"cnn": "CNN (log-mel)", "dense": "Dense (seed)", "logreg": "Logistic regression"}
-
-
-def best_f1(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """The highest F1 any threshold reaches on ``(y_true, scores)``, and that threshold (a
-    clip is positive if ``score >= threshold``).
-
-    The best F1 is reached for any threshold between the lowest score it predicts positive and
-    the next lower score; the midpoint of that gap is returned (less brittle than the score
-    itself on new data). On the split a threshold was chosen on, this is that threshold; on
-    another split, the gap between this F1 and the F1 at the chosen threshold says how well
-    the threshold transfers.
-
-    Returns
-    -------
-    f1 : float
-        The maximum F1 (0.0 without a positive example).
-    threshold : float
-        A threshold reaching it; 0.5 when ``y_true`` has no positive or no negative example
-        (then ``f1`` is that of 0.5).
-    """
-    from sklearn.metrics import precision_recall_curve
-
-    y = np.asarray(y_true).astype(int)
-    s = np.asarray(scores, dtype=float)
-    if len(y) == 0 or y.min() == y.max():
-        pred = s >= 0.5
-        tp = int((pred & (y == 1)).sum())
-        wrong = int((pred != (y == 1)).sum())
-        return (2 * tp / (2 * tp + wrong) if tp + wrong else 0.0), 0.5
-    prec, rec, thr = precision_recall_curve(y, s)
-    prec, rec = prec[:-1], rec[:-1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
-    i = int(np.argmax(f1))
-    best = float(thr[i])
-    below = s[s < best]
-    return float(f1[i]), ((best + float(below.max())) / 2 if len(below) else best)
-
-
-def choose_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Threshold that maximises F1 on ``(y_true, scores)`` (a clip is positive if
-    ``score >= threshold``): the threshold of :func:`best_f1`.
-
-    Returns 0.5 when ``y_true`` has no positive or no negative example.
-    """
-    return best_f1(y_true, scores)[1]
-
-
-def _nan_to_none(v: float) -> float | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-
-def _log_loss(y: np.ndarray, s: np.ndarray) -> float | None:
-    if len(y) == 0:
-        return None
-    p = np.clip(s, 1e-7, 1 - 1e-7)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-
-def binary_metrics(y_true: np.ndarray, scores: np.ndarray, *, threshold: float) -> dict:
-    """Metrics of scores (probabilities) against 0/1 targets.
-
-    Returns
-    -------
-    dict
-        ``roc_auc`` and ``average_precision`` (None when only one class is present), ``f1``,
-        ``accuracy``, ``precision``, ``recall`` at ``threshold``, ``log_loss`` (mean binary
-        cross-entropy of the scores, clipped to [1e-7, 1 - 1e-7]), ``threshold``,
-        ``f1_at_threshold`` (``f1`` again, named for its comparison), ``best_f1`` and
-        ``best_f1_threshold`` (the highest F1 any threshold reaches on these clips, and that
-        threshold: :func:`best_f1`), ``n``, ``n_pos`` and ``confusion`` as
-        ``[[tn, fp], [fn, tp]]`` (rows: truth, columns: prediction).
-    """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    y = np.asarray(y_true).astype(int)
-    s = np.asarray(scores, dtype=float)
-    pred = (s >= threshold).astype(int)
-    tp = int(((pred == 1) & (y == 1)).sum())
-    tn = int(((pred == 0) & (y == 0)).sum())
-    fp = int(((pred == 1) & (y == 0)).sum())
-    fn = int(((pred == 0) & (y == 1)).sum())
-    both = 0 < y.sum() < len(y)
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-    top_f1, top_thr = best_f1(y, s)
-    return {
-        "roc_auc": float(roc_auc_score(y, s)) if both else None,
-        "average_precision": float(average_precision_score(y, s)) if both else None,
-        "f1": float(f1),
-        "accuracy": float((tp + tn) / len(y)) if len(y) else None,
-        "precision": float(precision),
-        "recall": float(recall),
-        "log_loss": _log_loss(y, s),
-        "threshold": float(threshold),
-        "f1_at_threshold": float(f1),
-        "best_f1": top_f1,
-        "best_f1_threshold": top_thr,
-        "n": len(y),
-        "n_pos": int(y.sum()),
-        "confusion": [[tn, fp], [fn, tp]],
-    }
 
 
 def summarize_metrics(metrics_files: Sequence[str | Path], out: str | Path | None = None):
@@ -161,8 +57,10 @@ def summarize_metrics(metrics_files: Sequence[str | Path], out: str | Path | Non
     :data:`SUMMARY_COLUMNS`): ``f1_at_threshold`` is the test F1 at the threshold chosen on
     validation (``threshold``, the one stored and used by ``audiosetflow predict``),
     ``best_f1`` the highest test F1 of any threshold (at ``best_f1_threshold``); a gap
-    between them means the threshold does not transfer to the test clips. (Metrics files
-    written before these keys existed give ``f1`` and empty values.)
+    between them means the threshold does not transfer to the test clips. The test clips are
+    every clip of the eval split at its natural prevalence (``test_prevalence``);
+    ``ap_balanced`` is the AP on their 1:1 balanced subset (not comparable with the field's
+    figures) and ``ap_seeds_std`` the standard deviation of the AP over ``training.seeds``.
     """
     rows = []
     for path in metrics_files:
@@ -189,6 +87,11 @@ def summarize_metrics(metrics_files: Sequence[str | Path], out: str | Path | Non
                     "n_test": t["n"],
                     "n_test_pos": t["n_pos"],
                     "test_source": m["dataset"]["test_source"],
+                    "test_prevalence": t.get("prevalence"),
+                    "ap_balanced": (res.get("test_balanced") or {}).get("average_precision"),
+                    "ap_seeds_std": (
+                        (res.get("over_seeds") or {}).get("average_precision") or {}
+                    ).get("std"),
                 }
             )
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -80,6 +80,12 @@ class MultilabelSettings:
         Channels of the CNN's first block.
     epochs : int or None
         Most epochs of the multi-label model, >= 1; ``None``: ``training.epochs``.
+    weight_decay : float or None
+        Adam's weight decay; ``None``: ``training.weight_decay``.
+    dropout : float
+        Dropout before the output layer.
+    norm_clips : int
+        Train clips (a seeded sample) the input normalisation is computed from.
 
     See Also
     --------
@@ -94,6 +100,9 @@ class MultilabelSettings:
     specaugment: SpecAugmentSettings = field(default_factory=SpecAugmentSettings)
     width: int = 16
     epochs: int | None = None
+    weight_decay: float | None = None
+    dropout: float = 0.3
+    norm_clips: int = 2000
 
     def __post_init__(self) -> None:
         if self.epochs is not None and int(self.epochs) < 1:

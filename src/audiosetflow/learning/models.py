@@ -1,9 +1,9 @@
-"""PyTorch models: a small CNN on log-mel (plus optional extra channels) and the seed's dense
-network on summary features.
+"""PyTorch models: a small CNN on log-mel (plus optional extra channels), the seed's dense
+network on summary features, and the multi-label CNN (the same trunk, one logit per label).
 
-Both models hold their input normalisation (``mean``/``std`` buffers, fitted on the training
-set) so that a checkpoint's ``state_dict`` alone reproduces predictions. Both output one logit
-per example (binary classification of one label).
+Every model holds its input normalisation (``mean``/``std`` buffers, fitted on the training
+set) so that a checkpoint's ``state_dict`` alone reproduces predictions. The binary models
+output one logit per example, the multi-label one a logit per label.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["AudioCNN", "DenseNet", "build_model", "MODEL_KINDS"]
+__all__ = ["AudioCNN", "DenseNet", "MultiLabelCNN", "build_model", "MODEL_KINDS"]
 
-MODEL_KINDS = ("cnn", "dense")
+#: Kinds of model (a checkpoint's ``kind``): one label's CNN and dense baseline, the
+#: multi-label CNN.
+MODEL_KINDS = ("cnn", "dense", "multilabel")
 
 
 class _Normalized(nn.Module):
@@ -182,10 +184,64 @@ class DenseNet(_Normalized):
         return torch.logit(torch.sigmoid(z.double()).mean(dim=0), eps=1e-12).to(z.dtype)
 
 
+class MultiLabelCNN(AudioCNN):
+    """:class:`~.models.AudioCNN`'s trunk with one logit per label.
+
+    Parameters
+    ----------
+    n_labels : int
+        Outputs, >= 1.
+    n_rows : int
+        Mel bands of the input.
+    in_channels : int
+        Input channels (1: log-mel).
+    width : int
+        Channels of the first block (then 2x, 4x, 4x): 16 for CPU training, 64 for a GPU.
+    dropout : float
+        Dropout before the output layer.
+
+    See Also
+    --------
+    audiosetflow.learning.models.AudioCNN : the binary model with the same trunk.
+    """
+
+    def __init__(
+        self,
+        n_labels: int,
+        n_rows: int = 128,
+        in_channels: int = 1,
+        *,
+        width: int = 16,
+        dropout: float = 0.3,
+    ):
+        super().__init__(n_rows, in_channels, width=width, dropout=dropout)
+        if n_labels < 1:
+            raise ValueError("n_labels must be >= 1")
+        self.config = {"n_labels": int(n_labels), **self.config}
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(8 * width, int(n_labels)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, n_rows, frames) -> logits (batch, n_labels)."""
+        h = self.features(self.normalize(x))
+        h = h.mean(dim=2)
+        h = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
+        return self.head(h)
+
+
 def build_model(kind: str, config: dict) -> nn.Module:
-    """Build a model from its kind (``"cnn"`` or ``"dense"``) and its ``config`` dict (as stored
-    in a checkpoint)."""
+    """Build a model from its kind (:data:`MODEL_KINDS`) and its ``config`` dict (as stored in a
+    checkpoint).
+
+    Raises
+    ------
+    ValueError
+        If the kind is unknown.
+    TypeError
+        If ``config`` lacks a key the model needs or has one it does not take.
+    """
     cfg = dict(config)
+    if kind == "multilabel":
+        return MultiLabelCNN(cfg.pop("n_labels"), cfg.pop("n_rows"), cfg.pop("in_channels"), **cfg)
     if kind == "cnn":
         return AudioCNN(cfg.pop("n_rows"), cfg.pop("in_channels"), **cfg)
     if kind == "dense":

@@ -40,10 +40,7 @@ audiosetflow.learning.training : the per-label binary models.
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -56,41 +53,32 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..io import atomic_path, atomic_write_text, read_tsv, write_tsv
+from ..io import read_tsv, write_tsv
 from ..ontology import Ontology, expand_labels, ontology_gain
-from . import evaluation
+from ..provenance import data_hash, provenance
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint, window_starts
 from .evaluation import _plt, _save
-from .labelsets import MultilabelSettings, SpecAugmentSettings
-from .models import AudioCNN
+from .labelsets import MultilabelSettings
+from .metrics import average_precision, best_f1, multilabel_metrics, write_json
+from .models import MultiLabelCNN
 from .stream import DEFAULT_BUFFER, ClipIndex, FeatureStream, RowGroupRef, index_parts
-from .training import TrainSettings, resolve_device, seed_everything
+from .trainer import FitSettings, fit, resolve_device, score
 
 if TYPE_CHECKING:
     from ..audio.features import FeatureParams
+    from .training import TrainSettings
 
 __all__ = [
-    "MULTILABEL_FORMAT",
     "MULTILABEL_FILE",
-    "MultiLabelCNN",
     "MultilabelCheckpoint",
     "MultilabelOutputs",
     "MultilabelJob",
-    "average_precision",
-    "roc_auc",
-    "d_prime",
-    "best_f1",
-    "f1_at",
-    "multilabel_metrics",
     "clip_table",
     "label_matrix",
     "split_parts",
     "balanced_positions",
     "resample_index",
-    "spec_augment",
-    "mixup",
-    "fit_multilabel",
     "predict_multilabel",
-    "save_multilabel",
     "load_multilabel",
     "is_multilabel_checkpoint",
     "window_starts",
@@ -102,195 +90,10 @@ __all__ = [
 
 log = logging.getLogger("audiosetflow.multilabel")
 
-#: ``format`` of a multi-label checkpoint (a binary one has ``format_version`` only).
-MULTILABEL_FORMAT = "audiosetflow-multilabel-1"
 #: The checkpoint's file name in the models folder (``predict`` looks for it).
 MULTILABEL_FILE = "multilabel.pt"
 
 _CLIP_COLUMNS = ["ytid", "split", "start", "end", "labels", "status"]
-
-
-# --- the model -------------------------------------------------------------------------------
-
-
-class MultiLabelCNN(AudioCNN):
-    """:class:`~.models.AudioCNN`'s trunk with one logit per label.
-
-    Parameters
-    ----------
-    n_labels : int
-        Outputs, >= 1.
-    n_rows : int
-        Mel bands of the input.
-    in_channels : int
-        Input channels (1: log-mel).
-    width : int
-        Channels of the first block (then 2x, 4x, 4x): 16 for CPU training, 64 for a GPU.
-    dropout : float
-        Dropout before the output layer.
-
-    See Also
-    --------
-    audiosetflow.learning.models.AudioCNN : the binary model with the same trunk.
-    """
-
-    def __init__(
-        self,
-        n_labels: int,
-        n_rows: int = 128,
-        in_channels: int = 1,
-        *,
-        width: int = 16,
-        dropout: float = 0.3,
-    ):
-        super().__init__(n_rows, in_channels, width=width, dropout=dropout)
-        if n_labels < 1:
-            raise ValueError("n_labels must be >= 1")
-        self.config = {"n_labels": int(n_labels), **self.config}
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(8 * width, int(n_labels)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, channels, n_rows, frames) -> logits (batch, n_labels)."""
-        h = self.features(self.normalize(x))
-        h = h.mean(dim=2)
-        h = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
-        return self.head(h)
-
-
-# --- metrics ---------------------------------------------------------------------------------
-
-
-def average_precision(y: np.ndarray, s: np.ndarray) -> float:
-    """Average precision (sklearn's step-wise area under the PR curve); NaN without a
-    positive."""
-    from sklearn.metrics import average_precision_score
-
-    y = np.asarray(y).astype(int)
-    if len(y) == 0 or y.sum() == 0:
-        return float("nan")
-    return float(average_precision_score(y, np.asarray(s, dtype=np.float64)))
-
-
-def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC-AUC; NaN when ``y`` has one class only."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y).astype(int)
-    if len(y) == 0 or y.min() == y.max():
-        return float("nan")
-    return float(roc_auc_score(y, np.asarray(s, dtype=np.float64)))
-
-
-def d_prime(auc: float) -> float:
-    """Sensitivity index ``d' = sqrt(2) * Phi^-1(AUC)`` (AudioSet papers' d-prime).
-
-    The AUC is clipped to ``[1e-6, 1 - 1e-6]`` so that a perfect ranking gives a large finite
-    value (6.7) rather than infinity; NaN stays NaN.
-    """
-    from scipy.stats import norm
-
-    if auc is None or not np.isfinite(auc):
-        return float("nan")
-    return float(math.sqrt(2.0) * norm.ppf(min(max(float(auc), 1e-6), 1 - 1e-6)))
-
-
-def best_f1(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
-    """The largest F1 over thresholds, and a threshold giving it (predicted: ``s >= t``): the
-    binary models' rule (:func:`audiosetflow.learning.evaluation.best_f1`, the midpoint of the
-    gap below the best cut), so every model's thresholds are chosen alike.
-
-    Returns
-    -------
-    f1, threshold : float
-        NaN, 0.5 without a positive (the label is left out of the means).
-    """
-    y = np.asarray(y).astype(int)
-    if len(y) == 0 or y.sum() == 0:
-        return float("nan"), 0.5
-    return evaluation.best_f1(y, np.asarray(s, dtype=np.float64))
-
-
-def f1_at(y: np.ndarray, s: np.ndarray, threshold: float) -> float:
-    """F1 of ``s >= threshold``; NaN without a positive."""
-    y = np.asarray(y).astype(bool)
-    if y.sum() == 0:
-        return float("nan")
-    pred = np.asarray(s) >= threshold
-    tp = float((pred & y).sum())
-    denom = float(pred.sum() + y.sum())
-    return 2 * tp / denom if denom else 0.0
-
-
-def multilabel_metrics(
-    Y: np.ndarray,
-    S: np.ndarray,
-    *,
-    labels: Sequence[Mapping[str, str]],
-    thresholds: Sequence[float] | None = None,
-) -> dict[str, Any]:
-    """The field's metrics of a multi-label model on one set of clips.
-
-    Parameters
-    ----------
-    Y : ndarray of bool or int, shape (n_clips, n_labels)
-        Targets.
-    S : ndarray of float, shape (n_clips, n_labels)
-        Scores (probabilities).
-    labels : sequence of mapping
-        ``mid`` and ``name`` of each label, in column order.
-    thresholds : sequence of float, optional
-        Per label, the decision threshold stored with the model (chosen on validation);
-        ``f1_at_threshold`` is computed at it.
-
-    Returns
-    -------
-    dict
-        ``mAP`` (mean over labels with a positive of their AP), ``mean_auc`` (mean over labels
-        with both classes of the ROC-AUC), ``d_prime`` (:func:`d_prime` of ``mean_auc``),
-        ``n_clips``, ``n_labels``, ``n_labels_scored`` (labels with a positive) and
-        ``per_label``: one dict per label with ``mid, name, ap, auc, d_prime, n_pos,
-        threshold, f1_at_threshold, best_f1, best_threshold``. NaN where undefined.
-
-    See Also
-    --------
-    average_precision, roc_auc, d_prime, best_f1
-    """
-    Y = np.asarray(Y).astype(bool)
-    S = np.asarray(S, dtype=np.float64)
-    if Y.shape != S.shape or Y.ndim != 2 or Y.shape[1] != len(labels):
-        raise ValueError(f"targets {Y.shape}, scores {S.shape} and {len(labels)} labels disagree")
-    per = []
-    for j, lab in enumerate(labels):
-        y, s = Y[:, j], S[:, j]
-        t = float(thresholds[j]) if thresholds is not None else float("nan")
-        bf, bt = best_f1(y, s)
-        auc = roc_auc(y, s)
-        per.append(
-            {
-                "mid": lab["mid"],
-                "name": lab["name"],
-                "ap": average_precision(y, s),
-                "auc": auc,
-                "d_prime": d_prime(auc),
-                "n_pos": int(y.sum()),
-                "threshold": t,
-                "f1_at_threshold": f1_at(y, s, t) if np.isfinite(t) else float("nan"),
-                "best_f1": bf,
-                "best_threshold": bt,
-            }
-        )
-    aps = [p["ap"] for p in per if np.isfinite(p["ap"])]
-    aucs = [p["auc"] for p in per if np.isfinite(p["auc"])]
-    mean_auc = float(np.mean(aucs)) if aucs else float("nan")
-    return {
-        "mAP": float(np.mean(aps)) if aps else float("nan"),
-        "mean_auc": mean_auc,
-        "d_prime": d_prime(mean_auc),
-        "n_clips": int(len(Y)),
-        "n_labels": len(labels),
-        "n_labels_scored": len(aps),
-        "per_label": per,
-    }
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -524,67 +327,6 @@ def resample_index(index: ClipIndex, positions: np.ndarray) -> ClipIndex:
     )
 
 
-# --- augmentation ----------------------------------------------------------------------------
-
-
-def spec_augment(
-    x: torch.Tensor,
-    settings: SpecAugmentSettings,
-    *,
-    fill: torch.Tensor | float = 0.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """SpecAugment: per clip, ``time_masks`` bands of frames and ``freq_masks`` bands of mel
-    rows set to ``fill``; each band's width drawn from ``[0, width]`` and its start uniformly.
-
-    Parameters
-    ----------
-    x : Tensor, shape (B, C, F, T)
-    settings : SpecAugmentSettings
-    fill : Tensor or float
-        Value of masked cells, broadcast against one clip (C, F, 1): the input mean, so that
-        masked cells are zero after normalisation.
-    generator : torch.Generator, optional
-        Source of the draws (on the CPU).
-
-    Returns
-    -------
-    Tensor
-        A new tensor; ``x`` is not changed.
-    """
-    b, _, f, t = x.shape
-    keep = torch.ones(b, 1, f, t, dtype=torch.bool)
-    for n_masks, width, axis, size in (
-        (settings.time_masks, settings.time_width, 3, t),
-        (settings.freq_masks, settings.freq_width, 2, f),
-    ):
-        if n_masks <= 0 or width <= 0:
-            continue
-        w = torch.randint(0, min(width, size) + 1, (b, n_masks), generator=generator)
-        start = (torch.rand(b, n_masks, generator=generator) * (size - w + 1)).long()
-        ar = torch.arange(size)
-        band = ((ar >= start[..., None]) & (ar < (start + w)[..., None])).any(dim=1)  # (b, size)
-        if axis == 3:
-            keep &= ~band[:, None, None, :]
-        else:
-            keep &= ~band[:, None, :, None]
-    keep = keep.to(x.device)
-    fill_t = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
-    return torch.where(keep, x, fill_t)
-
-
-def mixup(
-    x: torch.Tensor, y: torch.Tensor, *, alpha: float, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup of a batch with a permutation of itself: ``lam * a + (1 - lam) * b`` of inputs
-    and targets, ``lam ~ Beta(alpha, alpha)`` (one per batch). ``alpha <= 0``: unchanged."""
-    if alpha <= 0 or len(x) < 2:
-        return x, y
-    lam = float(rng.beta(alpha, alpha))
-    perm = torch.as_tensor(rng.permutation(len(x)), device=x.device)
-    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
-
-
 # --- training --------------------------------------------------------------------------------
 
 
@@ -595,327 +337,78 @@ class _Part:
     table: pd.DataFrame
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    import contextlib
+class _EpochSampler:
+    """The multi-label train part as a :class:`~.stream.BatchSource`: each epoch draws
+    ``len(part)`` clips (:func:`balanced_positions`, or every clip once) from a generator
+    seeded with the seed and the epoch, and streams them through a shuffle buffer."""
 
-    return contextlib.nullcontext()
+    def __init__(self, part: _Part, *, sampler: str, batch_size: int, seed: int, buffer: int):
+        self.part, self.sampler, self.batch_size = part, sampler, int(batch_size)
+        self.seed, self.buffer = int(seed), int(buffer)
 
+    def __len__(self) -> int:
+        return len(self.part.index)
 
-@torch.no_grad()
-def predict_multilabel(
-    model: nn.Module,
-    index: ClipIndex,
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 64,
-) -> np.ndarray:
-    """Probabilities of every label for every clip of an index, streamed in file order.
-
-    Returns
-    -------
-    ndarray of float32, shape (len(index), n_labels)
-    """
-    device = torch.device(device)
-    model.to(device).eval()
-    n_labels = int(model.config["n_labels"])
-    out = np.full((len(index), n_labels), np.nan, dtype=np.float32)
-    stream = FeatureStream(index, batch_size=batch_size, shuffle=False)
-    for b in stream.batches():
-        with _autocast(device):
-            z = model(torch.from_numpy(b.x).to(device))
-        out[b.index] = torch.sigmoid(z.float()).cpu().numpy()
-    return out
-
-
-def _map(Y: np.ndarray, S: np.ndarray) -> float:
-    aps = [average_precision(Y[:, j], S[:, j]) for j in range(Y.shape[1])]
-    aps = [a for a in aps if np.isfinite(a)]
-    return float(np.mean(aps)) if aps else float("nan")
-
-
-def fit_multilabel(
-    model: MultiLabelCNN,
-    train: _Part,
-    val: _Part,
-    *,
-    settings: TrainSettings,
-    ml: MultilabelSettings,
-    device: torch.device | str = "cpu",
-    buffer_size: int = DEFAULT_BUFFER,
-    logger: logging.Logger | None = None,
-) -> list[dict]:
-    """Train ``model`` in place; early stopping on the validation mAP, best weights kept.
-
-    Each epoch draws ``len(train)`` clips (:func:`balanced_positions` with the balanced
-    sampler, else every clip once) and streams them through a shuffle buffer; SpecAugment
-    and mixup apply to training batches only. Stops after ``settings.patience`` epochs
-    without a higher val mAP, never before ``settings.min_epochs``.
-
-    Returns
-    -------
-    list of dict
-        Per epoch: ``epoch, train_loss, val_mAP, seconds, clips_per_s`` (training batches
-        per wall-clock second), ``clips_per_cpu_s`` (per CPU second of the process, all
-        threads together), ``best``.
-    """
-    logger = logger or log
-    device = torch.device(device)
-    seed_everything(settings.seed)
-    rng = np.random.default_rng([settings.seed, 0x4D4C])
-    gen = torch.Generator().manual_seed(settings.seed)
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
-    loss_fn = nn.BCEWithLogitsLoss()
-    n = len(train.index)
-    fill = model.mean.detach().to(device)
-    history: list[dict] = []
-    best, best_state, best_epoch, waited = -math.inf, copy.deepcopy(model.state_dict()), 0, 0
-    for epoch in range(1, settings.epochs + 1):
-        t0, c0 = time.perf_counter(), time.process_time()
-        if ml.sampler == "balanced":
-            positions = balanced_positions(train.Y, n=n, rng=rng)
+    def batches(self, epoch: int = 0):
+        n = len(self.part.index)
+        if self.sampler == "balanced":
+            rng = np.random.default_rng([self.seed, 0x4D4C, int(epoch)])
+            positions = balanced_positions(self.part.Y, n=n, rng=rng)
         else:
             positions = np.arange(n, dtype=np.int64)
         stream = FeatureStream(
-            resample_index(train.index, positions),
-            batch_size=settings.batch_size,
+            resample_index(self.part.index, positions),
+            batch_size=self.batch_size,
             shuffle=True,
-            seed=settings.seed,
-            buffer_size=buffer_size,
+            seed=self.seed,
+            buffer_size=self.buffer,
         )
-        model.train()
-        total, seen = 0.0, 0
         for b in stream.batches(epoch):
-            if len(b.x) < 2 and n > 1:
-                continue
-            xb = torch.from_numpy(b.x).to(device)
-            yb = _dense_rows(train.Y, positions[b.index]).astype(np.float32)
-            yb = torch.from_numpy(yb).to(device)
-            if ml.specaugment.active:
-                xb = spec_augment(xb, ml.specaugment, fill=fill, generator=gen)
-            xb, yb = mixup(xb, yb, alpha=ml.mixup, rng=rng)
-            opt.zero_grad(set_to_none=True)
-            with _autocast(device):
-                logits = model(xb)
-            loss = loss_fn(logits.float(), yb)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(xb)
-            seen += len(xb)
-        train_secs, train_cpu = time.perf_counter() - t0, time.process_time() - c0
-        val_map = _map(val.Y, predict_multilabel(model, val.index, device=device))
-        secs = time.perf_counter() - t0
-        improved = np.isfinite(val_map) and val_map > best + 1e-4
-        if improved:
-            best, best_epoch, waited = val_map, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total / max(seen, 1),
-                "val_mAP": val_map,
-                "seconds": secs,
-                "clips_per_s": seen / max(train_secs, 1e-9),
-                "clips_per_cpu_s": seen / max(train_cpu, 1e-9),
-                "best": False,
-            }
-        )
-        logger.info(
-            "multilabel epoch %d/%d: train loss %.4f, val mAP %.4f (%.1f s, %.0f clips/s)%s",
-            epoch,
-            settings.epochs,
-            history[-1]["train_loss"],
-            val_map,
-            secs,
-            history[-1]["clips_per_s"],
-            " *" if improved else "",
-        )
-        if waited >= settings.patience and epoch >= settings.min_epochs:
-            logger.info("multilabel: early stop after epoch %d (best %d)", epoch, best_epoch)
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    for h in history:
-        h["best"] = h["epoch"] == best_epoch
-    return history
+            yield b.x, _dense_rows(self.part.Y, positions[b.index]).astype(np.float32), b.index
 
 
-# --- checkpoints -----------------------------------------------------------------------------
+class _Scored:
+    """A part in file order for validation: batches ``(x, Y, index)``."""
+
+    def __init__(self, part: _Part, *, batch_size: int = 64):
+        self.part, self.batch_size = part, batch_size
+
+    def __len__(self) -> int:
+        return len(self.part.index)
+
+    def batches(self, epoch: int = 0):
+        stream = FeatureStream(self.part.index, batch_size=self.batch_size, shuffle=False)
+        for b in stream.batches():
+            yield b.x, _dense_rows(self.part.Y, b.index).astype(np.float32), b.index
 
 
-@dataclass
-class MultilabelCheckpoint:
-    """A trained multi-label CNN and all that predicting from a media file needs.
-
-    Attributes
-    ----------
-    model : MultiLabelCNN
-        In eval mode, normalisation included.
-    labels : list of dict
-        ``mid``, ``name``, ``slug`` per output, in order.
-    thresholds : ndarray of float, shape (n_labels,)
-        Per label, the threshold of maximum F1 on validation.
-    feature_params : dict
-        :class:`~audiosetflow.audio.features.FeatureParams` fields.
-    sample_rate : int
-    clip_seconds : float
-        Length of one window (the training clips' length).
-    info : dict
-        Training data counts and test metrics (``mAP``...).
-    path : str
-    """
-
-    model: MultiLabelCNN
-    labels: list[dict]
-    thresholds: np.ndarray
-    feature_params: dict
-    sample_rate: int
-    clip_seconds: float
-    info: dict = field(default_factory=dict)
-    path: str = ""
-
-    @torch.no_grad()
-    def predict(
-        self, X: np.ndarray, *, device: torch.device | str = "cpu", batch_size: int = 32
-    ) -> np.ndarray:
-        """Probabilities (N, n_labels) for inputs (N, 1, n_mels, T)."""
-        device = torch.device(device)
-        self.model.to(device).eval()
-        out = []
-        for i in range(0, len(X), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(X[i : i + batch_size], dtype=np.float32))
-            out.append(torch.sigmoid(self.model(xb.to(device)).float()).cpu().numpy())
-        n = len(self.labels)
-        return np.concatenate(out) if out else np.zeros((0, n), dtype=np.float32)
-
-    def predict_file(
-        self,
-        path: str | Path,
-        *,
-        hop: float,
-        device: torch.device | str = "cpu",
-    ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Scores of every window of a media file.
-
-        The whole file is decoded (ffmpeg, the training's sample rate); windows of
-        ``clip_seconds`` start every ``hop`` seconds (:func:`window_starts`), the last one
-        zero-padded where the file ends inside it, each scored like a training clip.
-
-        Returns
-        -------
-        starts : ndarray of float, shape (n_windows,)
-            Window starts in seconds.
-        scores : ndarray of float32, shape (n_windows, n_labels)
-        duration : float
-            Seconds of audio decoded.
-        """
-        from ..audio.codec import decode
-        from ..audio.features import FeatureParams, compute
-
-        params = FeatureParams(**self.feature_params)
-        y = decode(path, sample_rate=self.sample_rate)
-        duration = len(y) / self.sample_rate
-        n = int(round(self.clip_seconds * self.sample_rate))
-        starts = window_starts(duration, window=self.clip_seconds, hop=hop)
-        X = []
-        for s in starts:
-            lo = int(round(s * self.sample_rate))
-            w = y[lo : lo + n]
-            if len(w) < n:
-                w = np.concatenate([w, np.zeros(n - len(w), dtype=np.float32)])
-            X.append(compute(w, params=params)["log_mel"][None])
-        return np.asarray(starts), self.predict(np.stack(X), device=device), duration
+def predict_multilabel(
+    model: nn.Module, part: _Part, *, device: torch.device | str = "cpu"
+) -> np.ndarray:
+    """Probabilities (len(part), n_labels) of every clip of a part, streamed in file order
+    (:func:`~.trainer.score`)."""
+    S, _ = score(model, _Scored(part).batches(), n=len(part.index), device=device)
+    return S
 
 
-def window_starts(duration: float, *, window: float, hop: float) -> list[float]:
-    """Starts (s) of sliding windows covering ``[0, duration)``: every ``hop`` seconds while
-    a window fits, plus one window ending at the end when the last does not reach it; one
-    window at 0 for a file shorter than a window."""
-    if hop <= 0 or window <= 0:
-        raise ValueError("hop and window must be > 0")
-    if duration <= window:
-        return [0.0]
-    last = duration - window
-    starts = list(np.arange(0.0, last + 1e-9, hop))
-    if last - starts[-1] > 1e-6:
-        starts.append(last)
-    return [round(float(s), 6) for s in starts]
+#: A multi-label checkpoint is a :class:`~.checkpoint.Checkpoint` of kind ``multilabel``.
+MultilabelCheckpoint = Checkpoint
 
 
-def save_multilabel(
-    path: str | Path,
-    *,
-    model: MultiLabelCNN,
-    labels: Sequence[Mapping[str, str]],
-    thresholds: Sequence[float],
-    feature_params: Mapping,
-    sample_rate: int,
-    clip_seconds: float,
-    info: Mapping | None = None,
-) -> None:
-    """Write a multi-label checkpoint atomically (see :class:`MultilabelCheckpoint`)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {
-        "format": MULTILABEL_FORMAT,
-        "kind": "multilabel",
-        "model_config": dict(model.config),
-        "state_dict": state,
-        "norm_mean": state["mean"].clone(),
-        "norm_std": state["std"].clone(),
-        "labels": [dict(lab) for lab in labels],
-        "thresholds": [float(t) for t in thresholds],
-        "feature_params": json.loads(json.dumps(dict(feature_params))),
-        "sample_rate": int(sample_rate),
-        "clip_seconds": float(clip_seconds),
-        "info": json.loads(json.dumps(dict(info or {}), default=_json_default)),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+def load_multilabel(path: str | Path, *, device: torch.device | str = "cpu") -> Checkpoint:
+    """:func:`~.checkpoint.load_checkpoint` of a multi-label checkpoint (another kind is a
+    :class:`~.checkpoint.CheckpointError`)."""
+    return load_checkpoint(path, device=device, kind="multilabel")
 
 
 def is_multilabel_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a readable multi-label checkpoint."""
+    """Whether ``path`` is a readable checkpoint of kind ``multilabel`` (header only)."""
+    from .checkpoint import read_header
+
     try:
-        p = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - unreadable: not one
+        return read_header(path)["kind"] == "multilabel"
+    except InputError:
         return False
-    return isinstance(p, dict) and p.get("format") == MULTILABEL_FORMAT
-
-
-def load_multilabel(
-    path: str | Path, *, device: torch.device | str = "cpu"
-) -> MultilabelCheckpoint:
-    """Read a checkpoint written by :func:`save_multilabel`.
-
-    Raises
-    ------
-    ValueError
-        If the file is not a multi-label checkpoint (one line naming it).
-    """
-    try:
-        p = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path}: not a readable checkpoint: {exc}") from None
-    if not isinstance(p, dict) or p.get("format") != MULTILABEL_FORMAT:
-        raise ValueError(f"{path}: not a multi-label checkpoint ({MULTILABEL_FORMAT})")
-    cfg = dict(p["model_config"])
-    model = MultiLabelCNN(cfg.pop("n_labels"), cfg.pop("n_rows"), cfg.pop("in_channels"), **cfg)
-    model.load_state_dict(p["state_dict"])
-    model.to(torch.device(device)).eval()
-    return MultilabelCheckpoint(
-        model=model,
-        labels=[dict(lab) for lab in p["labels"]],
-        thresholds=np.asarray(p["thresholds"], dtype=np.float64),
-        feature_params=dict(p["feature_params"]),
-        sample_rate=int(p["sample_rate"]),
-        clip_seconds=float(p["clip_seconds"]),
-        info=dict(p.get("info") or {}),
-        path=str(path),
-    )
 
 
 # --- the job ---------------------------------------------------------------------------------
@@ -969,6 +462,8 @@ class MultilabelJob:
         Labels with a binary model: their test scores go to ``outputs.scores``.
     val_fraction, test_fraction : float
         ``training.val_fraction`` and ``training.test_fraction`` (:func:`split_parts`).
+    config : mapping, optional
+        The effective configuration: only its hash is recorded (provenance).
     """
 
     labels: list[dict]
@@ -981,6 +476,7 @@ class MultilabelJob:
     compare_mids: list[str] = field(default_factory=list)
     val_fraction: float = 0.2
     test_fraction: float = 0.2
+    config: Mapping | None = None
 
 
 def _system_arrow_pool() -> None:
@@ -1091,18 +587,36 @@ def run_multilabel(
         len(labels), len(parts["train"]), len(parts["val"]), len(parts["test"]),
         parts["test"].attrs["test_source"], device, torch.get_num_threads(),
     )  # fmt: skip
-    model = MultiLabelCNN(len(labels), job.params.n_mels, 1, width=ml.width)
-    sub = np.random.default_rng([settings.seed, 7]).permutation(len(data["train"].index))[:2000]
-    stats_stream = FeatureStream(resample_index(data["train"].index, np.sort(sub)))
-    mean, std = stats_stream.channel_stats()
-    model.set_normalization(mean, std)
-    history = fit_multilabel(
-        model, data["train"], data["val"], settings=settings, ml=ml, device=device,
-        buffer_size=buffer_size, logger=logger,
+    fs = FitSettings(
+        epochs=settings.epochs,
+        patience=settings.patience,
+        min_epochs=settings.min_epochs,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay if ml.weight_decay is None else ml.weight_decay,
+        monitor="ap",
+        seed=settings.seed,
+        mixup=ml.mixup,
+        specaugment=ml.specaugment,
+        device=str(device),
+    )
+
+    def build() -> MultiLabelCNN:
+        model = MultiLabelCNN(len(labels), job.params.n_mels, 1, width=ml.width, dropout=ml.dropout)
+        n_train = len(data["train"].index)
+        sub = np.random.default_rng([settings.seed, 7]).permutation(n_train)[: ml.norm_clips]
+        stats = FeatureStream(resample_index(data["train"].index, np.sort(sub)))
+        return model.set_normalization(*stats.channel_stats())
+
+    train = _EpochSampler(
+        data["train"], sampler=ml.sampler, batch_size=settings.batch_size, seed=settings.seed,
+        buffer=buffer_size,
     )  # fmt: skip
-    val_s = predict_multilabel(model, data["val"].index, device=device)
+    model, fitted = fit(build, train, _Scored(data["val"]), settings=fs, logger=logger,
+                        name="multilabel")  # fmt: skip
+    history = fitted.history
+    val_s = predict_multilabel(model, data["val"], device=device)
     thresholds = [best_f1(data["val"].Y[:, j], val_s[:, j])[1] for j in range(len(labels))]
-    test_s = predict_multilabel(model, data["test"].index, device=device)
+    test_s = predict_multilabel(model, data["test"], device=device)
     metrics = multilabel_metrics(data["test"].Y, test_s, labels=labels, thresholds=thresholds)
     train_pos = _column_counts(data["train"].Y)
     gain = None
@@ -1118,7 +632,7 @@ def run_multilabel(
     result = {
         "model": "multilabel_cnn",
         **{k: metrics[k] for k in ("mAP", "mean_auc", "d_prime")},
-        "val_mAP": best["val_mAP"],
+        "val_mAP": best["val_ap"],
         "n_labels": metrics["n_labels"],
         "n_labels_scored": metrics["n_labels_scored"],
         "test_source": parts["test"].attrs["test_source"],
@@ -1130,11 +644,23 @@ def run_multilabel(
         "mixup": ml.mixup,
         "specaugment": asdict(ml.specaugment),
         "width": ml.width,
+        "weight_decay": fs.weight_decay,
+        "threshold_rule": "best F1 on val (natural prevalence)",
         "device": str(device),
         "expand_ontology": onto is not None,
         "train_clips_per_s": float(np.median([h["clips_per_s"] for h in history])),
         "train_clips_per_cpu_s": float(np.median([h["clips_per_cpu_s"] for h in history])),
         "seconds": time.perf_counter() - t_start,
+        "provenance": provenance(
+            config=job.config,
+            seeds=[settings.seed],
+            device=str(device),
+            data=data_hash(
+                (r.ytid, r.split, r.labels, part)
+                for part, df in parts.items()
+                for r in df[["ytid", "split", "labels"]].itertuples(index=False)
+            ),
+        ),
         "per_label": metrics["per_label"],
         "dropped_labels": dropped,
         "history": history,
@@ -1162,7 +688,7 @@ def _write(
     out = job.outputs
     info = {k: result[k] for k in ("mAP", "mean_auc", "d_prime", "test_source", "n_train",
                                    "n_val", "n_test", "best_epoch")}  # fmt: skip
-    save_multilabel(
+    save_checkpoint(
         out.model,
         model=model.cpu(),
         labels=[
@@ -1172,16 +698,17 @@ def _write(
         feature_params=asdict(job.params),
         sample_rate=job.params.sample_rate,
         clip_seconds=job.clip_seconds,
+        provenance=result["provenance"],
         info=info,
     )
     table = pd.DataFrame(result["per_label"])
     write_tsv(out.table, table.round(6))
-    scores = test.table[["ytid", "split", "start", "end"]].copy()
-    col = {lab["mid"]: j for j, lab in enumerate(labels)}
-    for mid in job.compare_mids:
-        if mid in col:
-            scores[mid] = np.round(test_scores[:, col[mid]].astype(float), 6)
-            scores[f"target:{mid}"] = test.Y[:, col[mid]].astype(int)
+    scores = test.table[["ytid", "split", "start", "end"]].reset_index(drop=True)
+    cols = {}
+    for j, lab in enumerate(labels):  # every label: the eval split's score matrix
+        cols[lab["mid"]] = np.round(test_scores[:, j].astype(float), 6)
+        cols[f"target:{lab['mid']}"] = np.asarray(test.Y[:, j]).astype(int).ravel()
+    scores = pd.concat([scores, pd.DataFrame(cols)], axis=1)
     write_tsv(out.scores, scores)
     plot_label_ap(
         result["per_label"],
@@ -1189,16 +716,7 @@ def _write(
         title=f"Multi-label CNN, test ({result['test_source']}): mAP {result['mAP']:.3f}",
     )
     plot_map_history(result["history"], out.history_plot)
-    text = json.dumps(result, indent=1, default=_json_default) + "\n"
-    atomic_write_text(out.metrics, text.replace("NaN", "null"))
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    write_json(out.metrics, result)
 
 
 # --- comparison with the binary models -------------------------------------------------------
@@ -1290,7 +808,7 @@ def plot_map_history(history: Sequence[Mapping], out: str | Path) -> None:
     plt = _plt()
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    ax.plot(ep, [h["val_mAP"] for h in history], "o-", color="#4477aa", label="val mAP")
+    ax.plot(ep, [h["val_ap"] for h in history], "o-", color="#4477aa", label="val mAP")
     best = [h for h in history if h.get("best")]
     if best:
         ax.axvline(best[0]["epoch"], color="#999999", ls="--", lw=1, label="kept epoch")

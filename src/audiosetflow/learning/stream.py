@@ -469,7 +469,7 @@ class FeatureStream:
     def _read_group(self, ref: RowGroupRef) -> np.ndarray:
         """The wanted clips of one row group: (n, C, n_mels, T) float32, in ``ref.rows``
         order."""
-        from .training import stack_channels
+        from .inputs import stack_channels
 
         rows, t = self.index.params.rows(), self.index.n_frames
         names = ["log_mel", *self.extra_channels]

@@ -1,61 +1,48 @@
 """Training of one label's models: the CNN, the seed-style dense baseline and a logistic
-regression, all on the same balanced split; early stopping, checkpoints and metrics.
+regression, all on the same balanced train part, all scored on the whole test part.
 
-The checkpoint (``results/models/{label}.pt``) holds the CNN's weights and everything needed
-to recompute its input from a media file: feature parameters, sample rate, clip length, extra
-channels, normalisation statistics, the decision threshold chosen on validation and the label.
+The networks train through the one loop of :mod:`~.trainer`; metrics come from
+:mod:`~.metrics`; the CNN is written in the one checkpoint format of :mod:`~.checkpoint`
+(``results/models/{label}.pt``: weights, feature parameters, sample rate, clip length, extra
+channels, normalisation, the decision threshold, the label and the provenance).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from ..config import section
 from ..errors import InputError
-from ..io import atomic_path, atomic_write_text, write_tsv
-from .evaluation import (
+from ..io import write_tsv
+from .checkpoint import save_checkpoint
+from .evaluation import plot_confusion, plot_roc_pr, plot_training_curves
+from .metrics import (
+    _clean,
     binary_metrics,
-    choose_threshold,
-    plot_confusion,
-    plot_roc_pr,
-    plot_training_curves,
+    decision_threshold,
+    mean_std,
+    write_json,
 )
-from .models import AudioCNN, DenseNet, build_model
-from .stream import DEFAULT_BUFFER, BatchSource, FeatureStream, part_streams
+from .models import AudioCNN, DenseNet
+from .stream import DEFAULT_BUFFER, FeatureStream, part_streams
+from .trainer import ArrayBatches, FitSettings, fit, resolve_device, score
 
 if TYPE_CHECKING:
     from ..audio.features import FeatureParams
 
 __all__ = [
-    "CHECKPOINT_VERSION",
     "TrainSettings",
-    "FitResult",
-    "Checkpoint",
-    "resolve_device",
-    "seed_everything",
-    "stack_channels",
-    "channel_stats",
-    "fit_torch",
-    "fit_batches",
-    "predict_scores",
-    "predict_stream",
+    "DenseSettings",
     "fit_logreg",
-    "DENSE_MEMBERS",
-    "save_checkpoint",
-    "load_checkpoint",
     "seed_columns",
     "MODEL_KINDS",
     "SCORED_PARTS",
@@ -80,7 +67,34 @@ __all__ = [
 
 log = logging.getLogger("audiosetflow.training")
 
-CHECKPOINT_VERSION = 1
+
+@dataclass(frozen=True)
+class DenseSettings:
+    """The dense baseline's hyper-parameters (``training.dense``).
+
+    Attributes
+    ----------
+    hidden : tuple of int
+        Hidden layer sizes.
+    dropout : float
+        Dropout after each hidden layer.
+    members : int
+        Networks in the ensemble (their probabilities averaged).
+    epochs, patience, min_epochs : int
+        Early stopping on the validation AP.
+    batch_size : int
+    learning_rate, weight_decay : float
+    """
+
+    hidden: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+    members: int = 5
+    epochs: int = 300
+    patience: int = 100
+    min_epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -90,22 +104,35 @@ class TrainSettings:
     Attributes
     ----------
     epochs : int
-        Maximum epochs of the CNN, >= 1 (the dense baseline runs at least 100).
+        Maximum epochs of the CNN, >= 1.
     patience : int
-        Epochs without a lower val loss before stopping, >= 1 (dense: at least 10).
+        Epochs without a lower val loss before stopping, >= 1.
     min_epochs : int
         Early stopping never stops before this epoch, >= 0.
     batch_size : int
-        Clips per batch, >= 1 (dense: at most 16).
+        Clips per batch, >= 1.
     learning_rate : float
         Adam's learning rate, > 0.
+    weight_decay : float
+        Adam's L2 weight decay of the CNNs, >= 0.
+    width : int
+        Channels of the per-label CNN's first block.
+    dropout : float
+        Dropout before the CNN's output layer.
     threads : int
         Torch CPU threads of a job.
     extra_channels : tuple of str
         Frame-level features stacked after log-mel as CNN channels
         (:data:`audiosetflow.audio.features.FRAME_FEATURES`).
     device : str
-        ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`resolve_device`).
+        ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`~.trainer.resolve_device`).
+    threshold : {"prevalence", "balanced"}
+        How a binary model's decision threshold is chosen on the val part
+        (:func:`~.metrics.data_threshold`).
+    seeds : int
+        Trainings of every model, >= 1: seed, seed + 1, ...; metrics give mean and standard
+        deviation, the first seed's model is kept.
+    dense : DenseSettings
     seed : int
         Seed of every draw (``selection.seed``).
     """
@@ -115,9 +142,15 @@ class TrainSettings:
     min_epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    width: int = 16
+    dropout: float = 0.3
     threads: int = 2
     extra_channels: tuple[str, ...] = ()
     device: str = "auto"
+    threshold: str = "prevalence"
+    seeds: int = 1
+    dense: DenseSettings = field(default_factory=DenseSettings)
     seed: int = 1234
 
     @classmethod
@@ -126,355 +159,18 @@ class TrainSettings:
         schema: :func:`audiosetflow.config.section`) and ``selection.seed``."""
         return section(cls, training_cfg, "training", seed=int(seed))
 
-
-@dataclass
-class FitResult:
-    """Outcome of :func:`fit_torch`: per-epoch history, the epoch kept and the time spent."""
-
-    history: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
-    seconds: float = 0.0
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; ``"cpu"`` / ``"cuda"`` as given.
-
-    Raises
-    ------
-    RuntimeError
-        If ``"cuda"`` is asked for but not available.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA) and numpy's legacy global generator."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - third-party code may use the global state
-
-
-def _resize(a: np.ndarray, rows: int, frames: int) -> np.ndarray:
-    """Linear interpolation of (N, r, t) to (N, rows, frames); one row is broadcast."""
-    n, r, t = a.shape
-    if t != frames:
-        x_old = np.linspace(0.0, 1.0, t)
-        x_new = np.linspace(0.0, 1.0, frames)
-        a = np.stack([[np.interp(x_new, x_old, row) for row in clip] for clip in a])
-    if r == rows:
-        return a.astype(np.float32, copy=False)
-    if r == 1:
-        return np.broadcast_to(a, (n, rows, frames)).astype(np.float32)
-    pos = np.linspace(0.0, r - 1, rows)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, r - 1)
-    w = (pos - lo)[None, :, None]
-    return ((1 - w) * a[:, lo, :] + w * a[:, hi, :]).astype(np.float32)
-
-
-def stack_channels(
-    log_mel: np.ndarray, extras: Mapping[str, np.ndarray] | Sequence[np.ndarray] = ()
-) -> np.ndarray:
-    """CNN input: log-mel plus each extra frame-level feature as a channel.
-
-    Each extra feature ``(N, r, t)`` is interpolated to the log-mel's ``(n_mels, T)`` grid
-    (rows linearly, a single row broadcast over all of them), so that e.g. an MFCC matrix or
-    the spectral centroid become extra image channels aligned in time.
-
-    Parameters
-    ----------
-    log_mel : ndarray, shape (N, n_mels, T) or (n_mels, T)
-    extras : mapping or sequence of ndarray, each (N, r, t) or (r, t)
-
-    Returns
-    -------
-    ndarray of float32, shape (N, 1 + len(extras), n_mels, T) (no N axis for 2-D input)
-    """
-    single = log_mel.ndim == 2
-    lm = log_mel[None] if single else log_mel
-    values = list(extras.values()) if isinstance(extras, Mapping) else list(extras)
-    chans = [lm.astype(np.float32, copy=False)]
-    for e in values:
-        e = e[None] if e.ndim == 2 else e
-        chans.append(_resize(e, lm.shape[1], lm.shape[2]))
-    out = np.stack(chans, axis=1)
-    return out[0] if single else out
-
-
-def channel_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation per channel and row over clips and frames.
-
-    ``X`` is (N, C, R, T); returns two arrays of shape (C, R, 1).
-    """
-    mean = X.mean(axis=(0, 3), dtype=np.float64)[..., None]
-    std = X.std(axis=(0, 3), dtype=np.float64)[..., None]
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
-def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    if len(y) == 0 or y.min() == y.max():
-        return float("nan")
-    return float(roc_auc_score(y, s))
-
-
-def _ap(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import average_precision_score
-
-    if len(y) == 0 or y.min() == y.max():
-        return float("nan")
-    return float(average_precision_score(y, s))
-
-
-class _ArrayBatches:
-    """A :class:`~.stream.BatchSource` over in-memory arrays: shuffled with ``generator``
-    (one permutation per call of :meth:`batches`), or in order without it."""
-
-    def __init__(self, X, y, batch_size: int, generator: torch.Generator | None = None):
-        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        self.y = torch.from_numpy(np.asarray(y, dtype=np.float32))
-        self.batch_size, self.generator = int(batch_size), generator
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    def batches(self, epoch: int = 0):
-        if self.generator is None:
-            for i in range(0, len(self.X), self.batch_size):
-                yield self.X[i : i + self.batch_size], self.y[i : i + self.batch_size]
-            return
-        order = torch.randperm(len(self.X), generator=self.generator)
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i : i + self.batch_size]
-            yield self.X[idx], self.y[idx]
-
-
-def _tensor(a) -> torch.Tensor:
-    return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a, dtype=np.float32))
-
-
-@torch.no_grad()
-def _evaluate(model, source: BatchSource, device, epoch: int):
-    """Loss and scores over one pass of ``source``; also returns the targets in that order."""
-    model.eval()
-    logits, ys = [], []
-    for xb, yb, *_ in source.batches(epoch):
-        logits.append(model(_tensor(xb).to(device)).float().cpu())
-        ys.append(_tensor(yb).float())
-    z = torch.cat(logits) if logits else torch.zeros(0)
-    y = torch.cat(ys) if ys else torch.zeros(0)
-    loss = nn.functional.binary_cross_entropy_with_logits(z, y).item() if len(z) else math.nan
-    return loss, torch.sigmoid(z).numpy(), y.numpy()
-
-
-def fit_torch(
-    model: nn.Module,
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    X_val: np.ndarray,
-    y_val: np.ndarray,
-    *,
-    epochs: int,
-    patience: int,
-    batch_size: int,
-    learning_rate: float,
-    min_epochs: int = 0,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-    weight_decay: float = 1e-4,
-    monitor: str = "loss",
-    logger: logging.Logger | None = None,
-    name: str = "model",
-) -> FitResult:
-    """Train a binary classifier (one logit per example) on in-memory arrays:
-    :func:`fit_batches` with the train examples in a new random order each epoch (a torch
-    generator seeded with ``seed``) and the val examples in order, ``2 * batch_size`` at a
-    time.
-
-    The summary-feature baseline (:func:`train_dense`) trains this way; the CNN streams its
-    inputs from the shards (:func:`train_cnn`).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    return fit_batches(
-        model,
-        _ArrayBatches(X_train, y_train, batch_size, gen),
-        _ArrayBatches(X_val, y_val, 2 * batch_size),
-        epochs=epochs,
-        patience=patience,
-        learning_rate=learning_rate,
-        min_epochs=min_epochs,
-        device=device,
-        seed=seed,
-        weight_decay=weight_decay,
-        monitor=monitor,
-        logger=logger,
-        name=name,
-    )
-
-
-def fit_batches(
-    model: nn.Module,
-    train: BatchSource,
-    val: BatchSource | None,
-    *,
-    epochs: int,
-    patience: int,
-    learning_rate: float,
-    min_epochs: int = 0,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-    weight_decay: float = 1e-4,
-    monitor: str = "loss",
-    logger: logging.Logger | None = None,
-    name: str = "model",
-) -> FitResult:
-    """Train a binary classifier (one logit per example) with Adam and early stopping, from
-    batch sources.
-
-    ``train.batches(epoch)`` gives epoch ``epoch``'s training batches (in the order to train
-    on: a shuffled :class:`~.stream.FeatureStream`, or :func:`fit_torch`'s arrays);
-    ``val.batches(epoch)`` one pass over the validation examples. A batch of one example is
-    skipped when there are more (BatchNorm needs two).
-
-    Early stopping watches ``monitor`` on the validation examples: ``"loss"`` (their binary
-    cross-entropy, lower is better) or ``"ap"`` (their average precision, higher is better; a
-    ranking measure, which does not punish a network for growing confident, so that a small
-    network on a hard problem is not stopped after its first epochs). Training stops after
-    ``patience`` epochs without improvement, but never before epoch ``min_epochs`` (with few
-    batches per epoch BatchNorm's running statistics lag, and the validation loss of the first
-    epochs says little), and the weights of the best epoch are restored into ``model``.
-    Without validation examples all ``epochs`` run and the last weights are kept. One
-    progress line per epoch is logged.
-
-    Returns
-    -------
-    FitResult
-        ``history``: one dict per epoch (``epoch, train_loss, val_loss, val_auc, val_ap,
-        seconds, best``).
-
-    Raises
-    ------
-    ValueError
-        If ``monitor`` is neither ``"loss"`` nor ``"ap"``.
-    """
-    if monitor not in ("loss", "ap"):
-        raise ValueError(f"monitor must be 'loss' or 'ap', not {monitor!r}")
-    logger = logger or log
-    device = torch.device(device)
-    seed_everything(seed)
-    n_train, n_val = len(train), (0 if val is None else len(val))
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    loss_fn = nn.BCEWithLogitsLoss()
-    result = FitResult()
-    # the monitored value, as a cost: the loss, or minus the AP
-    best_cost, best_state, waited = math.inf, copy.deepcopy(model.state_dict()), 0
-    t_start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        total = 0.0
-        for xb, yb, *_ in train.batches(epoch - 1):
-            if len(xb) < 2 and n_train > 1:  # BatchNorm needs 2+ examples
-                continue
-            xb, yb = _tensor(xb).to(device), _tensor(yb).to(device)
-            opt.zero_grad(set_to_none=True)
-            z = model(xb)  # (batch,), or (members, batch) for an ensemble
-            loss = loss_fn(z, yb.expand_as(z))
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(xb)
-        train_loss = total / max(n_train, 1)
-        if n_val:
-            val_loss, val_scores, val_y = _evaluate(model, val, device, epoch - 1)
-            val_auc, val_ap = _auc(val_y, val_scores), _ap(val_y, val_scores)
-        else:
-            val_loss, val_auc, val_ap = math.nan, float("nan"), float("nan")
-        secs = time.perf_counter() - t0
-        cost = val_loss if monitor == "loss" or math.isnan(val_ap) else -val_ap
-        improved = n_val == 0 or (cost < best_cost - 1e-4)
-        if improved:
-            best_cost, waited, result.best_epoch = cost, 0, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
-        result.history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "val_auc": val_auc,
-                "val_ap": val_ap,
-                "seconds": secs,
-                "best": False,
-            }
+    def fit_settings(self, device: torch.device | str, *, seed: int) -> FitSettings:
+        """The CNN's :class:`~.trainer.FitSettings` for one seed."""
+        return FitSettings(
+            epochs=self.epochs,
+            patience=self.patience,
+            min_epochs=self.min_epochs,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            monitor="loss",
+            seed=seed,
+            device=str(device),
         )
-        logger.info(
-            "%s epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.3f (%.1f s, %.0f clips/s)%s",
-            name,
-            epoch,
-            epochs,
-            train_loss,
-            val_loss,
-            val_auc,
-            secs,
-            n_train / max(secs, 1e-9),
-            " *" if improved else "",
-        )
-        if n_val and waited >= patience and epoch >= min_epochs:
-            logger.info(
-                "%s: early stop after epoch %d (best epoch %d, val %s %.4f)",
-                name,
-                epoch,
-                result.best_epoch,
-                monitor,
-                best_cost if monitor == "loss" else -best_cost,
-            )
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    for h in result.history:
-        h["best"] = h["epoch"] == result.best_epoch
-    result.seconds = time.perf_counter() - t_start
-    return result
-
-
-@torch.no_grad()
-def predict_scores(
-    model: nn.Module, X: np.ndarray, *, device: torch.device | str = "cpu", batch_size: int = 64
-) -> np.ndarray:
-    """Probabilities (sigmoid of the logit) of a model for every example of ``X``."""
-    device = torch.device(device)
-    model.to(device).eval()
-    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    out = [
-        torch.sigmoid(model(Xt[i : i + batch_size].to(device))).float().cpu()
-        for i in range(0, len(Xt), batch_size)
-    ]
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
-
-
-@torch.no_grad()
-def predict_stream(
-    model: nn.Module,
-    stream: FeatureStream,
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 64,
-) -> np.ndarray:
-    """Probabilities of a model for every clip of a stream, in the stream's clip order (the
-    dataset part's), read in file order ``batch_size`` clips at a time."""
-    device = torch.device(device)
-    model.to(device).eval()
-    scores = np.full(len(stream), np.nan, dtype=np.float32)
-    for b in stream.replace(batch_size=batch_size).batches(shuffle=False):
-        z = model(torch.from_numpy(b.x).to(device)).float().cpu()
-        scores[b.index] = torch.sigmoid(z).numpy()
-    return scores
 
 
 #: Inverse regularisation strengths :func:`fit_logreg` chooses from.
@@ -510,120 +206,6 @@ def fit_logreg(X_train: np.ndarray, y_train: np.ndarray, *, seed: int = 0, C: fl
         StandardScaler(), LogisticRegression(C=C, max_iter=5000, random_state=seed % 2**32)
     )
     return clf.fit(X_train, np.asarray(y_train).astype(int))
-
-
-# --- checkpoints ---------------------------------------------------------------------------
-
-
-@dataclass
-class Checkpoint:
-    """A trained CNN with everything needed to predict from a media file.
-
-    Attributes
-    ----------
-    model : nn.Module
-        The network (eval mode), normalisation included.
-    label : dict
-        ``slug``, ``name``, ``mid``.
-    feature_params : dict
-        Parameters of :class:`audiosetflow.features.FeatureParams`.
-    sample_rate : int
-    clip_seconds : float
-    extra_channels : list of str
-        Frame-level features stacked after log-mel, in order.
-    threshold : float
-        Decision threshold chosen on validation (max F1).
-    """
-
-    model: nn.Module
-    kind: str
-    label: dict
-    feature_params: dict
-    sample_rate: int
-    clip_seconds: float
-    extra_channels: list[str]
-    threshold: float
-    info: dict = field(default_factory=dict)
-    path: str = ""
-
-    def input_from_features(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:
-        """CNN input (C, n_mels, T) of one clip from :func:`audiosetflow.features.compute`."""
-        return stack_channels(feats["log_mel"], [feats[k] for k in self.extra_channels])
-
-    def predict(self, X: np.ndarray, *, device: torch.device | str = "cpu") -> np.ndarray:
-        """Probabilities for inputs (N, C, n_mels, T)."""
-        return predict_scores(self.model, X, device=device)
-
-
-def save_checkpoint(
-    path: str | Path,
-    *,
-    model: nn.Module,
-    label: Mapping[str, str],
-    feature_params: Mapping,
-    sample_rate: int,
-    clip_seconds: float,
-    extra_channels: Sequence[str],
-    threshold: float,
-    info: Mapping | None = None,
-) -> None:
-    """Write a CNN checkpoint atomically (see :class:`Checkpoint` for the fields).
-
-    The normalisation statistics are part of the model's ``state_dict`` and are also stored
-    as ``norm_mean`` / ``norm_std``.
-    """
-    kind = "cnn" if isinstance(model, AudioCNN) else "dense" if isinstance(model, DenseNet) else ""
-    if not kind:
-        raise TypeError(f"cannot checkpoint a {type(model).__name__}")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {
-        "format_version": CHECKPOINT_VERSION,
-        "kind": kind,
-        "model_config": dict(model.config),
-        "state_dict": state,
-        "norm_mean": state["mean"].clone(),
-        "norm_std": state["std"].clone(),
-        "label": dict(label),
-        "feature_params": json.loads(json.dumps(dict(feature_params))),
-        "sample_rate": int(sample_rate),
-        "clip_seconds": float(clip_seconds),
-        "extra_channels": list(extra_channels),
-        "threshold": float(threshold),
-        "info": json.loads(json.dumps(dict(info or {}))),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`.
-
-    Raises
-    ------
-    ValueError
-        If the file is not an audiosetflow checkpoint (message names the file).
-    """
-    try:
-        p = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling problem means the same thing
-        raise ValueError(f"{path}: not a readable checkpoint: {exc}") from None
-    if not isinstance(p, dict) or p.get("format_version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: not an audiosetflow checkpoint (format {CHECKPOINT_VERSION})")
-    model = build_model(p["kind"], p["model_config"])
-    model.load_state_dict(p["state_dict"])
-    model.to(torch.device(device)).eval()
-    return Checkpoint(
-        model=model,
-        kind=p["kind"],
-        label=dict(p["label"]),
-        feature_params=dict(p["feature_params"]),
-        sample_rate=int(p["sample_rate"]),
-        clip_seconds=float(p["clip_seconds"]),
-        extra_channels=list(p["extra_channels"]),
-        threshold=float(p["threshold"]),
-        info=dict(p.get("info") or {}),
-        path=str(path),
-    )
 
 
 # --- the features of a dataset's clips -------------------------------------------------------
@@ -744,6 +326,8 @@ class TrainJob:
     outputs : TrainOutputs
     clip_seconds : float
         Clip length in seconds, > 0 (stored in the checkpoint).
+    config : mapping, optional
+        The workflow's effective configuration: only its hash is recorded (provenance).
     """
 
     label: LabelRef
@@ -753,6 +337,7 @@ class TrainJob:
     params: FeatureParams
     outputs: TrainOutputs
     clip_seconds: float = 10.0
+    config: Mapping | None = None
 
 
 @dataclass(frozen=True)
@@ -774,6 +359,12 @@ class LabelData:
         The baselines' inputs: the seed summary columns (:func:`seed_columns`).
     test_source : str
         ``"eval"`` or ``"train holdout"``.
+    prevalence : float or None
+        The label's share of the training split's clips with status ok (where the decision
+        threshold is aimed: :func:`~.metrics.decision_threshold`).
+    balanced_test : ndarray of bool or None
+        The test part's clips of the 1:1 balanced draw (the dataset's ``balanced`` column);
+        None when that is every clip.
     """
 
     parts: dict[str, pd.DataFrame]
@@ -781,6 +372,8 @@ class LabelData:
     cnn: dict[str, FeatureStream]
     summary: dict[str, np.ndarray]
     test_source: str
+    prevalence: float | None = None
+    balanced_test: np.ndarray | None = None
 
 
 @dataclass
@@ -819,7 +412,9 @@ class ModelMetrics:
     Attributes
     ----------
     val, test : dict
-        :func:`~.evaluation.binary_metrics` of the val and test parts.
+        :func:`~.metrics.binary_metrics` of the val part and of the whole test part.
+    test_balanced : dict or None
+        The same on the test part's 1:1 balanced subset (not the headline).
     seconds : float
         Time spent fitting, rounded to ms.
     best_epoch, epochs_run : int or None
@@ -829,12 +424,14 @@ class ModelMetrics:
     val: dict
     test: dict
     seconds: float
+    test_balanced: dict | None = None
     best_epoch: int | None = None
     epochs_run: int | None = None
+    over_seeds: dict | None = None
 
     @property
     def threshold(self) -> float:
-        """The decision threshold (max F1 on validation; 0.5 without validation clips)."""
+        """The decision threshold chosen on validation (:func:`~.metrics.decision_threshold`)."""
         return self.val["threshold"]
 
     def fit_info(self) -> dict:
@@ -849,8 +446,13 @@ class ModelMetrics:
         }
 
     def to_dict(self) -> dict:
-        """``{"val", "test", "fit"}``, as in the metrics JSON."""
-        return {"val": self.val, "test": self.test, "fit": self.fit_info()}
+        """``{"val", "test", "test_balanced", "fit"}`` (and ``over_seeds`` with several
+        seeds), as in the metrics JSON."""
+        out = {"val": self.val, "test": self.test, "test_balanced": self.test_balanced}
+        out["fit"] = self.fit_info()
+        if self.over_seeds is not None:
+            out["over_seeds"] = self.over_seeds
+        return out
 
 
 @dataclass(frozen=True)
@@ -868,7 +470,11 @@ class TrainResult:
     device : str
         Where the CNN was trained (``"cpu"``, ``"cuda"``).
     models : dict of str to ModelMetrics
-        Per model kind, in the order of :data:`MODEL_KINDS`.
+        Per model kind, in the order of :data:`MODEL_KINDS` (the first seed's).
+    provenance : dict
+        :func:`audiosetflow.provenance.provenance` of the run.
+    n_test_pos : int
+        Positives of the test part.
     """
 
     label: LabelRef
@@ -879,6 +485,8 @@ class TrainResult:
     settings: TrainSettings
     device: str
     models: dict[str, ModelMetrics]
+    provenance: dict = field(default_factory=dict)
+    n_test_pos: int = 0
 
     @property
     def best_epochs(self) -> dict[str, int]:
@@ -886,12 +494,14 @@ class TrainResult:
         return {k: m.best_epoch for k, m in self.models.items() if m.best_epoch is not None}
 
     def metrics(self) -> dict:
-        """The metrics JSON: ``label, name, mid, dataset, settings, models``.
+        """The metrics JSON: ``label, name, mid, dataset, settings, models, provenance``.
 
-        ``dataset``: ``n_train, n_val, n_test, test_source``; ``settings``: the fields of
-        :class:`TrainSettings` (``device``: the device used); ``models``: per kind,
-        ``val`` and ``test`` (:func:`~.evaluation.binary_metrics`) and ``fit``
-        (:meth:`ModelMetrics.fit_info`). Read by :func:`~.evaluation.summarize_metrics`.
+        ``dataset``: ``n_train, n_val, n_test, n_test_pos, test_source``; ``settings``: the
+        fields of :class:`TrainSettings` (``device``: the device used); ``models``: per kind,
+        ``val``, ``test`` (every test clip, natural prevalence), ``test_balanced`` (its 1:1
+        subset) (:func:`~.metrics.binary_metrics`), ``fit`` (:meth:`ModelMetrics.fit_info`)
+        and, with ``training.seeds`` > 1, ``over_seeds`` (mean and standard deviation of the
+        test metrics). Read by :func:`~.evaluation.summarize_metrics`.
         """
         return {
             "label": self.label.slug,
@@ -901,14 +511,12 @@ class TrainResult:
                 "n_train": self.n_train,
                 "n_val": self.n_val,
                 "n_test": self.n_test,
+                "n_test_pos": self.n_test_pos,
                 "test_source": self.test_source,
             },
-            "settings": {
-                **asdict(self.settings),
-                "extra_channels": list(self.settings.extra_channels),
-                "device": self.device,
-            },
+            "settings": _clean({**asdict(self.settings), "device": self.device}),
             "models": {k: m.to_dict() for k, m in self.models.items()},
+            "provenance": self.provenance,
         }
 
 
@@ -1034,54 +642,82 @@ def load_label_data(
         len(y["val"]),
         len(y["test"]),
     )
+    balanced = None
+    test = parts["test"]
+    if "balanced" in test.columns and not test["balanced"].astype(bool).all():
+        balanced = test["balanced"].to_numpy().astype(bool)
     return LabelData(
-        parts=parts, y=y, cnn=cnn, summary=summary, test_source=parts["test"].attrs["test_source"]
+        parts=parts,
+        y=y,
+        cnn=cnn,
+        summary=summary,
+        test_source=test.attrs["test_source"],
+        prevalence=train_prevalence(job.train_features, job.label.mid),
+        balanced_test=balanced,
     )
 
 
-def _fit_kwargs(settings: TrainSettings, device, logger) -> dict:
-    return dict(
-        epochs=settings.epochs,
-        patience=settings.patience,
-        min_epochs=settings.min_epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        device=device,
-        seed=settings.seed,
-        logger=logger,
+def train_prevalence(features: str | Path | Sequence[str | Path], mid: str) -> float | None:
+    """The share of a split's clips with status ok that have label ``mid`` (None: no clip,
+    or no clip has it). Reads the shards' ``labels`` column only."""
+    from .multilabel import clip_table
+
+    tab = clip_table(features)
+    if not len(tab) or not mid:
+        return None
+    has = np.array([mid in str(v).split(",") for v in tab["labels"]], dtype=bool)
+    return float(has.mean()) if has.any() else None
+
+
+def _cnn_streams(data: LabelData, settings: TrainSettings, seed: int, buffer_size: int):
+    train = data.cnn["train"].replace(
+        shuffle=True, seed=seed, batch_size=settings.batch_size, buffer_size=buffer_size
     )
+    val = data.cnn["val"].replace(shuffle=False, batch_size=2 * settings.batch_size)
+    return train, val
+
+
+def _score_parts(model, sources: Mapping[str, Any], device) -> dict[str, np.ndarray]:
+    """Each part's probabilities, in the part's order (:func:`~.trainer.score`)."""
+    out = {}
+    for p in SCORED_PARTS:
+        src = sources[p]
+        if isinstance(src, FeatureStream):
+            S, _ = score(model, src.replace(batch_size=64).batches(shuffle=False), n=len(src),
+                         device=device)  # fmt: skip
+        else:
+            S, _ = score(model, src.batches(0), n=len(src), device=device)
+        out[p] = S[:, 0]
+    return out
 
 
 def train_cnn(
     data: LabelData,
     settings: TrainSettings,
     *,
+    seed: int | None = None,
     device: torch.device | str = "cpu",
     logger: logging.Logger | None = None,
     name: str = "label",
     buffer_size: int = DEFAULT_BUFFER,
 ) -> FittedModel:
-    """Fit the CNN on log-mel (+ extra channels) with early stopping on the val part,
+    """Fit the CNN on log-mel (+ extra channels) with early stopping on the val loss,
     streaming its inputs from the feature shards.
 
-    The network (:class:`~.models.AudioCNN`) is built after seeding with ``settings.seed``
+    The network (:class:`~.models.AudioCNN`) is built by :func:`~.trainer.fit` after seeding
     and normalises its input with the train part's per-channel, per-row statistics
-    (:meth:`~.stream.FeatureStream.channel_stats`: one streaming pass, equal to
-    :func:`channel_stats` of the whole array). Each epoch reads the train part's row groups in
-    a new order (seeded with ``settings.seed`` and the epoch) through a shuffle buffer of
-    ``buffer_size`` clips; validation and the scores of every part read in file order
-    (:func:`predict_stream`). Memory holds the buffer, one row group and a batch, whatever
-    the number of clips.
+    (:meth:`~.stream.FeatureStream.channel_stats`). Each epoch reads the train part's row
+    groups in a new order (seeded with ``seed`` and the epoch) through a shuffle buffer of
+    ``buffer_size`` clips; validation and the scores of every part read in file order.
+    Memory holds the buffer, one row group and a batch, whatever the number of clips.
 
     Parameters
     ----------
     data : LabelData
-        ``cnn`` streams and targets ``y`` of the parts.
     settings : TrainSettings
-        ``epochs``, ``patience``, ``min_epochs``, ``batch_size``, ``learning_rate``,
-        ``seed``.
+    seed : int, optional
+        Default ``settings.seed``.
     device : torch.device or str
-        Where to train (:func:`resolve_device`).
     logger : logging.Logger, optional
     name : str
         Prefix of the log lines (the label's name).
@@ -1091,27 +727,23 @@ def train_cnn(
     Returns
     -------
     FittedModel
-        The network with the weights of its best epoch, its scores on val and test (in the
-        part's order) and its history.
-
-    See Also
-    --------
-    fit_batches : the training loop.
+        The network with its best epoch's weights, its scores on val and test (in the parts'
+        order) and its history.
     """
-    streams = data.cnn
-    train = streams["train"].replace(
-        shuffle=True, seed=settings.seed, batch_size=settings.batch_size, buffer_size=buffer_size
-    )
-    val = streams["val"].replace(shuffle=False, batch_size=2 * settings.batch_size)
+    seed = settings.seed if seed is None else int(seed)
+    train, val = _cnn_streams(data, settings, seed, buffer_size)
     _, channels, rows, _ = train.shape
-    seed_everything(settings.seed)
-    cnn = AudioCNN(rows, channels)
-    cnn.set_normalization(*train.channel_stats())
-    kw = _fit_kwargs(settings, device, logger or log)
-    del kw["batch_size"]
-    res = fit_batches(cnn, train, val, name=f"{name} cnn", **kw)
-    scores = {p: predict_stream(cnn, streams[p], device=device) for p in SCORED_PARTS}
-    for st in (train, val, *streams.values()):
+
+    def build() -> AudioCNN:
+        cnn = AudioCNN(rows, channels, width=settings.width, dropout=settings.dropout)
+        return cnn.set_normalization(*train.channel_stats())
+
+    cnn, res = fit(
+        build, train, val, settings=settings.fit_settings(device, seed=seed),
+        logger=logger or log, name=f"{name} cnn",
+    )  # fmt: skip
+    scores = _score_parts(cnn, data.cnn, device)
+    for st in (train, val, *data.cnn.values()):
         st.close()
     return FittedModel("cnn", cnn, scores, res.seconds, res.history, res.best_epoch)
 
@@ -1120,124 +752,107 @@ def train_dense(
     data: LabelData,
     settings: TrainSettings,
     *,
+    seed: int | None = None,
     logger: logging.Logger | None = None,
     name: str = "label",
 ) -> FittedModel:
     """Fit the seed project's dense network on the summary features, on the CPU.
 
-    An ensemble of :data:`DENSE_MEMBERS` networks of hidden sizes (64, 32) trained side by
-    side (:class:`~.models.DenseNet`), dropout 0.1, weight decay 1e-3, batches of 32 clips,
-    the input standardised with the train part's column means and standard deviations (held
-    in the model, so scoring applies them). Up to ``max(settings.epochs, 300)`` epochs, never
-    stopping before epoch 100 and then after 100 epochs without a higher average precision of
-    the ensemble on the val part; the weights of the best epoch are kept. (Early stopping on
-    the val loss stopped this network after a few epochs on small hard problems, far below a
-    plain scikit-learn ``MLPClassifier``; AP is what the model is judged by.) Otherwise as
-    :func:`train_cnn`.
-
-    Parameters
-    ----------
-    data : LabelData
-        ``summary`` features and targets ``y`` of the parts.
-    settings : TrainSettings
-        ``epochs``, ``learning_rate``, ``seed``.
-    logger : logging.Logger, optional
-    name : str
-        Prefix of the log lines.
+    An ensemble of ``settings.dense.members`` networks (:class:`~.models.DenseNet`) trained
+    side by side on the inputs standardised with the train part's column means and standard
+    deviations (held in the model, so scoring applies them), with early stopping on the val
+    part's AP (:class:`DenseSettings`: sizes, dropout, epochs, patience, batch size, learning
+    rate, weight decay).
 
     Returns
     -------
     FittedModel
     """
-    S, y = data.summary, data.y
-    seed_everything(settings.seed)
-    dense = DenseNet(S["train"].shape[1], hidden=(64, 32), dropout=0.1, members=DENSE_MEMBERS)
-    dense.set_normalization(S["train"].mean(axis=0), S["train"].std(axis=0))
-    kw = {
-        **_fit_kwargs(settings, "cpu", logger or log),
-        "epochs": max(settings.epochs, 300),
-        "patience": 100,
-        "min_epochs": 100,
-        "batch_size": 32,
-        "weight_decay": 1e-3,
-        "monitor": "ap",
-    }
-    res = fit_torch(dense, S["train"], y["train"], S["val"], y["val"], name=f"{name} dense", **kw)
-    scores = {p: predict_scores(dense, S[p]) for p in SCORED_PARTS}
+    seed = settings.seed if seed is None else int(seed)
+    S, y, d = data.summary, data.y, settings.dense
+
+    def build() -> DenseNet:
+        dense = DenseNet(S["train"].shape[1], hidden=d.hidden, dropout=d.dropout, members=d.members)
+        return dense.set_normalization(S["train"].mean(axis=0), S["train"].std(axis=0))
+
+    fs = FitSettings(
+        epochs=d.epochs, patience=d.patience, min_epochs=d.min_epochs,
+        learning_rate=d.learning_rate, weight_decay=d.weight_decay, monitor="ap", seed=seed,
+    )  # fmt: skip
+    sources = {
+        p: ArrayBatches(S[p], y[p], (d.batch_size if p == "train" else 2 * d.batch_size),
+                         seed if p == "train" else None)
+        for p in ("train", "val", "test")
+    }  # fmt: skip
+    dense, res = fit(
+        build, sources["train"], sources["val"], settings=fs, logger=logger or log,
+        name=f"{name} dense",
+    )  # fmt: skip
+    scores = _score_parts(dense, sources, "cpu")
     return FittedModel("dense", dense, scores, res.seconds, res.history, res.best_epoch)
 
 
-def train_logreg(data: LabelData, settings: TrainSettings) -> FittedModel:
+def train_logreg(
+    data: LabelData, settings: TrainSettings, *, seed: int | None = None
+) -> FittedModel:
     """Fit the logistic regression on the summary features (:func:`fit_logreg`: scikit-learn's
     standardised linear pipeline).
-
-    Parameters
-    ----------
-    data : LabelData
-    settings : TrainSettings
-        ``seed``: the folds' and the solver's seed.
 
     Returns
     -------
     FittedModel
         ``history`` and ``best_epoch`` are None.
     """
+    seed = settings.seed if seed is None else int(seed)
     S, y = data.summary, data.y
     t0 = time.perf_counter()
-    clf = fit_logreg(S["train"], y["train"], seed=settings.seed)
+    clf = fit_logreg(S["train"], y["train"], seed=seed)
     scores = {p: clf.predict_proba(S[p])[:, 1] for p in SCORED_PARTS}
     return FittedModel("logreg", clf, scores, time.perf_counter() - t0)
 
 
 def evaluate_model(
     fitted: FittedModel,
-    y: Mapping[str, np.ndarray],
+    data: LabelData,
     *,
+    rule: str = "prevalence",
     logger: logging.Logger | None = None,
     name: str = "label",
 ) -> ModelMetrics:
-    """Metrics of a fitted model on the val and test parts at the threshold chosen on val.
+    """Metrics of a fitted model on the val part, on the whole test part (the clips at their
+    natural prevalence: the headline) and on its 1:1 balanced subset, at the threshold chosen
+    on val.
 
-    The threshold maximises F1 on the val part (:func:`~.evaluation.choose_threshold`; 0.5
-    without val clips). One line with the test metrics is logged.
-
-    Parameters
-    ----------
-    fitted : FittedModel
-        Its ``scores`` of the ``val`` and ``test`` parts.
-    y : mapping of str to ndarray
-        Targets per part.
-    logger : logging.Logger, optional
-    name : str
-        Prefix of the log line.
+    The threshold is :func:`~.metrics.decision_threshold` of the val scores with ``rule``
+    and the label's prevalence in the training split (``data.prevalence``). One line with the
+    test metrics is logged.
 
     Returns
     -------
     ModelMetrics
-        ``val`` and ``test``: :func:`~.evaluation.binary_metrics` (``roc_auc,
-        average_precision, f1, accuracy, precision, recall, log_loss, threshold, n, n_pos,
-        confusion``), plus the fit's epochs and time.
+        ``val``, ``test`` and ``test_balanced`` (None when the test part has no balanced
+        subset distinct from it): :func:`~.metrics.binary_metrics`; the fit's epochs and time.
     """
-    sc = fitted.scores
-    thr = choose_threshold(y["val"], sc["val"]) if len(y["val"]) else 0.5
+    sc, y = fitted.scores, data.y
+    thr = decision_threshold(y["val"], sc["val"], rule=rule, prevalence=data.prevalence)
+    bal = data.balanced_test
     m = ModelMetrics(
         val=binary_metrics(y["val"], sc["val"], threshold=thr),
         test=binary_metrics(y["test"], sc["test"], threshold=thr),
+        test_balanced=(
+            None if bal is None else binary_metrics(y["test"][bal], sc["test"][bal], threshold=thr)
+        ),
         seconds=round(fitted.seconds, 3),
         best_epoch=fitted.best_epoch,
         epochs_run=None if fitted.history is None else len(fitted.history),
     )
     t = m.test
     (logger or log).info(
-        "%s %s test: ROC-AUC %s, AP %s, F1 %.3f, accuracy %.3f (threshold %.3f)",
-        name,
-        fitted.kind,
-        _fmt(t["roc_auc"]),
-        _fmt(t["average_precision"]),
-        t["f1"],
-        t["accuracy"] or 0.0,
-        thr,
-    )
+        "%s %s test (%d clips, %d positive): AP %s, ROC-AUC %s, F1 %s at threshold %.3f "
+        "(best F1 %s)",
+        name, fitted.kind, t["n"], t["n_pos"], _fmt(t["average_precision"]), _fmt(t["roc_auc"]),
+        _fmt(t["f1"]), thr, _fmt(t["best_f1"]),
+    )  # fmt: skip
     return m
 
 
@@ -1245,11 +860,10 @@ def write_outputs(
     job: TrainJob,
     result: TrainResult,
     *,
-    cnn: nn.Module,
-    y_test: np.ndarray,
+    cnn: torch.nn.Module,
+    data: LabelData,
     test_scores: Mapping[str, np.ndarray],
     histories: Mapping[str, list[dict]],
-    test_part: pd.DataFrame | None = None,
 ) -> None:
     """Write the checkpoint, the figures, the test scores and (last) the metrics JSON of a job.
 
@@ -1259,52 +873,55 @@ def write_outputs(
     Parameters
     ----------
     job : TrainJob
-        ``outputs`` (the files), ``label``, ``params`` and ``clip_seconds`` (checkpoint).
     result : TrainResult
-        The metrics; the checkpoint's threshold is the CNN's val threshold and its ``info``
-        holds the CNN's test metrics and the test part's source.
+        The metrics; the checkpoint's threshold is the CNN's and its ``info`` holds the CNN's
+        test metrics and the data counts.
     cnn : nn.Module
         The trained CNN (moved to the CPU).
-    y_test : ndarray
-        Targets of the test part.
+    data : LabelData
+        The parts (test part: the scores table's rows) and targets.
     test_scores : mapping of str to ndarray
-        Each model's scores of the test part (ROC / PR figure).
+        Each model's scores of the test part (ROC / PR figure, scores table).
     histories : mapping of str to list of dict
         Per-epoch histories of the networks (training-curves figure).
-    test_part : DataFrame, optional
-        The test part (``ytid, split, target, start, end``, in the order of ``test_scores``);
-        with ``job.outputs.scores`` set, its rows and every model's score are written there
-        (:func:`scores_table`).
-
-    See Also
-    --------
-    save_checkpoint, TrainResult.metrics, scores_table
     """
     out, label = job.outputs, job.label
     cnn_metrics = result.models["cnn"]
+    y_test = data.y["test"]
     save_checkpoint(
         out.model,
         model=cnn.cpu(),
-        label=label.as_dict(),
+        labels=[label.as_dict()],
+        thresholds=[cnn_metrics.threshold],
         feature_params=asdict(job.params),
         sample_rate=job.params.sample_rate,
         clip_seconds=job.clip_seconds,
         extra_channels=result.settings.extra_channels,
-        threshold=cnn_metrics.threshold,
-        info={"test": cnn_metrics.test, "test_source": result.test_source},
+        provenance=result.provenance,
+        info={
+            "test": cnn_metrics.test,
+            "test_source": result.test_source,
+            "n_train": result.n_train,
+            "n_val": result.n_val,
+            "n_test": result.n_test,
+            "n_train_pos": int(data.y["train"].sum()),
+            "n_val_pos": int(data.y["val"].sum()),
+            "n_test_pos": int(y_test.sum()),
+        },
     )
-    title = f"{label.display} ({label.mid}), test set: {result.test_source}, n={len(y_test)}"
+    n_pos = int(y_test.sum())
+    title = (
+        f"{label.display} ({label.mid}), test: {result.test_source}, {len(y_test)} clips, "
+        f"{n_pos} positive"
+    )
     plot_roc_pr(y_test, dict(test_scores), out.roc_pr, title=title)
     plot_confusion(
         {k: m.test["confusion"] for k, m in result.models.items()}, out.confusion, title=title
     )
     plot_training_curves(dict(histories), out.curves, title=f"{label.display}: training")
     if out.scores is not None:
-        if test_part is None:
-            raise ValueError("write_outputs: outputs.scores is set but test_part is not given")
-        write_tsv(out.scores, scores_table(test_part, test_scores))
-    text = json.dumps(result.metrics(), indent=1, default=_json_default) + "\n"
-    atomic_write_text(out.metrics, text)
+        write_tsv(out.scores, scores_table(data.parts["test"], test_scores))
+    write_json(out.metrics, result.metrics())
 
 
 #: The first columns of the scores table (:func:`scores_table`); one column per model follows.
@@ -1416,6 +1033,8 @@ def run_train(
     >>> result = run_train(job, TrainSettings(epochs=5))  # doctest: +SKIP
     >>> result.models["cnn"].test["roc_auc"], result.best_epochs["cnn"]  # doctest: +SKIP
     """
+    from ..provenance import data_hash, provenance
+
     logger = logger or log
     torch.set_num_threads(int(threads or settings.threads))
     device = resolve_device(settings.device)
@@ -1423,41 +1042,71 @@ def run_train(
     logger.info("%s: training on %s with %d threads", name, device, torch.get_num_threads())
     t0 = time.perf_counter()
     data = load_label_data(job, settings, logger=logger)
-    fitted = {
-        "cnn": train_cnn(data, settings, device=device, logger=logger, name=name),
-        "dense": train_dense(data, settings, logger=logger, name=name),
-        "logreg": train_logreg(data, settings),
-    }
+    seeds = [settings.seed + k for k in range(max(1, int(settings.seeds)))]
+    runs: list[dict[str, FittedModel]] = []
+    for k, seed in enumerate(seeds):
+        if len(seeds) > 1:
+            logger.info("%s: seed %d (%d of %d)", name, seed, k + 1, len(seeds))
+        runs.append(
+            {
+                "cnn": train_cnn(data, settings, seed=seed, device=device, logger=logger,
+                                 name=name),
+                "dense": train_dense(data, settings, seed=seed, logger=logger, name=name),
+                "logreg": train_logreg(data, settings, seed=seed),
+            }
+        )  # fmt: skip
+    per_seed = [
+        {
+            k: evaluate_model(f, data, rule=settings.threshold, logger=logger, name=name)
+            for k, f in run.items()
+        }
+        for run in runs
+    ]
+    models = dict(per_seed[0])
+    if len(seeds) > 1:
+        models = {k: replace(m, over_seeds=_over_seeds(k, per_seed)) for k, m in models.items()}
+    clips = [
+        (r.ytid, r.split, int(r.target), part)
+        for part, df in data.parts.items()
+        for r in df[["ytid", "split", "target"]].itertuples(index=False)
+    ]
     result = TrainResult(
         label=job.label,
         n_train=len(data.y["train"]),
         n_val=len(data.y["val"]),
         n_test=len(data.y["test"]),
+        n_test_pos=int(data.y["test"].sum()),
         test_source=data.test_source,
         settings=settings,
         device=str(device),
-        models={k: evaluate_model(f, data.y, logger=logger, name=name) for k, f in fitted.items()},
+        models=models,
+        provenance=provenance(
+            config=job.config, seeds=seeds, device=str(device), data=data_hash(clips)
+        ),
     )
+    fitted = runs[0]
     write_outputs(
         job,
         result,
         cnn=fitted["cnn"].model,
-        y_test=data.y["test"],
+        data=data,
         test_scores={k: f.scores["test"] for k, f in fitted.items()},
         histories={k: f.history for k, f in fitted.items() if f.history is not None},
-        test_part=data.parts["test"],
     )
     logger.info("%s: done in %.1f s", name, time.perf_counter() - t0)
     return result
 
 
+#: Test metrics summarised over seeds (``training.seeds`` > 1).
+SEED_METRICS = ("average_precision", "roc_auc", "f1", "best_f1")
+
+
+def _over_seeds(kind: str, per_seed: Sequence[Mapping[str, ModelMetrics]]) -> dict:
+    """Mean and standard deviation of each of :data:`SEED_METRICS` over the seeds."""
+    return {m: mean_std([run[kind].test[m] for run in per_seed]) for m in SEED_METRICS} | {
+        "seeds": len(per_seed)
+    }
+
+
 def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
