@@ -61,6 +61,7 @@ from .evaluation import _plt, _save
 from .labelsets import MultilabelSettings
 from .metrics import average_precision, best_f1, multilabel_metrics, write_json
 from .models import MultiLabelCNN
+from .pack import PackedPart, pack, pack_folder
 from .stream import DEFAULT_BUFFER, ClipIndex, FeatureStream, RowGroupRef, index_parts
 from .trainer import FitSettings, fit, resolve_device, score
 
@@ -340,54 +341,47 @@ class _Part:
 class _EpochSampler:
     """The multi-label train part as a :class:`~.stream.BatchSource`: each epoch draws
     ``len(part)`` clips (:func:`balanced_positions`, or every clip once) from a generator
-    seeded with the seed and the epoch, and streams them through a shuffle buffer."""
+    seeded with the seed and the epoch, and reads them from the packed part (:mod:`~.pack`)
+    through a shuffle buffer."""
 
-    def __init__(self, part: _Part, *, sampler: str, batch_size: int, seed: int, buffer: int):
-        self.part, self.sampler, self.batch_size = part, sampler, int(batch_size)
-        self.seed, self.buffer = int(seed), int(buffer)
+    def __init__(self, part: _Part, packed: PackedPart, *, sampler: str, batch_size: int,
+                 seed: int, buffer: int):  # fmt: skip
+        self.part, self.packed, self.sampler = part, packed, sampler
+        self.batch_size, self.seed, self.buffer = int(batch_size), int(seed), int(buffer)
 
     def __len__(self) -> int:
-        return len(self.part.index)
+        return len(self.packed)
 
     def batches(self, epoch: int = 0):
-        n = len(self.part.index)
+        n = len(self.packed)
         if self.sampler == "balanced":
             rng = np.random.default_rng([self.seed, 0x4D4C, int(epoch)])
             positions = balanced_positions(self.part.Y, n=n, rng=rng)
         else:
             positions = np.arange(n, dtype=np.int64)
-        stream = FeatureStream(
-            resample_index(self.part.index, positions),
-            batch_size=self.batch_size,
-            shuffle=True,
-            seed=self.seed,
-            buffer_size=self.buffer,
-        )
-        for b in stream.batches(epoch):
-            yield b.x, _dense_rows(self.part.Y, positions[b.index]).astype(np.float32), b.index
+        src = self.packed.source(
+            batch_size=self.batch_size, shuffle=True, seed=self.seed, buffer_size=self.buffer,
+            positions=positions, targets=self._rows,
+        )  # fmt: skip
+        return src.batches(epoch)
+
+    def _rows(self, positions: np.ndarray) -> np.ndarray:
+        return _dense_rows(self.part.Y, positions).astype(np.float32)
 
 
-class _Scored:
-    """A part in file order for validation: batches ``(x, Y, index)``."""
-
-    def __init__(self, part: _Part, *, batch_size: int = 64):
-        self.part, self.batch_size = part, batch_size
-
-    def __len__(self) -> int:
-        return len(self.part.index)
-
-    def batches(self, epoch: int = 0):
-        stream = FeatureStream(self.part.index, batch_size=self.batch_size, shuffle=False)
-        for b in stream.batches():
-            yield b.x, _dense_rows(self.part.Y, b.index).astype(np.float32), b.index
+def _scored(part: _Part, packed: PackedPart, *, batch_size: int = 64):
+    """A part in canonical order for validation and scoring: batches ``(x, Y, index)``."""
+    return packed.source(
+        batch_size=batch_size, targets=lambda p: _dense_rows(part.Y, p).astype(np.float32)
+    )
 
 
 def predict_multilabel(
-    model: nn.Module, part: _Part, *, device: torch.device | str = "cpu"
+    model: nn.Module, part: _Part, packed: PackedPart, *, device: torch.device | str = "cpu"
 ) -> np.ndarray:
-    """Probabilities (len(part), n_labels) of every clip of a part, streamed in file order
-    (:func:`~.trainer.score`)."""
-    S, _ = score(model, _Scored(part).batches(), n=len(part.index), device=device)
+    """Probabilities (len(part), n_labels) of every clip of a part, read from its packed copy
+    in canonical order (:func:`~.trainer.score`)."""
+    S, _ = score(model, _scored(part, packed).batches(), n=len(packed), device=device)
     return S
 
 
@@ -600,23 +594,33 @@ def run_multilabel(
         device=str(device),
     )
 
-    def build() -> MultiLabelCNN:
-        model = MultiLabelCNN(len(labels), job.params.n_mels, 1, width=ml.width, dropout=ml.dropout)
-        n_train = len(data["train"].index)
-        sub = np.random.default_rng([settings.seed, 7]).permutation(n_train)[: ml.norm_clips]
-        stats = FeatureStream(resample_index(data["train"].index, np.sort(sub)))
-        return model.set_normalization(*stats.channel_stats())
+    with pack_folder(job.outputs.model) as folder:
+        packed = {k: pack(FeatureStream(v.index), folder, name=k) for k, v in data.items()}
+        logger.info(
+            "multilabel: parts packed in canonical order (%.0f MB on disk while training)",
+            sum(len(p) * p.clip_bytes for p in packed.values()) / 1e6,
+        )
+        # the normalisation: a seeded sample of the train clips taken in sorted-YTID order
+        canon = np.argsort(np.asarray(packed["train"].ytids, dtype=object), kind="stable")
+        sample = np.random.default_rng([settings.seed, 7]).permutation(len(canon))
+        stats = packed["train"].channel_stats(canon[np.sort(sample[: ml.norm_clips])])
 
-    train = _EpochSampler(
-        data["train"], sampler=ml.sampler, batch_size=settings.batch_size, seed=settings.seed,
-        buffer=buffer_size,
-    )  # fmt: skip
-    model, fitted = fit(build, train, _Scored(data["val"]), settings=fs, logger=logger,
-                        name="multilabel")  # fmt: skip
-    history = fitted.history
-    val_s = predict_multilabel(model, data["val"], device=device)
+        def build() -> MultiLabelCNN:
+            model = MultiLabelCNN(
+                len(labels), job.params.n_mels, 1, width=ml.width, dropout=ml.dropout
+            )
+            return model.set_normalization(*stats)
+
+        train = _EpochSampler(
+            data["train"], packed["train"], sampler=ml.sampler, batch_size=settings.batch_size,
+            seed=settings.seed, buffer=buffer_size,
+        )  # fmt: skip
+        model, fitted = fit(build, train, _scored(data["val"], packed["val"]), settings=fs,
+                            logger=logger, name="multilabel")  # fmt: skip
+        history = fitted.history
+        val_s = predict_multilabel(model, data["val"], packed["val"], device=device)
+        test_s = predict_multilabel(model, data["test"], packed["test"], device=device)
     thresholds = [best_f1(data["val"].Y[:, j], val_s[:, j])[1] for j in range(len(labels))]
-    test_s = predict_multilabel(model, data["test"], device=device)
     metrics = multilabel_metrics(data["test"].Y, test_s, labels=labels, thresholds=thresholds)
     train_pos = _column_counts(data["train"].Y)
     gain = None

@@ -9,9 +9,12 @@ channels, normalisation, the decision threshold, the label and the provenance).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +41,7 @@ from .trainer import ArrayBatches, FitSettings, fit, resolve_device, score
 
 if TYPE_CHECKING:
     from ..audio.features import FeatureParams
+    from .pack import PackedPart
 
 __all__ = [
     "TrainSettings",
@@ -669,26 +673,28 @@ def train_prevalence(features: str | Path | Sequence[str | Path], mid: str) -> f
     return float(has.mean()) if has.any() else None
 
 
-def _cnn_streams(data: LabelData, settings: TrainSettings, seed: int, buffer_size: int):
-    train = data.cnn["train"].replace(
-        shuffle=True, seed=seed, batch_size=settings.batch_size, buffer_size=buffer_size
-    )
-    val = data.cnn["val"].replace(shuffle=False, batch_size=2 * settings.batch_size)
-    return train, val
-
-
 def _score_parts(model, sources: Mapping[str, Any], device) -> dict[str, np.ndarray]:
     """Each part's probabilities, in the part's order (:func:`~.trainer.score`)."""
     out = {}
     for p in SCORED_PARTS:
         src = sources[p]
-        if isinstance(src, FeatureStream):
-            S, _ = score(model, src.replace(batch_size=64).batches(shuffle=False), n=len(src),
-                         device=device)  # fmt: skip
-        else:
-            S, _ = score(model, src.batches(0), n=len(src), device=device)
+        S, _ = score(model, src.batches(0), n=len(src), device=device)
         out[p] = S[:, 0]
     return out
+
+
+@contextmanager
+def packed_parts(data: LabelData, near: str | Path | None = None):
+    """The CNN inputs of every part packed in canonical order (:mod:`~.pack`) for the time
+    of the block: in a temporary folder beside ``near`` (or the system's)."""
+    from .pack import pack, pack_folder
+
+    with contextlib.ExitStack() as stack:
+        if near is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pack-")))
+        else:
+            folder = stack.enter_context(pack_folder(near))
+        yield {p: pack(st, folder, name=p) for p, st in data.cnn.items()}
 
 
 def train_cnn(
@@ -700,16 +706,18 @@ def train_cnn(
     logger: logging.Logger | None = None,
     name: str = "label",
     buffer_size: int = DEFAULT_BUFFER,
+    packed: Mapping[str, PackedPart] | None = None,
 ) -> FittedModel:
     """Fit the CNN on log-mel (+ extra channels) with early stopping on the val loss,
-    streaming its inputs from the feature shards.
+    streaming its inputs from the parts packed in canonical order.
 
     The network (:class:`~.models.AudioCNN`) is built by :func:`~.trainer.fit` after seeding
-    and normalises its input with the train part's per-channel, per-row statistics
-    (:meth:`~.stream.FeatureStream.channel_stats`). Each epoch reads the train part's row
-    groups in a new order (seeded with ``seed`` and the epoch) through a shuffle buffer of
-    ``buffer_size`` clips; validation and the scores of every part read in file order.
-    Memory holds the buffer, one row group and a batch, whatever the number of clips.
+    and normalises its input with the train part's per-channel, per-row statistics. Every
+    part is read through its packed copy (:mod:`~.pack`: records in sorted-YTID order), so
+    the batches do not depend on the shards' layout: each epoch reads the train part's
+    blocks in an order drawn from ``seed`` and the epoch, through a shuffle buffer of
+    ``buffer_size`` clips; validation and scoring read in canonical order. Memory holds the
+    buffer, one block and a batch, whatever the number of clips.
 
     Parameters
     ----------
@@ -723,6 +731,9 @@ def train_cnn(
         Prefix of the log lines (the label's name).
     buffer_size : int
         Clips of the training stream's shuffle buffer.
+    packed : mapping of str to PackedPart, optional
+        The parts packed (:func:`packed_parts`); None: packed here, in the system's
+        temporary folder, for this fit alone.
 
     Returns
     -------
@@ -731,20 +742,26 @@ def train_cnn(
         order) and its history.
     """
     seed = settings.seed if seed is None else int(seed)
-    train, val = _cnn_streams(data, settings, seed, buffer_size)
-    _, channels, rows, _ = train.shape
+    if packed is None:
+        with packed_parts(data) as parts:
+            return train_cnn(data, settings, seed=seed, device=device, logger=logger, name=name,
+                             buffer_size=buffer_size, packed=parts)  # fmt: skip
+    train = packed["train"].source(
+        batch_size=settings.batch_size, shuffle=True, seed=seed, buffer_size=buffer_size
+    )
+    val = packed["val"].source(batch_size=2 * settings.batch_size)
+    _, channels, rows, _ = packed["train"].shape
+    stats = packed["train"].channel_stats()
 
     def build() -> AudioCNN:
         cnn = AudioCNN(rows, channels, width=settings.width, dropout=settings.dropout)
-        return cnn.set_normalization(*train.channel_stats())
+        return cnn.set_normalization(*stats)
 
     cnn, res = fit(
         build, train, val, settings=settings.fit_settings(device, seed=seed),
         logger=logger or log, name=f"{name} cnn",
     )  # fmt: skip
-    scores = _score_parts(cnn, data.cnn, device)
-    for st in (train, val, *data.cnn.values()):
-        st.close()
+    scores = _score_parts(cnn, {p: packed[p].source(batch_size=64) for p in SCORED_PARTS}, device)
     return FittedModel("cnn", cnn, scores, res.seconds, res.history, res.best_epoch)
 
 
@@ -1044,17 +1061,22 @@ def run_train(
     data = load_label_data(job, settings, logger=logger)
     seeds = [settings.seed + k for k in range(max(1, int(settings.seeds)))]
     runs: list[dict[str, FittedModel]] = []
-    for k, seed in enumerate(seeds):
-        if len(seeds) > 1:
-            logger.info("%s: seed %d (%d of %d)", name, seed, k + 1, len(seeds))
-        runs.append(
-            {
-                "cnn": train_cnn(data, settings, seed=seed, device=device, logger=logger,
-                                 name=name),
-                "dense": train_dense(data, settings, seed=seed, logger=logger, name=name),
-                "logreg": train_logreg(data, settings, seed=seed),
-            }
+    with packed_parts(data, job.outputs.model) as packed:
+        logger.info(
+            "%s: parts packed in canonical order (%.0f MB on disk while training)",
+            name, sum(len(p) * p.clip_bytes for p in packed.values()) / 1e6,
         )  # fmt: skip
+        for k, seed in enumerate(seeds):
+            if len(seeds) > 1:
+                logger.info("%s: seed %d (%d of %d)", name, seed, k + 1, len(seeds))
+            runs.append(
+                {
+                    "cnn": train_cnn(data, settings, seed=seed, device=device, logger=logger,
+                                     name=name, packed=packed),
+                    "dense": train_dense(data, settings, seed=seed, logger=logger, name=name),
+                    "logreg": train_logreg(data, settings, seed=seed),
+                }
+            )  # fmt: skip
     per_seed = [
         {
             k: evaluate_model(f, data, rule=settings.threshold, logger=logger, name=name)
