@@ -358,3 +358,31 @@ def test_packed_parts_train_identically_whatever_the_shard_layout(tmp_path):
     assert b1 == b2 and s1 == s2 and p1 == p2
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert len({tuple(y) for _, _, y in b1[:3]}) == 3  # batches differ from one another
+
+
+def test_score_matrix_holds_every_clip_label_and_model(tmp_path):
+    import pandas as pd
+
+    from audiosetflow.learning.evaluation import score_matrix
+
+    seg = {"split": "eval", "start": 0.0, "end": 10.0}
+    pd.DataFrame(
+        [{"ytid": y, **seg, "target": t, "cnn": s, "dense": 0.5, "logreg": 0.2}
+         for y, t, s in (("b", 1, 0.9), ("a", 0, 0.1), ("c", 0, 0.3))]
+    ).to_csv(tmp_path / "music.tsv", sep="\t", index=False)  # fmt: skip
+    pd.DataFrame(
+        [{"ytid": y, **seg, "/m/mu": s, "target:/m/mu": t, "/m/sp": 0.4, "target:/m/sp": 1}
+         for y, t, s in (("a", 0, 0.2), ("b", 1, 0.8), ("c", 1, 0.7), ("d", 0, 0.6))]
+    ).to_csv(tmp_path / "ml.tsv", sep="\t", index=False)  # fmt: skip
+    m = score_matrix([("/m/mu", tmp_path / "music.tsv")], tmp_path / "ml.tsv")
+    assert m["ytid"].tolist() == ["a", "b", "c", "d"]
+    assert m["score:cnn:/m/mu"].tolist()[:3] == [0.1, 0.9, 0.3] and np.isnan(
+        m["score:cnn:/m/mu"][3]
+    )
+    assert m["score:multilabel:/m/sp"].tolist() == [0.4] * 4
+    assert m["target:/m/sp"].tolist() == [1, 1, 1, 1]
+    # "c" is Music for the multi-label model (ontology expansion) but not for the binary one
+    assert m["target:multilabel:/m/mu"].tolist() == [0, 1, 1, 0]
+    # every figure can be recomputed from it: AP of the binary CNN on its clips
+    sub = m.dropna(subset=["score:cnn:/m/mu"])
+    assert mt.average_precision(sub["target:/m/mu"], sub["score:cnn:/m/mu"]) == 1.0

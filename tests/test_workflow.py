@@ -407,6 +407,20 @@ def test_demo_to_report(tmp_path):
                                         "dense", "logreg"]  # fmt: skip
     ml = json.loads((res / "metrics/multilabel.json").read_text())
     assert {"mAP", "mean_auc", "d_prime", "per_label", "history"} <= set(ml)
+    # one score matrix of the test clips: every figure recomputed from it
+    from audiosetflow.learning.metrics import average_precision
+
+    matrix = pd.read_parquet(res / "metrics/eval_scores.parquet")
+    for row in summary.itertuples():
+        col = f"score:{row.model}:{row.mid}"
+        sub = matrix.dropna(subset=[col])
+        assert len(sub) == row.n_test
+        ap = average_precision(sub[f"target:{row.mid}"], sub[col])
+        assert ap == pytest.approx(row.average_precision, abs=2e-3)
+    for p in ml["per_label"]:
+        col = f"score:multilabel:{p['mid']}"
+        truth = matrix.get(f"target:multilabel:{p['mid']}", matrix[f"target:{p['mid']}"])
+        assert average_precision(truth, matrix[col]) == pytest.approx(p["ap"], abs=2e-3)
     assert len(ml["per_label"]) >= 2 and 0 <= ml["mAP"] <= 1
     compare = pd.read_csv(res / "metrics/multilabel_compare.tsv", sep="\t")
     assert set(compare["slug"]) == {"music", "speech"} and "ap_multilabel" in compare.columns

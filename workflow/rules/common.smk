@@ -199,6 +199,7 @@ def all_targets():
         f"{RES}/plots/examples",
         *[f"{RES}/models/{slug}.pt" for slug in LABEL_SLUGS],
         f"{RES}/metrics/summary.tsv",
+        f"{RES}/metrics/eval_scores.parquet",
         *[f for s in splits() for f in feature_shards(s)],
         *[f"{RES}/reports/errors/{slug}.html" for slug in LABEL_SLUGS],
         *[f"{RES}/plots/{slug}/summary_features.png" for slug in LABEL_SLUGS],
@@ -218,6 +219,11 @@ def multilabel_overview(wildcards):
     ]
 
 
+def multilabel_scores(wildcards):
+    """The multi-label model's test scores, when it is trained."""
+    return [f"{RES}/metrics/multilabel_scores.tsv"] if MULTILABEL else []
+
+
 def multilabel_targets():
     """The multi-label model's files (see rules/multilabel.smk)."""
     return [
@@ -233,7 +239,13 @@ def multilabel_targets():
 # Rules whose benchmark files are summed (by the benchmarks rule), per shard, per label, once.
 SHARD_RULES = ["download", "transcode", "trim", "features"]
 LABEL_RULES = ["dataset", "train", "errors", "class_features"]
-SINGLE_RULES = ["aggregate", "funnel", "feature_examples", "metrics_summary"]
+SINGLE_RULES = [
+    "aggregate",
+    "funnel",
+    "feature_examples",
+    "metrics_summary",
+    "eval_scores",
+]
 if MULTILABEL:
     SINGLE_RULES += ["train_multilabel", "multilabel_compare"]
 

@@ -104,3 +104,21 @@ rule metrics_summary:
         ENV
     script:
         "../../scripts/summarize_metrics.py"
+
+
+rule eval_scores:
+    input:
+        binary=expand(f"{RES}/metrics/{{label}}_scores.tsv", label=LABEL_SLUGS),
+        multilabel=multilabel_scores,
+    output:
+        f"{RES}/metrics/eval_scores.parquet",
+    log:
+        f"{RES}/logs/eval_scores.log",
+    benchmark:
+        f"{RES}/benchmarks/eval_scores.tsv"
+    conda:
+        ENV
+    params:
+        labels=labels_param,
+    script:
+        "../../scripts/eval_scores.py"

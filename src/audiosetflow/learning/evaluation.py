@@ -279,3 +279,65 @@ def plot_summary(summary: pd.DataFrame, out: str | Path) -> None:
         )  # fmt: skip
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     _save(fig, out)
+
+
+def score_matrix(
+    binary: Sequence[tuple[str, str | Path]], multilabel: str | Path | None = None
+) -> pd.DataFrame:
+    """One table of every test clip's score of every label by every model.
+
+    Parameters
+    ----------
+    binary : sequence of (str, path)
+        Per label, its MID and its per-clip test scores (:func:`~.training.scores_table`:
+        ``ytid, split, start, end, target`` and one column per model).
+    multilabel : path, optional
+        The multi-label model's test scores (``ytid, split, start, end``, then per label
+        ``{mid}`` and ``target:{mid}``).
+
+    Returns
+    -------
+    DataFrame
+        One row per clip (``ytid, split, start, end``, sorted by ``ytid``), then
+        ``target:{mid}`` (0/1, the label's truth) and ``score:{model}:{mid}`` (a probability;
+        empty where a model did not score that clip). Where the multi-label model's truth
+        of a label differs from the binary dataset's on a clip both scored (another
+        ontology expansion), it is kept apart as ``target:multilabel:{mid}``.
+    """
+    from ..io import read_tsv
+
+    keys = ["ytid", "split", "start", "end"]
+    cols: dict[str, pd.Series] = {}
+    index: pd.DataFrame | None = None
+
+    def add(df: pd.DataFrame) -> pd.DataFrame:
+        nonlocal index
+        df = df.drop_duplicates("ytid").set_index("ytid")
+        seg = df[[k for k in keys if k != "ytid"]]
+        index = seg if index is None else index.combine_first(seg)
+        return df
+
+    for mid, path in binary:
+        df = add(read_tsv(path))
+        cols[f"target:{mid}"] = df["target"].astype("Int64")
+        for model in [c for c in df.columns if c not in keys and c != "target"]:
+            cols[f"score:{model}:{mid}"] = df[model].astype(float)
+    if multilabel is not None:
+        df = add(read_tsv(multilabel))
+        for mid in [c for c in df.columns if c not in keys and not c.startswith("target:")]:
+            cols[f"score:multilabel:{mid}"] = df[mid].astype(float)
+            truth = df[f"target:{mid}"].astype("Int64")
+            have = cols.get(f"target:{mid}")
+            if have is None:
+                cols[f"target:{mid}"] = truth
+                continue
+            both = have.index.intersection(truth.index)
+            if have.reindex(both).equals(truth.reindex(both)):
+                cols[f"target:{mid}"] = have.combine_first(truth)
+            else:
+                cols[f"target:multilabel:{mid}"] = truth
+    if index is None:
+        return pd.DataFrame(columns=keys)
+    out = pd.concat([index, pd.DataFrame(cols).reindex(index.index)], axis=1)
+    out = out.reset_index().rename(columns={"index": "ytid"}).sort_values("ytid", kind="stable")
+    return out.reset_index(drop=True)

@@ -864,6 +864,12 @@ def evaluate_model(
         epochs_run=None if fitted.history is None else len(fitted.history),
     )
     t = m.test
+    if not THRESHOLD_FLAG <= thr <= 1 - THRESHOLD_FLAG:
+        (logger or log).warning(
+            "%s %s: the stored threshold %.3f is near %d: the model barely separates the label "
+            "on validation; its yes/no decisions are not to be trusted",
+            name, fitted.kind, thr, round(thr),
+        )  # fmt: skip
     (logger or log).info(
         "%s %s test (%d clips, %d positive): AP %s, ROC-AUC %s, F1 %s at threshold %.3f "
         "(best F1 %s)",
@@ -1118,6 +1124,9 @@ def run_train(
     logger.info("%s: done in %.1f s", name, time.perf_counter() - t0)
     return result
 
+
+#: A stored threshold outside [THRESHOLD_FLAG, 1 - THRESHOLD_FLAG] is flagged (log, report).
+THRESHOLD_FLAG = 0.05
 
 #: Test metrics summarised over seeds (``training.seeds`` > 1).
 SEED_METRICS = ("average_precision", "roc_auc", "f1", "best_f1")

@@ -1,0 +1,118 @@
+"""The README's demo figures, from a run's metrics files, with the run they come from.
+
+    python benchmarks/demo_figures.py                  # figures of results/ (after ./run demo)
+    python benchmarks/demo_figures.py --run            # run the demo first (as ./run demo)
+    python benchmarks/demo_figures.py --tiny           # a tiny demo in a temporary folder (CI)
+
+Prints a Markdown table per binary model (test AP at the eval split's natural prevalence, the
+AP of its 1:1 subset, ROC-AUC, F1 at the stored threshold, the best F1, the threshold, flagged
+when it is near 0 or 1) and the multi-label model's mAP, mean ROC-AUC and d', then the run's
+provenance: git commit, config hash, package versions, seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+#: A stored threshold outside [FLAG, 1 - FLAG] is flagged: the model barely separates the label.
+FLAG = 0.05
+
+
+def _f(v, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def run_demo(workdir: Path, overrides: dict | None = None) -> None:
+    """The demo's Snakemake run (``./run demo`` without the report) in ``workdir``."""
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir), "--cores", "2",
+        "--configfile", str(REPO / "config.yaml"), str(REPO / "config/demo.yaml"),
+    ]  # fmt: skip
+    if overrides:
+        extra = workdir / "overrides.yaml"
+        extra.write_text(yaml.safe_dump(overrides))
+        cmd.append(str(extra))
+    subprocess.run(cmd, check=True, cwd=workdir)
+
+
+def figures(results: Path) -> str:
+    """The Markdown figures of a results folder."""
+    files = sorted(p for p in (results / "metrics").glob("*.json") if p.name != "multilabel.json")
+    if not files:
+        raise SystemExit(f"{results}/metrics: no metrics files; run the demo first (--run)")
+    lines = [
+        "| label | model | test clips (positive) | AP | AP 1:1 subset | ROC-AUC | F1 at threshold"
+        " | best F1 | threshold |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    prov = None
+    for path in files:
+        m = json.loads(path.read_text())
+        prov = prov or m.get("provenance")
+        for kind, res in m["models"].items():
+            t, bal = res["test"], res.get("test_balanced") or {}
+            thr = t["threshold"]
+            flag = " (flagged: near 0 or 1)" if not FLAG <= thr <= 1 - FLAG else ""
+            lines.append(
+                f"| {m['name']} | {kind} | {t['n']} ({t['n_pos']}) | "
+                f"{_f(t['average_precision'])} | {_f(bal.get('average_precision'))} | "
+                f"{_f(t['roc_auc'])} | {_f(t['f1_at_threshold'])} | {_f(t['best_f1'])} | "
+                f"{thr:.3f}{flag} |"
+            )
+    ml_path = results / "metrics/multilabel.json"
+    if ml_path.exists():
+        ml = json.loads(ml_path.read_text())
+        lines += [
+            "",
+            f"Multi-label CNN ({ml['n_labels_scored']} labels, {ml['n_test']} test clips, "
+            f"test: {ml['test_source']}): mAP {_f(ml['mAP'])}, mean ROC-AUC "
+            f"{_f(ml['mean_auc'])}, d' {_f(ml['d_prime'])}, best epoch {ml['best_epoch']}.",
+        ]
+    if prov:
+        git = prov.get("git") or {}
+        pk = prov.get("packages") or {}
+        commit = str(git.get("commit", "n/a"))[:12] + (
+            " (local changes)" if git.get("dirty") else ""
+        )
+        lines += [
+            "",
+            f"Run: commit {commit}, config_hash {str(prov.get('config_hash'))[:12]}, "
+            f"seeds {prov.get('seeds')}, device {prov.get('device')}, "
+            f"torch {pk.get('torch')}, librosa {pk.get('librosa')}.",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, default=REPO / "results")
+    ap.add_argument("--run", action="store_true", help="run the demo first (in --results/..)")
+    ap.add_argument("--tiny", action="store_true", help="a tiny demo in a temporary folder")
+    args = ap.parse_args()
+    if args.tiny:
+        with tempfile.TemporaryDirectory(prefix="demo-figures-") as d:
+            run_demo(
+                Path(d),
+                {"demo": {"clips_per_class": 10}, "shard_size": 16,
+                 "training": {"epochs": 2, "patience": 2, "min_epochs": 1,
+                              "dense": {"epochs": 5, "patience": 5, "min_epochs": 1}},
+                 "multilabel": {"min_positives": 5, "epochs": 2}},
+            )  # fmt: skip
+            print(figures(Path(d) / "results"))
+        return
+    if args.run:
+        run_demo(args.results.resolve().parent)
+    print(figures(args.results))
+
+
+if __name__ == "__main__":
+    main()
