@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from audiosetflow.learning.draw import hash_rank, held_out, lowest_ranked, ytid_hash
-from audiosetflow.selection import ytid_hash64
 
 YTIDS = [f"-y{i:09d}" for i in range(500)]
 
@@ -26,18 +25,35 @@ def _splitmix_finalizer(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def test_hash_rank_is_mixed_blake2b_of_ytid_and_seed_key():
-    ytids = ["abc", "-_x", "zzzzzzzzzzz"]
+def _ytid_hash(y: str) -> int:
+    """ytid_hash in Python integers: SplitMix64's finalizer chained over the code points, two
+    to a 64-bit word."""
+    cps = [ord(c) for c in y] + [0] * (len(y) % 2)
+    h = 0x9E3779B97F4A7C15
+    for i in range(0, len(cps), 2):
+        h = _splitmix_finalizer(h ^ (cps[i] | cps[i + 1] << 32))
+    return h
+
+
+def test_hash_rank_is_mixed_ytid_hash_and_seed_key():
+    ytids = ["abc", "-_x", "zzzzzzzzzzz", "Bm\u00e9lange_9", "a"]
+    np.testing.assert_array_equal(ytid_hash(ytids), np.array([_ytid_hash(y) for y in ytids],
+                                                             dtype=np.uint64))  # fmt: skip
     r = hash_rank(ytids, seed=7, key="/m/04rlf\x1fval")
-    assert r.dtype == np.uint64 and r.shape == (3,)
+    assert r.dtype == np.uint64 and r.shape == (5,)
     k = _b2(b"7\x1f/m/04rlf\x1fval")
-    assert [int(v) for v in r] == [_splitmix_finalizer(_b2(y.encode()) ^ k) for y in ytids]
-    # the YTID hash is the shards' one, and can be passed in
-    np.testing.assert_array_equal(ytid_hash(ytids), ytid_hash64(ytids))
+    assert [int(v) for v in r] == [_splitmix_finalizer(_ytid_hash(y) ^ k) for y in ytids]
+    # the YTID hashes can be passed in (computed once for many draws)
     np.testing.assert_array_equal(
-        hash_rank(ytids, seed=7, key="/m/04rlf\x1fval", hashes=ytid_hash64(ytids)), r
+        hash_rank(ytids, seed=7, key="/m/04rlf\x1fval", hashes=ytid_hash(ytids)), r
     )
     assert hash_rank([], seed=0, key="k").shape == (0,)
+    # a YTID's hash is its own: the same alone as among longer ones
+    for y in ytids:
+        assert ytid_hash([y])[0] == ytid_hash(ytids)[ytids.index(y)]
+    # no collisions among many YTIDs (all distinct 64-bit hashes)
+    many = [f"{i:011d}" for i in range(200_000)] + [f"-{i:010x}" for i in range(200_000)]
+    assert len(np.unique(ytid_hash(many))) == len(many)
 
 
 def test_lowest_ranked_takes_copies_of_a_ytid_in_position_order():

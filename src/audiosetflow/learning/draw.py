@@ -9,12 +9,13 @@ adding clips to a pool only moves the clips whose rank falls below the cut. ``ke
 purpose of a draw (the label and the part, say), so that draws of different purposes are
 independent of each other.
 
-The rank is ``mix64(ytid_hash(ytid) ^ key_hash(seed, key))``: ``ytid_hash`` the first 8 bytes
-of BLAKE2b of the YTID (as :func:`audiosetflow.selection.ytid_hash64`), ``key_hash`` those of
-BLAKE2b of ``f"{seed}\x1f{key}"``, ``mix64`` the SplitMix64 finalizer (a bijection of 64-bit
-integers with full avalanche). The BLAKE2b of a YTID is computed once and reused by every draw
-(the selection of a 2-million-row CSV draws per label from the whole split), the rest is
-vectorised; distinct YTIDs have distinct ranks unless their 64-bit hashes collide.
+The rank is ``mix64(ytid_hash(ytid) ^ key_hash(seed, key))``: ``mix64`` is the SplitMix64
+finalizer (a bijection of 64-bit integers with full avalanche); ``ytid_hash`` chains it over the
+YTID's Unicode code points, two to a 64-bit word (:func:`ytid_hash`, vectorised: the selection
+of a 2-million-row CSV draws per label from the whole split, and a YTID's hash is computed once
+for all its draws); ``key_hash`` is the first 8 bytes of BLAKE2b of ``f"{seed}\\x1f{key}"``.
+Distinct YTIDs have distinct ranks unless their 64-bit hashes collide. The ranks are the same
+on every platform (no byte order, no Python hash randomisation).
 """
 
 from __future__ import annotations
@@ -31,9 +32,33 @@ def _digest64(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
+#: Start value of :func:`ytid_hash` (the golden-ratio constant of SplitMix64).
+_H0 = 0x9E3779B97F4A7C15
+
+
 def ytid_hash(ytids: Iterable[str]) -> np.ndarray:
-    """First 8 bytes (little-endian) of BLAKE2b of each YTID, as ``uint64`` of shape (n,)."""
-    return np.array([_digest64(str(y).encode()) for y in ytids], dtype=np.uint64)
+    """A 64-bit hash of each YTID, as ``uint64`` of shape (n,).
+
+    ``h = _H0``; for each 64-bit word ``w`` of the YTID (its Unicode code points ``c0, c1, ...``
+    two to a word, ``w = c[2i] | c[2i + 1] << 32``, the last one padded with 0):
+    ``h = mix64(h ^ w)``. Vectorised over the YTIDs; a YTID's hash does not depend on the
+    others.
+    """
+    seq = ytids if isinstance(ytids, np.ndarray) else list(ytids)
+    u = np.ascontiguousarray(np.asarray(seq, dtype=str))
+    n = len(u)
+    h = np.full(n, _H0, dtype=np.uint64)
+    width = u.dtype.itemsize // 4
+    if n == 0 or width == 0:
+        return h
+    cp = u.view(np.uint32).reshape(n, width).astype(np.uint64)
+    if width % 2:
+        cp = np.concatenate([cp, np.zeros((n, 1), dtype=np.uint64)], axis=1)
+    words = cp[:, 0::2] | (cp[:, 1::2] << np.uint64(32))
+    n_words = (np.char.str_len(u) + 1) // 2  # a YTID's own words only, whatever the others
+    for j in range(words.shape[1]):
+        h = np.where(n_words > j, _mix64(h ^ words[:, j]), h)
+    return h
 
 
 def _mix64(z: np.ndarray) -> np.ndarray:
@@ -60,7 +85,7 @@ def hash_rank(
     seed : int
         The global seed (``selection.seed``).
     key : str
-        The draw's purpose, e.g. ``"/m/04rlf\x1fval"``.
+        The draw's purpose, e.g. ``"/m/04rlf\\x1fval"``.
     hashes : ndarray of uint64, optional
         :func:`ytid_hash` of ``ytids``, when already computed (then ``ytids`` is not read).
 
