@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -35,8 +34,9 @@ def _make(seed=1, eval_meta=True, **kw):
 
 def test_balance_equal_counts_status_ok_only():
     meta = _meta("train", 40, 100, 10)
-    out = ds.balance(meta, mid=MID, rng=np.random.default_rng(0))
-    assert list(out.columns) == ["ytid", "split", "target"]
+    out = ds.balance(meta, mid=MID, seed=0, key="k")
+    assert list(out.columns) == ["ytid", "split", "target", "balanced"]
+    assert (out["balanced"] == 1).all()
     assert out["target"].sum() == 40 and (out["target"] == 0).sum() == 40
     ok = set(meta.loc[meta["status"] == "ok", "ytid"])
     assert set(out["ytid"]) <= ok
@@ -44,14 +44,14 @@ def test_balance_equal_counts_status_ok_only():
 
 
 def test_balance_draws_positives_down_when_few_negatives():
-    out = ds.balance(_meta("train", 30, 10), mid=MID, rng=np.random.default_rng(0))
+    out = ds.balance(_meta("train", 30, 10), mid=MID, seed=0, key="k")
     assert out["target"].sum() == 10 and len(out) == 20
 
 
 def test_balance_accepts_comma_separated_labels():
     meta = _meta("train", 5, 8)
     meta["labels"] = meta["labels"].map(",".join)
-    assert ds.balance(meta, mid=MID, rng=np.random.default_rng(0))["target"].sum() == 5
+    assert ds.balance(meta, mid=MID, seed=0, key="k")["target"].sum() == 5
 
 
 def test_parts_disjoint_stratified_and_test_from_eval():
@@ -61,7 +61,13 @@ def test_parts_disjoint_stratified_and_test_from_eval():
     assert (te["split"] == "eval").all() and (tr["split"] == "train").all()
     assert len(tr) + len(va) == 80
     assert va["target"].sum() == 10 and (va["target"] == 0).sum() == 10  # 25 % of each class
-    assert te["target"].sum() == 12 and len(te) == 24
+    # the test part is the whole eval split at its natural prevalence (12 of 42)...
+    assert te["target"].sum() == 12 and len(te) == 42
+    assert set(te["ytid"]) == {f"e{i:010d}" for i in range(42)}
+    # ...and its balanced rows a 1:1 draw of it; train and val are balanced throughout
+    bal = te.loc[te["balanced"] == 1]
+    assert bal["target"].sum() == 12 and len(bal) == 24
+    assert (tr["balanced"] == 1).all() and (va["balanced"] == 1).all()
     assert te.attrs["test_source"] == "eval"
 
 
@@ -73,6 +79,7 @@ def test_holdout_when_no_eval_split():
     assert te["target"].sum() == 8 and (te["target"] == 0).sum() == 8  # 20 % of 40 per class
     assert len(set(tr["ytid"]) | set(va["ytid"]) | set(te["ytid"])) == 80
     assert len(tr) + len(va) + len(te) == 80
+    assert all((p["balanced"] == 1).all() for p in (tr, va, te))
 
 
 def test_deterministic_for_a_seed_and_different_across_seeds():
@@ -240,3 +247,108 @@ def test_run_dataset_tiny_corpus_fails_with_one_line_in_the_job_log(tmp_path, ca
     assert errors[0].startswith("dataset: label Music: the test part has no clip")
     assert "raise selection.max_positives" in errors[0]
     assert not out.exists()
+
+
+def _shuffled(meta: pd.DataFrame, seed: int) -> pd.DataFrame:
+    return meta.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("with_eval", [True, False])
+def test_parts_do_not_depend_on_row_order(with_eval):
+    """The same clips read in another order (other shards, other cores) give the same parts:
+    every draw is a keyed hash of the YTID, not a position."""
+    train, ev = _meta("train", 40, 100, 10), _meta("eval", 30, 12)  # eval: positives drawn down
+    kw = dict(mid=MID, val_fraction=0.25, test_fraction=0.2, seed=3)
+    a = ds.make_label_dataset(train, ev if with_eval else None, **kw)
+    for s in (1, 2, 3):
+        b = ds.make_label_dataset(
+            _shuffled(train, s), _shuffled(ev, s + 10) if with_eval else None, **kw
+        )
+        for p in ds.PARTS:
+            pd.testing.assert_frame_equal(a[p], b[p])
+    # two "shards" concatenated either way round
+    half = len(train) // 2
+    c = ds.make_label_dataset(
+        pd.concat([train.iloc[half:], train.iloc[:half]]), ev if with_eval else None, **kw
+    )
+    for p in ds.PARTS:
+        pd.testing.assert_frame_equal(a[p], c[p])
+
+
+def test_balance_and_holdout_do_not_depend_on_row_order():
+    meta = _meta("train", 40, 100, 10)
+    a = ds.balance(meta, mid=MID, seed=9, key="x")
+    b = ds.balance(_shuffled(meta, 4), mid=MID, seed=9, key="x")
+    pd.testing.assert_frame_equal(a, b)
+    rest_a, held_a = ds.stratified_split(a, fraction=0.3, seed=9, key="y")
+    rest_b, held_b = ds.stratified_split(_shuffled(a, 5), fraction=0.3, seed=9, key="y")
+    assert set(held_a["ytid"]) == set(held_b["ytid"])
+    assert set(rest_a["ytid"]) == set(rest_b["ytid"])
+    # fractions per class: round(0.3 * 40) = 12 of each
+    assert held_a["target"].sum() == 12 and (held_a["target"] == 0).sum() == 12
+    # other seed or other key: another draw
+    assert set(ds.balance(meta, mid=MID, seed=10, key="x")["ytid"]) != set(a["ytid"])
+    assert set(ds.balance(meta, mid=MID, seed=9, key="z")["ytid"]) != set(a["ytid"])
+
+
+def test_duplicate_rows_of_a_ytid_keep_the_same_clip_in_any_order():
+    meta = _meta("train", 10, 20)
+    dup = meta.iloc[[3, 15]].assign(status="trim: failed: short")  # a second, failed row
+    a = ds.balance(pd.concat([meta, dup]), mid=MID, seed=1, key="k")
+    b = ds.balance(pd.concat([dup, meta]), mid=MID, seed=1, key="k")
+    pd.testing.assert_frame_equal(a, b)
+    assert a["ytid"].is_unique and a["target"].sum() == 10
+
+
+def test_different_seeds_draw_different_parts_of_the_right_size():
+    train, ev = _meta("train", 40, 100), _meta("eval", 12, 30)
+    kw = dict(mid=MID, val_fraction=0.25, test_fraction=0.2)
+    a = ds.make_label_dataset(train, ev, seed=1, **kw)
+    b = ds.make_label_dataset(train, ev, seed=2, **kw)
+    for parts in (a, b):
+        assert len(parts["train"]) == 60 and len(parts["val"]) == 20
+        assert parts["val"]["target"].sum() == 10
+        assert len(parts["test"]) == 42 and parts["test"]["balanced"].sum() == 24
+    # train negatives, val clips and the balanced eval negatives differ between the seeds
+    assert set(a["train"]["ytid"]) != set(b["train"]["ytid"])
+    assert set(a["val"]["ytid"]) != set(b["val"]["ytid"])
+    bal = lambda p: set(p["test"].loc[p["test"]["balanced"] == 1, "ytid"])  # noqa: E731
+    assert bal(a) != bal(b)
+    # the test part itself is the whole eval split, whatever the seed
+    assert set(a["test"]["ytid"]) == set(b["test"]["ytid"])
+
+
+def test_natural_test_with_more_positives_than_negatives():
+    parts = ds.make_label_dataset(
+        _meta("train", 10, 20), _meta("eval", 30, 12), mid=MID, val_fraction=0.2,
+        test_fraction=0.2, seed=0,
+    )  # fmt: skip
+    te = parts["test"]
+    assert len(te) == 42 and te["target"].sum() == 30
+    bal = te.loc[te["balanced"] == 1]
+    assert bal["target"].sum() == 12 and (bal["target"] == 0).sum() == 12  # positives drawn down
+
+
+def test_write_read_roundtrip_with_eval_and_old_three_column_files(tmp_path):
+    parts = _make()
+    ds.write_dataset(tmp_path / "music", parts)
+    header = (tmp_path / "music/test.tsv").read_text().splitlines()[0]
+    assert header.split("\t") == ["ytid", "split", "target", "balanced"]
+    back = ds.read_dataset(tmp_path / "music")
+    for p in ds.PARTS:
+        pd.testing.assert_frame_equal(back[p], parts[p])
+    assert back["test"].attrs["test_source"] == "eval"
+    # a dataset written before the balanced column: read as balanced throughout
+    old = tmp_path / "old"
+    old.mkdir()
+    for p in ds.PARTS:
+        parts[p][["ytid", "split", "target"]].to_csv(old / f"{p}.tsv", sep="\t", index=False)
+    back = ds.read_dataset(old)
+    for p in ds.PARTS:
+        assert list(back[p].columns) == ds.DATASET_COLUMNS
+        assert (back[p]["balanced"] == 1).all()
+        assert back[p]["ytid"].tolist() == parts[p]["ytid"].tolist()
+    # frames without the column (callers that build parts by hand) are written as balanced
+    ds.write_dataset(tmp_path / "plain", {p: parts[p][["ytid", "split", "target"]]
+                                          for p in ds.PARTS})  # fmt: skip
+    assert (ds.read_dataset(tmp_path / "plain")["test"]["balanced"] == 1).all()

@@ -241,3 +241,23 @@ def test_plan_train_same_as_eval(data_dir, tmp_path):
         "audiosetflow: 8 YTIDs are in both the train and the eval CSV: used for training "
         "and for evaluation (selection.train_eval_overlap: keep)"
     ]
+
+
+def test_selection_does_not_depend_on_row_order():
+    """The CSV rows in another order select the same segments (keyed-hash draws of YTIDs)."""
+    seg = {"train": _segments(2000, 7), "eval": _segments(500, 8)}
+    kw = dict(labels=[MUSIC], extra_labels=[SPEECH], max_positives=100, seed=5)
+    a = select_segments(seg, **kw)
+    shuffled = {
+        k: v.sample(frac=1.0, random_state=1).reset_index(drop=True) for k, v in seg.items()
+    }
+    b = select_segments(shuffled, **kw)
+    key = ["split", "ytid"]
+    pd.testing.assert_frame_equal(
+        a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    )
+    # a pool grown by other clips keeps most of the drawn ones (only those ranked out move)
+    grown = {"train": pd.concat([seg["train"], _segments(200, 9)]), "eval": seg["eval"]}
+    c = select_segments(grown, **kw)
+    kept = set(a.loc[a["split"] == "train", "ytid"]) & set(c.loc[c["split"] == "train", "ytid"])
+    assert len(kept) > 0.8 * (a["split"] == "train").sum()

@@ -1,8 +1,10 @@
 """Choosing the segments to process and splitting them into shards.
 
 Selection, per split and target label: every positive segment (up to ``max_positives``, drawn
-at random with a fixed seed), plus ``negatives_per_positive`` times as many negatives (segments
-without that label), drawn with the same seed. The union over labels is processed.
+with a fixed seed), plus ``negatives_per_positive`` times as many negatives (segments without
+that label), drawn with the same seed. The union over labels is processed. Each draw takes the
+segments of lowest keyed-hash rank of their YTID (:mod:`audiosetflow.learning.draw`), so the
+selection depends on the YTIDs, their labels and the seed, not on the order of the CSV rows.
 
 A YTID listed in both the train and the eval CSV is, by default, taken out of train before the
 selection (``selection.train_eval_overlap``), so that no clip is both trained and tested on.
@@ -17,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .learning.draw import lowest_ranked, ytid_hash
 from .metadata import Label
 from .ontology import Ontology, expand_labels
 
@@ -89,8 +91,21 @@ def train_eval_overlap(
     return train, n_both
 
 
-def _rng(seed: int, *parts: str) -> np.random.Generator:
-    return np.random.default_rng([seed, *(zlib.crc32(p.encode()) for p in parts)])
+class _Draws:
+    """Keyed-hash draws among the rows of one split (the YTIDs' hashes computed once, at the
+    first draw)."""
+
+    def __init__(self, ytids: pd.Series, *, seed: int) -> None:
+        self.ytids = ytids.astype(str).to_numpy()
+        self.seed = seed
+        self._hashes: np.ndarray | None = None
+
+    def lowest(self, idx: np.ndarray, n: int, *, key: str) -> np.ndarray:
+        """The ``n`` positions of ``idx`` whose YTIDs rank lowest in the draw ``key``."""
+        if self._hashes is None:
+            self._hashes = ytid_hash(self.ytids)
+        drawn = lowest_ranked(self.ytids[idx], n, seed=self.seed, key=key, hashes=self._hashes[idx])
+        return idx[drawn]
 
 
 def select_segments(
@@ -122,7 +137,9 @@ def select_segments(
     negatives_per_positive : float
         Negatives drawn per positive, for balancing.
     seed : int
-        Seed of every draw; the result is a pure function of the inputs.
+        Seed of every draw; the result is a pure function of the inputs. Which segments are
+        drawn does not depend on the order of the rows (keyed-hash ranks of the YTIDs,
+        :func:`~audiosetflow.learning.draw.lowest_ranked`).
     extra_labels : sequence of Label
         Labels whose positives (up to ``max_positives``) are selected without negatives.
     select_all : bool
@@ -144,21 +161,22 @@ def select_segments(
         if ontology is not None:
             text = text.map(lambda v: ",".join(expand_labels(v, ontology)))
         padded = "," + text + ","
+        draws = _Draws(df["ytid"], seed=seed)
         keep = np.full(len(df), bool(select_all))
         binary = {lab.mid for lab in labels}
         extra = [lab for lab in extra_labels if lab.mid not in binary]
         for lab in [] if select_all else [*labels, *extra]:
             pos = padded.str.contains("," + lab.mid + ",", regex=False).to_numpy()
             pos_idx = np.flatnonzero(pos)
-            rng = _rng(seed, split, lab.mid)
+            key = f"{split}\x1f{lab.mid}"
             if max_positives is not None and len(pos_idx) > max_positives:
-                pos_idx = np.sort(rng.choice(pos_idx, size=max_positives, replace=False))
+                pos_idx = draws.lowest(pos_idx, max_positives, key=key + "\x1fpos")
             if lab.mid not in binary:
                 keep[pos_idx] = True
                 continue
             neg_pool = np.flatnonzero(~pos)
             n_neg = min(len(neg_pool), int(round(len(pos_idx) * negatives_per_positive)))
-            neg_idx = np.sort(rng.choice(neg_pool, size=n_neg, replace=False)) if n_neg else []
+            neg_idx = draws.lowest(neg_pool, n_neg, key=key + "\x1fneg") if n_neg else []
             keep[pos_idx] = True
             keep[neg_idx] = True
         sel = df.loc[keep, ["ytid", "start", "end", "labels"]].copy()

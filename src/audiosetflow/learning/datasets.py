@@ -5,12 +5,18 @@ For a target label (a MID):
 * the training pool is every training-split clip with status ``ok``: its positives plus an
   equal number of negatives drawn (seeded) from the other clips;
 * validation is carved from that pool (``val_fraction``, stratified by target, seeded);
-* the test set is the eval split, balanced the same way; when there is no eval split (or it
-  has no positive of the label) a stratified ``test_fraction`` of the training pool is held
-  out instead.
+* the test set is every clip of the eval split with status ``ok``, at its natural prevalence
+  (all positives and all negatives); the rows of a 1:1 balanced draw of it are marked
+  ``balanced = 1``. When there is no eval split (or it has no positive or no negative of the
+  label) a stratified ``test_fraction`` of the training pool is held out instead.
 
-Each part is written as ``{out_dir}/{part}.tsv`` with columns ``ytid, split, target`` so that
-every result can be traced back to its clips.
+Every draw is a keyed hash of the YTID and the seed (:mod:`.draw`): a part depends on which
+clips there are, never on the order their rows were read in (shards, cores, job order).
+
+Each part is written as ``{out_dir}/{part}.tsv`` with columns ``ytid, split, target,
+balanced`` so that every result can be traced back to its clips. ``balanced`` is 1 for a row
+of the balanced draw: every row of train and val (and of a test part held out of train),
+the 1:1 subset of an eval test part.
 
 A part that would be empty (a tiny corpus, a fraction of 0) is an
 :class:`~audiosetflow.errors.InputError` whose one line names the label, says how many clips
@@ -20,7 +26,6 @@ there were and what to change: each part needs at least one positive and one neg
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,12 +34,14 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io import read_tsv, write_tsv
+from .draw import held_out, lowest_ranked
 
 __all__ = [
     "PARTS",
     "DATASET_COLUMNS",
     "balance",
     "stratified_split",
+    "natural_test",
     "make_label_dataset",
     "write_dataset",
     "read_dataset",
@@ -46,12 +53,12 @@ __all__ = [
 log = logging.getLogger("audiosetflow.datasets")
 
 PARTS = ("train", "val", "test")
-DATASET_COLUMNS = ["ytid", "split", "target"]
+DATASET_COLUMNS = ["ytid", "split", "target", "balanced"]
 
 
-def _rng(seed: int, *parts: str) -> np.random.Generator:
-    """Generator seeded from the global seed and strings (e.g. the MID and a purpose)."""
-    return np.random.default_rng([int(seed), *(zlib.crc32(p.encode()) for p in parts)])
+def _key(mid: str, purpose: str) -> str:
+    """The draw key of a label's draw (:func:`~.draw.hash_rank`)."""
+    return f"{mid}\x1f{purpose}"
 
 
 def _has_label(labels, mid: str) -> bool:
@@ -62,18 +69,54 @@ def _has_label(labels, mid: str) -> bool:
     return mid in list(labels)
 
 
-def balance(meta: pd.DataFrame, *, mid: str, rng: np.random.Generator) -> pd.DataFrame:
+def _labels_text(labels) -> str:
+    if labels is None:
+        return ""
+    return labels if isinstance(labels, str) else ",".join(map(str, labels))
+
+
+def _ok_clips(meta: pd.DataFrame) -> pd.DataFrame:
+    """Rows with status ``ok``, one per YTID, sorted by YTID.
+
+    Of several rows of one YTID the one with the smallest labels text is kept, so that the
+    result does not depend on the order of the rows."""
+    ok = meta.loc[meta["status"] == "ok"]
+    ok = ok.assign(_labels=[_labels_text(v) for v in ok["labels"]], _ytid=ok["ytid"].astype(str))
+    ok = ok.sort_values(["_ytid", "_labels"], kind="stable").drop_duplicates("_ytid")
+    return ok.drop(columns=["_labels", "_ytid"]).reset_index(drop=True)
+
+
+def _as_part(df: pd.DataFrame, *, balanced) -> pd.DataFrame:
+    out = df.assign(balanced=balanced)[DATASET_COLUMNS]
+    out = out.astype({"ytid": str, "split": str, "target": int, "balanced": int})
+    return out.sort_values("ytid", kind="stable").reset_index(drop=True)
+
+
+def balance(meta: pd.DataFrame, *, mid: str, seed: int, key: str) -> pd.DataFrame:
     """Positives of ``mid`` and an equal number of negatives drawn from the other clips.
 
-    Only rows with ``status == "ok"`` are used. If there are fewer negatives than positives,
-    positives are drawn down to the number of negatives.
+    Only rows with ``status == "ok"`` are used (one per YTID). If there are fewer negatives
+    than positives, positives are drawn down to the number of negatives. The negatives (and
+    positives) drawn are those of lowest rank (:func:`~.draw.lowest_ranked` with ``seed`` and
+    ``key``): the result is the same for any order of the rows of ``meta``.
+
+    Parameters
+    ----------
+    meta : DataFrame
+        ``ytid, split, labels, status`` per clip.
+    mid : str
+        The label.
+    seed : int
+        Seed of the draw.
+    key : str
+        Names the draw (e.g. the label and the split), see :func:`~.draw.hash_rank`.
 
     Returns
     -------
     DataFrame
-        ``ytid, split, target`` sorted by ``ytid``.
+        ``ytid, split, target, balanced`` (``balanced`` 1) sorted by ``ytid``.
     """
-    ok = meta.loc[meta["status"] == "ok"].drop_duplicates("ytid")
+    ok = _ok_clips(meta)
     target = np.array([_has_label(v, mid) for v in ok["labels"]], dtype=bool)
     pos, neg = ok.loc[target], ok.loc[~target]
     n = min(len(pos), len(neg))
@@ -85,38 +128,50 @@ def balance(meta: pd.DataFrame, *, mid: str, rng: np.random.Generator) -> pd.Dat
             len(pos),
             n,
         )
-    pick_pos = np.sort(rng.choice(len(pos), size=n, replace=False)) if n < len(pos) else None
-    pos = pos.iloc[pick_pos] if pick_pos is not None else pos
-    neg = neg.iloc[np.sort(rng.choice(len(neg), size=n, replace=False))]
+    pos = pos.loc[lowest_ranked(pos["ytid"], n, seed=seed, key=key)]
+    neg = neg.loc[lowest_ranked(neg["ytid"], n, seed=seed, key=key)]
     out = pd.concat([pos.assign(target=1), neg.assign(target=0)])
-    out = out[["ytid", "split", "target"]].astype({"ytid": str, "split": str, "target": int})
-    return out.sort_values("ytid", kind="stable").reset_index(drop=True)
+    return _as_part(out, balanced=1)
+
+
+def natural_test(meta: pd.DataFrame, *, mid: str, seed: int, key: str) -> pd.DataFrame:
+    """Every clip of ``meta`` with status ``ok`` (one per YTID), positives and negatives of
+    ``mid`` at their natural prevalence; ``balanced`` marks the rows of :func:`balance`'s 1:1
+    draw of the same clips (same ``seed`` and ``key``).
+
+    Returns
+    -------
+    DataFrame
+        ``ytid, split, target, balanced`` sorted by ``ytid``.
+    """
+    ok = _ok_clips(meta)
+    target = np.array([_has_label(v, mid) for v in ok["labels"]], dtype=int)
+    drawn = set(balance(meta, mid=mid, seed=seed, key=key)["ytid"])
+    balanced = np.array([y in drawn for y in ok["ytid"].astype(str)], dtype=int)
+    return _as_part(ok.assign(target=target), balanced=balanced)
 
 
 def stratified_split(
-    df: pd.DataFrame, *, fraction: float, rng: np.random.Generator
+    df: pd.DataFrame, *, fraction: float, seed: int, key: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split rows into (rest, held out) with ``fraction`` of each ``target`` class held out.
 
-    Each class with at least 2 rows gives at least one held-out row when ``fraction > 0``.
+    Each class with at least 2 rows gives at least one held-out row (and keeps one) when
+    ``fraction > 0``; the held-out rows of a class are those of lowest rank
+    (:func:`~.draw.held_out`), so the split does not depend on the order of the rows. Both
+    parts keep the order of ``df``.
     """
-    held = np.zeros(len(df), dtype=bool)
-    if fraction > 0:
-        for cls in (0, 1):
-            idx = np.flatnonzero(df["target"].to_numpy() == cls)
-            if len(idx) < 2:
-                continue
-            k = min(max(int(round(fraction * len(idx))), 1), len(idx) - 1)
-            held[rng.choice(idx, size=k, replace=False)] = True
+    held = held_out(df["ytid"], df["target"], fraction=fraction, seed=seed, key=key)
     return df.loc[~held].reset_index(drop=True), df.loc[held].reset_index(drop=True)
 
 
 def _ok_counts(meta: pd.DataFrame, mid: str) -> tuple[int, int, int]:
     """Clips with status ok (as :func:`balance` counts them): positives and negatives; and the
     clips with the label whatever their status."""
-    ok = meta.loc[meta["status"] == "ok"].drop_duplicates("ytid")
+    ok = _ok_clips(meta)
     n_pos = sum(_has_label(v, mid) for v in ok["labels"])
-    n_any = sum(_has_label(v, mid) for v in meta.drop_duplicates("ytid")["labels"])
+    pairs = zip(meta["ytid"], meta["labels"], strict=True)
+    n_any = len({str(y) for y, v in pairs if _has_label(v, mid)})
     return int(n_pos), len(ok) - int(n_pos), int(n_any)
 
 
@@ -180,7 +235,7 @@ def make_label_dataset(
     seed: int,
     name: str = "",
 ) -> dict[str, pd.DataFrame]:
-    """Balanced train / val / test parts of one label.
+    """Balanced train and val parts of one label, and its test part.
 
     Parameters
     ----------
@@ -193,15 +248,20 @@ def make_label_dataset(
         Fractions of the (balanced) training pool used for validation / as the held-out test
         set (the latter only without eval split).
     seed : int
-        Seed of every draw (combined with ``mid``, so labels draw independently).
+        Seed of every draw (combined with ``mid``, so labels draw independently). Every draw
+        is a keyed hash of the YTIDs (:mod:`.draw`): the parts are the same for any order of
+        the rows of ``train_meta`` and ``eval_meta``.
     name : str
         Display name of the label, for messages (default: the MID).
 
     Returns
     -------
     dict
-        ``{"train": df, "val": df, "test": df}`` with columns ``ytid, split, target``; the
-        ``attrs["test_source"]`` of the test frame is ``"eval"`` or ``"train holdout"``.
+        ``{"train": df, "val": df, "test": df}`` with columns ``ytid, split, target,
+        balanced``, each sorted by YTID. With an eval split, test is every eval clip with
+        status ok (natural prevalence), ``balanced`` 1 on a 1:1 draw of it; train, val and a
+        test part held out of train are balanced (``balanced`` 1 on every row). The
+        ``attrs["test_source"]`` of every part is ``"eval"`` or ``"train holdout"``.
 
     Raises
     ------
@@ -220,23 +280,25 @@ def make_label_dataset(
             "status ok in train, all positive; the models need negatives): raise "
             "selection.negatives_per_positive or add clips without the label"
         )
-    pool = balance(train_meta, mid=mid, rng=_rng(seed, mid, "train"))
+    pool = balance(train_meta, mid=mid, seed=seed, key=_key(mid, "train"))
     test = None
     if eval_meta is not None and len(eval_meta):
-        test = balance(eval_meta, mid=mid, rng=_rng(seed, mid, "eval"))
-        if test["target"].sum() == 0:
-            e_pos, e_neg, _ = _ok_counts(eval_meta, mid)
+        e_pos, e_neg, _ = _ok_counts(eval_meta, mid)
+        if e_pos and e_neg:
+            test = natural_test(eval_meta, mid=mid, seed=seed, key=_key(mid, "eval"))
+        else:
             log.warning(
                 "%s: eval split has no %s clip with status ok (%s): holding out part of train",
                 name or mid,
                 "positive" if e_pos == 0 else "negative",
                 _counted(e_pos, e_neg, "eval"),
             )
-            test = None
     source = "eval"
     if test is None:
         source = "train holdout"
-        pool, test = stratified_split(pool, fraction=test_fraction, rng=_rng(seed, mid, "test"))
+        pool, test = stratified_split(
+            pool, fraction=test_fraction, seed=seed, key=_key(mid, "test")
+        )
         if test.empty:
             raise _empty_part(
                 tag,
@@ -247,7 +309,7 @@ def make_label_dataset(
                 key="test_fraction",
                 holdout=True,
             )
-    train, val = stratified_split(pool, fraction=val_fraction, rng=_rng(seed, mid, "val"))
+    train, val = stratified_split(pool, fraction=val_fraction, seed=seed, key=_key(mid, "val"))
     if val.empty:
         raise _empty_part(
             tag,
@@ -264,10 +326,18 @@ def make_label_dataset(
     return parts
 
 
+def _with_balanced(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``balanced`` column: 1 on every row when it has none."""
+    if "balanced" in df.columns:
+        return df.astype({"balanced": int})
+    return df.assign(balanced=1)
+
+
 def write_dataset(out_dir: str | Path, parts: dict[str, pd.DataFrame]) -> None:
-    """Write each part as ``{out_dir}/{part}.tsv`` (atomically)."""
+    """Write each part as ``{out_dir}/{part}.tsv`` (atomically): :data:`DATASET_COLUMNS`;
+    a part without a ``balanced`` column is written with 1 on every row."""
     for part in PARTS:
-        write_tsv(Path(out_dir) / f"{part}.tsv", parts[part][DATASET_COLUMNS])
+        write_tsv(Path(out_dir) / f"{part}.tsv", _with_balanced(parts[part])[DATASET_COLUMNS])
 
 
 def read_dataset(
@@ -275,11 +345,16 @@ def read_dataset(
 ) -> dict[str, pd.DataFrame]:
     """Read the parts written by :func:`write_dataset`: a folder, or ``{part: path}``.
 
-    ``attrs["test_source"]`` is set on every part from the test set's ``split`` column.
+    ``attrs["test_source"]`` is set on every part from the test set's ``split`` column. A
+    part written before the ``balanced`` column existed (``ytid, split, target``) was a
+    balanced draw: it is read with ``balanced`` 1 on every row.
     """
     if not isinstance(paths, dict):
         paths = {p: Path(paths) / f"{p}.tsv" for p in PARTS}
-    parts = {p: read_tsv(paths[p]).astype({"target": int}) for p in PARTS}
+    parts = {
+        p: _with_balanced(read_tsv(paths[p]).astype({"target": int}))[DATASET_COLUMNS]
+        for p in PARTS
+    }
     source = "eval" if (parts["test"]["split"] == "eval").all() else "train holdout"
     for df in parts.values():
         df.attrs["test_source"] = source
@@ -358,13 +433,15 @@ def run_dataset(
     ontology: str | Path | None = None,
     logger: logging.Logger | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Build and write one label's balanced train, val and test parts from feature shards.
+    """Build and write one label's balanced train and val parts and its test part from
+    feature shards.
 
     Only clips with status ``ok`` are used. The training pool is the label's positives in
     the train split plus as many negatives; val is a stratified ``val_fraction`` of it; the
-    test part is the eval split balanced the same way or, without one (or without a
-    positive in it), a stratified ``test_fraction`` held out of the pool first
-    (:func:`make_label_dataset`).
+    test part is every clip of the eval split (natural prevalence; ``balanced`` marks a 1:1
+    draw of it) or, without one (or without a positive or a negative in it), a stratified
+    ``test_fraction`` held out of the pool first (:func:`make_label_dataset`). The parts
+    depend on the clips and the seed only, not on how the clips are spread over shards.
 
     Parameters
     ----------
@@ -400,9 +477,10 @@ def run_dataset(
     -------
     dict of str to DataFrame
         ``{"train", "val", "test"}``, each with columns ``ytid`` (str), ``split``
-        (``"train"`` or ``"eval"``), ``target`` (int, 1: the clip has the label), sorted by
-        YTID; ``attrs["test_source"]`` is ``"eval"`` or ``"train holdout"``. The same
-        tables are written to ``out_dir``.
+        (``"train"`` or ``"eval"``), ``target`` (int, 1: the clip has the label),
+        ``balanced`` (int, 1: the clip is in the 1:1 balanced draw), sorted by YTID;
+        ``attrs["test_source"]`` is ``"eval"`` or ``"train holdout"``. The same tables are
+        written to ``out_dir``.
 
     Raises
     ------

@@ -182,10 +182,13 @@ def split_parts(
     test_fraction: float,
     seed: int,
 ) -> dict[str, pd.DataFrame]:
-    """Seeded random train / val / test parts of clip tables (:func:`clip_table`).
+    """Seeded train / val / test parts of clip tables (:func:`clip_table`).
 
     ``test`` None or empty: ``test_fraction`` of the train clips are held out as the test
-    part first. Val is ``val_fraction`` of the rest. Each part keeps the train table's order.
+    part first. Val is ``val_fraction`` of the rest. The clips of a part are those of lowest
+    keyed-hash rank (:func:`~.draw.lowest_ranked` of the YTIDs with ``seed``): the parts
+    depend on the clips and the seed only, not on the order of the rows. Each part keeps the
+    train table's order.
 
     Returns
     -------
@@ -198,20 +201,25 @@ def split_parts(
     audiosetflow.errors.InputError
         If a part would be empty.
     """
-    rng = np.random.default_rng([int(seed), 0x6D6C])  # "ml"
+    from .draw import lowest_ranked
+
+    ytids = train["ytid"].astype(str).tolist()
     n = len(train)
-    order = rng.permutation(n)
+    rest = np.ones(n, dtype=bool)
     source = "eval"
     if test is None or test.empty:
         k = max(1, int(round(test_fraction * n))) if n > 2 else 0
-        test = train.iloc[np.sort(order[:k])]
-        order = order[k:]
+        held = lowest_ranked(ytids, k, seed=seed, key="multilabel\x1ftest")
+        test = train.loc[held]
+        rest = ~held
         source = "train holdout"
-    k = max(1, int(round(val_fraction * len(order)))) if len(order) > 1 else 0
-    val_idx, tr_idx = np.sort(order[:k]), np.sort(order[k:])
+    idx = np.flatnonzero(rest)
+    k = max(1, int(round(val_fraction * len(idx)))) if len(idx) > 1 else 0
+    val = np.zeros(n, dtype=bool)
+    val[idx[lowest_ranked([ytids[i] for i in idx], k, seed=seed, key="multilabel\x1fval")]] = True
     parts = {
-        "train": train.iloc[tr_idx].reset_index(drop=True),
-        "val": train.iloc[val_idx].reset_index(drop=True),
+        "train": train.loc[rest & ~val].reset_index(drop=True),
+        "val": train.loc[val].reset_index(drop=True),
         "test": test.reset_index(drop=True),
     }
     for name, df in parts.items():
