@@ -2,10 +2,10 @@
 
 When the features stage writes a shard (``features/{split}/shard-N.parquet``) it also writes
 the shard's *seal* beside the shard's record (``shards/{split}/shard-N/features.seal.json``,
-:attr:`audiosetflow.shard.ShardLayout.seal`): the file's rows, bytes, SHA-256 and modification
-time, computed from the temporary file before it is renamed into place (so a seal never
-describes a half-written file; a shard without a seal is one a killed job left, or one of
-older code, and is checked by its rows against the record instead).
+:attr:`audiosetflow.shard.ShardLayout.seal`): the file's rows, bytes and SHA-256, computed
+from the temporary file before it is renamed into place (so a seal never describes a
+half-written file; a shard without a seal is one a killed job left, or one of older code, and
+is checked by its rows against the record instead).
 
 Two checks use it, both through :func:`problem`:
 
@@ -14,11 +14,13 @@ Two checks use it, both through :func:`problem`:
   model, the aggregation): rows, bytes and checksum. A damaged shard stops the job with one
   line naming the file, what is wrong and what to do (:class:`DamagedShardError`): no job
   ever trains or counts on fewer clips than the record says.
-* :func:`set_aside_damaged`, called when the workflow is parsed: a shard whose size or rows
-  differ from its seal (a truncated copy, a shard rewritten with fewer rows; a changed
-  modification time makes it compare checksums too) is renamed to ``*.parquet.damaged`` with
-  one line saying so, so that Snakemake sees the features job's output missing and a plain
-  rerun rebuilds that shard and what depends on it. Nothing else is deleted.
+* :func:`set_aside_damaged`, called when the workflow is parsed: a shard whose size differs
+  from its seal (a truncated copy, a shard rewritten with fewer rows) is renamed to
+  ``*.parquet.damaged`` with one line saying so, so that Snakemake sees the features job's
+  output missing and a plain rerun (rule ``all`` lists every features shard) rebuilds that
+  shard and what depends on it. Nothing else is deleted. A shard changed without changing its
+  size is left to the readers' checksum (Snakemake touches outputs after a job, so the
+  modification time cannot tell, and hashing every shard at every parse costs too much).
 
 :func:`mark_damaged` makes ``audiosetflow status`` count the clips of a damaged or missing
 shard as not done.
@@ -58,14 +60,12 @@ DAMAGED_SUFFIX = ".damaged"
 
 @dataclass(frozen=True)
 class Seal:
-    """What the features stage wrote: the shard's file name, rows, bytes, SHA-256 and
-    modification time (ns)."""
+    """What the features stage wrote: the shard's file name, rows, bytes and SHA-256."""
 
     file: str
     rows: int
     bytes: int
     sha256: str
-    mtime_ns: int
 
 
 class DamagedShardError(InputError):
@@ -99,7 +99,7 @@ def write_seal(written: str | Path, *, final: str | Path, rows: int) -> Seal | N
     if shard is None:
         return None
     st = os.stat(written)
-    seal = Seal(Path(final).name, int(rows), st.st_size, file_sha256(written), st.st_mtime_ns)
+    seal = Seal(Path(final).name, int(rows), st.st_size, file_sha256(written))
     shard.seal.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(shard.seal, json.dumps(asdict(seal), indent=1) + "\n")
     return seal
@@ -153,9 +153,9 @@ def problem(path: str | Path, *, full: bool = True) -> str | None:
     ----------
     path : str or Path
     full : bool
-        Compare the SHA-256 too. Without it only the size, the rows (where the size differs)
-        and the modification time are compared, and the checksum only when the time differs:
-        cheap enough to run over every shard when the workflow is parsed.
+        Compare the SHA-256 too. Without it only the size (and the rows where the size
+        differs) are compared: cheap enough to run over every shard when the workflow is
+        parsed.
     """
     p = Path(path)
     seal = read_seal(p)
@@ -180,7 +180,7 @@ def problem(path: str | Path, *, full: bool = True) -> str | None:
         if rows != seal.rows:
             return f"{rows} rows, the shard record says {seal.rows}"
         return f"{st.st_size} bytes, the shard record says {seal.bytes}"
-    if not full and st.st_mtime_ns == seal.mtime_ns:
+    if not full:
         return None
     if file_sha256(p) != seal.sha256:
         rows = _rows(p)
