@@ -147,7 +147,8 @@ def _record_rows(path: str | Path) -> int | None:
 def problem(path: str | Path, *, full: bool = True) -> str | None:
     """What is wrong with the features shard ``path`` compared with its shard's record, in a
     few words, or ``None`` when nothing is (or there is nothing to compare it with: a file
-    outside the results layout, a shard with neither seal nor record).
+    outside the results layout, a shard with neither seal nor record, or without a seal and
+    not there). A shard with a seal that is gone is ``missing``.
 
     Parameters
     ----------
@@ -159,12 +160,10 @@ def problem(path: str | Path, *, full: bool = True) -> str | None:
     """
     p = Path(path)
     seal = read_seal(p)
-    if seal is None:
-        want = _record_rows(p)
+    if seal is None:  # only the rows of a file that is there can be compared
+        want = _record_rows(p) if p.exists() else None
         if want is None:
             return None
-        if not p.exists():
-            return f"missing; the shard record has {want} clips"
         rows = _rows(p)
         if isinstance(rows, str):
             return rows
