@@ -232,3 +232,37 @@ def test_download_under_the_rules_memory_limit_refuses_bad_copies_and_finishes(t
     assert f"a whole video lasts at most {MAX_WHOLE_SECONDS / 3600:.0f} h" in bad["toolong0001"][1]
     # the 2 GiB members were never read into memory (the old whole read peaked at 2.2 GB)
     assert result["peak_mb"] < min(400, mem_mb), result["peak_mb"]
+
+
+def test_a_parquet_row_group_too_big_to_read_at_once_is_each_clips_reason(tmp_path, monkeypatch):
+    """A download job reads a Parquet source one row group at a time: a row group with more
+    audio than :data:`MAX_ROW_GROUP_BYTES` is refused (each of its clips says why) and the
+    clips of the other row groups are taken."""
+    from mirrors import make_parquet
+
+    from audiosetflow.acquisition import sources as src
+
+    clips = make_clips(["-0RWZT-miFs", "--4gqARaEJE", "_0-2Kaf9LtM"], seconds=2.0)
+    pq_file = tmp_path / "part-0.parquet"
+    make_parquet(pq_file, clips, {y: ["/m/04rlf"] for y in clips}, row_group_size=2)
+    sources = parse_sources([{"kind": "parquet", "paths": [str(pq_file)]}])
+    build_index(sources, out=tmp_path / "index.parquet")
+    got = lookup(tmp_path / "index.parquet", list(clips))
+    reader = MirrorReader()
+    assert check_audio(reader.open(got["_0-2Kaf9LtM"][0]), name="x") == pytest.approx(2.0)
+    # the first row group holds two clips of 2 s (24-bit FLAC, ~0.5 MB); the last one, one
+    monkeypatch.setattr(src, "MAX_ROW_GROUP_BYTES", 400_000)
+    reader = MirrorReader()
+    with pytest.raises(ClipError) as exc:
+        reader.open(got["-0RWZT-miFs"][0])
+    assert str(exc.value).startswith(f"row group 0 of {pq_file} holds ")
+    assert str(exc.value).endswith("rewrite the file with smaller row groups")
+    assert check_audio(reader.open(got["_0-2Kaf9LtM"][0]), name="x") == pytest.approx(2.0)
+
+
+def test_a_memory_error_is_the_machines_fault():
+    from audiosetflow.errors import machine_error
+
+    m = machine_error(MemoryError(), "tar:bal_train00.tar")
+    assert m is not None and m.code == "ENOMEM"
+    assert "a fault of the machine, not of the clip" in m.line("download")

@@ -598,6 +598,9 @@ CUT_TOLERANCE = 1.0
 #: The longest a whole-video copy may last: no source of an AudioSet segment is longer.
 MAX_WHOLE_SECONDS = 12 * 3600.0
 _BLOCK = 1 << 16  # bytes (or frames) read or decoded at a time
+#: The most audio (uncompressed bytes) a Parquet source's row group may hold: a download job
+#: reads one row group at a time, and the rule declares 1000 MB.
+MAX_ROW_GROUP_BYTES = 256 << 20
 
 
 def _kind_of(mode: int) -> str:
@@ -706,7 +709,7 @@ class MirrorReader:
 
     def __init__(self) -> None:
         self._group: tuple[str, int] | None = None
-        self._audio: list | None = None
+        self._audio: Any = None  # the audio column of the row group read last
 
     def open(self, entry: Entry) -> Clip:
         """A clip's copy (a tar member, a Parquet cell or a folder's file), checked to be a
@@ -759,10 +762,24 @@ class MirrorReader:
         key = (entry.path, entry.row_group)
         if self._group != key:
             self._audio = None  # the last group goes before the next is read
-            table = pq.ParquetFile(entry.path).read_row_group(entry.row_group, columns=["audio"])
-            self._audio = table.column("audio").to_pylist()
+            pf = pq.ParquetFile(entry.path)
+            md = pf.metadata.row_group(entry.row_group)
+            size = sum(
+                md.column(c).total_uncompressed_size
+                for c in range(md.num_columns)
+                if md.column(c).path_in_schema.split(".")[0] == "audio"
+            )
+            if size > MAX_ROW_GROUP_BYTES:
+                raise ClipError(
+                    f"row group {entry.row_group} of {entry.path} holds {size / 2**20:.0f} MiB "
+                    f"of audio, more than a download job reads at once "
+                    f"({MAX_ROW_GROUP_BYTES >> 20} MiB): rewrite the file with smaller row "
+                    "groups"
+                )
+            self._audio = pf.read_row_group(entry.row_group, columns=["audio"]).column("audio")
             self._group = key
-        cell = self._audio[entry.row] if self._audio is not None else None
+        # only this clip's cell becomes Python bytes; the row group stays in Arrow memory
+        cell = self._audio[entry.row].as_py() if self._audio is not None else None
         if isinstance(cell, Mapping):
             data = cell.get("bytes")
         else:
