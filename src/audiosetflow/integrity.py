@@ -231,7 +231,8 @@ def set_aside_damaged(files: Sequence[str | Path]) -> list[str]:
 
 
 def mark_damaged(table, shard) -> str | None:
-    """Count the clips of a shard whose features shard is damaged or missing as not done:
+    """Count the clips of a shard whose features shard is cut, shrunk or missing (the cheap
+    check of :func:`problem`: its size against the seal) as not done:
     their ``features`` status becomes ``transient`` with the reason (a :class:`~audiosetflow.
     shard.ShardTable` ``table`` of :class:`~audiosetflow.shard.ShardLayout` ``shard``, changed
     in place, not written). Returns the reason, or ``None`` when the shard is sound."""
@@ -240,7 +241,7 @@ def mark_damaged(table, shard) -> str | None:
     done = table.df.index[table.is_("features", Status.OK)]
     if not len(done):
         return None
-    what = problem(shard.parquet)
+    what = problem(shard.parquet, full=False)  # no checksum: status stays cheap
     if what is None:
         return None
     reason = f"features shard damaged ({what}): rerun"
