@@ -107,7 +107,8 @@ class MachineError(OSError):
 def machine_error(exc: BaseException, where: str = "") -> MachineError | None:
     """The :class:`MachineError` that ``exc`` (or anything it wraps) is, or ``None``.
 
-    Python ``OSError`` s are read by errno (any of :data:`MACHINE_ERRNOS`); other errors
+    Python ``OSError`` s are read by errno (any of :data:`MACHINE_ERRNOS`), a ``MemoryError``
+    is ``ENOMEM``; other errors
     (ffmpeg's, libsndfile's) by their message, and then only for a full or read-only disk
     (``"No space left on device"``, ``"Disk quota exceeded"``, ``"Read-only file system"``):
     ffmpeg reports corrupt input with the other codes' messages too.
@@ -118,6 +119,8 @@ def machine_error(exc: BaseException, where: str = "") -> MachineError | None:
         seen.add(id(e))
         if isinstance(e, MachineError):
             return e
+        if isinstance(e, MemoryError):  # out of memory: the machine's (or the job's limit)
+            return MachineError(errno.ENOMEM, where, f"MemoryError {e}".strip())
         if isinstance(e, OSError) and e.errno in MACHINE_ERRNOS:
             return MachineError(e.errno, where or str(e.filename or ""), str(e))
         found = machine_error_in_message(str(e))

@@ -161,6 +161,7 @@ class Layout:
     ``shards/{split}/shard-{N}/{stage}.tsv``      a stage's table (the rule's declared output)
     ``shards/{split}/shard-{N}/table.tsv``        the shard's record (latest table; undeclared)
     ``shards/{split}/shard-{N}/download.token``   the download rule's retry token (undeclared)
+    ``shards/{split}/shard-{N}/features.seal.json``  the features shard's rows and checksum
     ``features/{split}/shard-{N}.parquet``        the shard's features
     ``audio/download/{split}/{ytid}.{ext}``       downloaded media (and ``{ytid}.offset``)
     ``audio/pcm/{split}/{ytid}.wav``              the transcoded window (an intermediate)
@@ -182,7 +183,7 @@ class Layout:
         """A path pattern with ``{split}`` and ``{shard}`` for the workflow's rules.
 
         ``what`` is a stage (``download``, ``transcode``, ``trim``, ``features``: its table),
-        ``parquet`` (the features shard), ``record`` or ``token``.
+        ``parquet`` (the features shard), ``record``, ``token`` or ``seal``.
         """
         shard_dir = f"{self.root}/shards/{{split}}/shard-{{shard}}"
         if what in STAGES:
@@ -191,6 +192,7 @@ class Layout:
             "parquet": f"{self.root}/features/{{split}}/shard-{{shard}}.parquet",
             "record": f"{shard_dir}/table.tsv",
             "token": f"{shard_dir}/download.token",
+            "seal": f"{shard_dir}/features.seal.json",
         }
         try:
             return named[what]
@@ -268,6 +270,12 @@ class ShardLayout:
     def parquet(self) -> Path:
         """The shard's features."""
         return self._fill("parquet")
+
+    @property
+    def seal(self) -> Path:
+        """The features shard's seal: its rows, bytes and SHA-256 as the features stage wrote
+        them (:mod:`audiosetflow.integrity`; undeclared, like the record)."""
+        return self._fill("seal")
 
     def running(self, stage: str) -> Path:
         """A marker that ``stage`` is running on this shard (left behind by a killed job)."""

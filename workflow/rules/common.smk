@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from audiosetflow import demo as _demo
+from audiosetflow import integrity as _integrity
 from audiosetflow import plan as _plan
 from audiosetflow import smk as _smk
 from audiosetflow.acquisition import sources as _sources
@@ -280,3 +281,12 @@ def datasets_param(wildcards):
 def dropped_param(wildcards):
     """Labels dropped by the quality filter, with their rated-true ratio."""
     return [(lab.name, float(ratio)) for lab, ratio in PLAN.dropped]
+
+
+# A features shard that differs from the rows and checksum its features job wrote for it (cut
+# off, rewritten) is moved aside here, one line each, so that this run rebuilds it.
+if PLAN is not None:
+    for _line in _integrity.set_aside_damaged(
+        [f for s in splits() for f in feature_shards(s)]
+    ):
+        print(f"audiosetflow: {_line}", file=sys.stderr)

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -44,7 +45,8 @@ from .sources import (
     check_audio,
     clip_offset,
     has_youtube,
-    is_cut,
+    judge_duration,
+    longest_copy,
     lookup,
     media_input,
     mirrors,
@@ -430,12 +432,23 @@ def _from_mirrors(
         for e in local[y]:
             copy = None  # a Parquet clip, written to the download folder (ffmpeg reads files)
             try:
-                data = reader.read(e)
-                where = media_input(e.locator) if e.kind != "parquet" else None
-                if e.kind == "parquet" and sniff(data) not in ("flac", "wav", "ogg", ""):
-                    copy = _write_copy(shard, y, e, data)
-                    where = copy
-                seconds = check_audio(data, name=f"{e.origin}:{y}", media=where)
+                try:
+                    clip = reader.open(e)
+                    where = media_input(e.locator) if e.kind != "parquet" else None
+                    if e.kind == "parquet" and sniff(clip.data or b"") not in (
+                        "flac", "wav", "ogg", "",
+                    ):  # fmt: skip
+                        copy = _write_copy(shard, y, e, clip.data or b"")
+                        where = copy
+                    seconds = check_audio(
+                        clip,
+                        name=f"{e.origin}:{y}",
+                        media=where,
+                        max_seconds=longest_copy(e, start=start, end=end),
+                    )
+                    cut = judge_duration(e, seconds=seconds, start=start, end=end)
+                except MemoryError:  # the machine's, never the clip's: the job stops cleanly
+                    raise MachineError(errno.ENOMEM, e.path, "out of memory") from None
             except MachineError:
                 table.set("download", y, Status.TRANSIENT, f"machine: reading {e.path}")
                 table.save(shard)
@@ -445,12 +458,11 @@ def _from_mirrors(
                     copy.unlink(missing_ok=True)
                 problems.append(f"{e.origin}: {exc}")
                 continue
-            cut = is_cut(e, seconds=seconds, start=start, end=end)
             try:
                 # the offset first: media without one are never taken as finished
                 shard.write_offset(y, clip_offset(e, cut=cut, start=start))
                 if e.kind == "parquet":
-                    name = (copy or _write_copy(shard, y, e, data)).name
+                    name = (copy or _write_copy(shard, y, e, clip.data or b"")).name
                 else:
                     name = e.locator
             except OSError as exc:
@@ -461,7 +473,7 @@ def _from_mirrors(
             reason = f"{'cut' if cut else 'whole'} copy, {seconds:.2f} s"
             if note:
                 reason += f" (after {note})"
-            table.set("download", y, Status.OK, reason, bytes=len(data), media=name,
+            table.set("download", y, Status.OK, reason, bytes=clip.size, media=name,
                       source=e.origin, updated=_now())  # fmt: skip
             if e.kind == "parquet":  # its copy now exists: the record says where it came from
                 table.save(shard)

@@ -34,17 +34,19 @@ is flagged ``short`` there, as any other.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import io
 import logging
 import os
 import re
+import stat
 import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import pandas as pd
 
@@ -65,7 +67,13 @@ __all__ = [
     "index_file",
     "lookup",
     "MirrorReader",
+    "Clip",
+    "ClipError",
     "check_audio",
+    "judge_duration",
+    "longest_copy",
+    "CUT_TOLERANCE",
+    "MAX_WHOLE_SECONDS",
 ]
 
 log_default = logging.getLogger("audiosetflow.sources")
@@ -357,25 +365,49 @@ def _index_parquet(source: Source, file: Path) -> pd.DataFrame:
 
 
 def _index_folder(source: Source) -> pd.DataFrame:
+    """Index a folder source: walk it (into subfolders where the pattern has a ``/``), following
+    symbolic links; a link loop or a dangling link is skipped with one warning naming it."""
     folder = source.files[0]
     rx = source.regex()
     deep = "/" in source.pattern
     entries = []
 
-    def walk(d: Path, rel: str) -> None:
+    def skip(path: str, why: str) -> None:
+        log_default.warning("%s: %s, skipped (%s)", path, why, source.name)
+
+    def walk(d: Path, rel: str, above: frozenset[tuple[int, int]]) -> None:
         try:
             it = os.scandir(d)
         except OSError as exc:
             if (m := machine_error(exc, str(d))) is not None:
                 raise m from exc
+            skip(str(d), f"cannot list the folder ({exc.strerror or exc})")
             return
         with it:
             for e in it:
                 if e.name.startswith("."):
                     continue
                 r = f"{rel}{e.name}"
-                if deep and e.is_dir(follow_symlinks=True):
-                    walk(Path(e.path), r + "/")
+                try:
+                    st = e.stat(follow_symlinks=True)
+                except OSError as exc:  # ELOOP, ENOENT through a link, ...
+                    if exc.errno == errno.ELOOP:
+                        skip(e.path, "a symbolic link loop")
+                    elif e.is_symlink() and exc.errno == errno.ENOENT:
+                        skip(e.path, f"a dangling link (to {os.readlink(e.path)})")
+                    elif (m := machine_error(exc, e.path)) is not None:
+                        raise m from exc
+                    else:
+                        skip(e.path, f"cannot read ({exc.strerror or exc})")
+                    continue
+                # a folder named like a clip (no "/" in the pattern) is indexed: reading it
+                # is then that clip's failure, with the reason
+                if deep and stat.S_ISDIR(st.st_mode):
+                    key = (st.st_dev, st.st_ino)
+                    if key in above:  # a link back to a folder above it (a -> .)
+                        skip(e.path, "a symbolic link loop (back to a folder above it)")
+                        continue
+                    walk(Path(e.path), r + "/", above | {key})
                     continue
                 m = rx.match(r)
                 if m is None:
@@ -390,7 +422,8 @@ def _index_folder(source: Source) -> pd.DataFrame:
                     "end_ms": int(g["end_ms"]) if g.get("end_ms") else -1,
                 })  # fmt: skip
 
-    walk(folder, "")
+    top = folder.stat()
+    walk(folder, "", frozenset({(top.st_dev, top.st_ino)}))
     return _rows(source, folder, entries)
 
 
@@ -560,36 +593,153 @@ def media_input(locator: str) -> Path | Subfile | None:
 
 #: errno values that make reading a mirror's file a fault of the machine (the rest: the clip's).
 _READ_FAULTS = frozenset({5, 12, 23, 24})  # EIO, ENOMEM, ENFILE, EMFILE
+#: Seconds by which a cut copy may outlast its segment (a mirror's clips run a few ms over).
+CUT_TOLERANCE = 1.0
+#: The longest a whole-video copy may last: no source of an AudioSet segment is longer.
+MAX_WHOLE_SECONDS = 12 * 3600.0
+_BLOCK = 1 << 16  # bytes (or frames) read or decoded at a time
+#: The most audio (uncompressed bytes) a Parquet source's row group may hold: a download job
+#: reads one row group at a time, and the rule declares 1000 MB.
+MAX_ROW_GROUP_BYTES = 256 << 20
+
+
+def _kind_of(mode: int) -> str:
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return what
+    return "a special file"
+
+
+class _Window(io.RawIOBase):
+    """A read-only, seekable view of ``size`` bytes of an open file from ``start``: a tar member
+    read in place, in blocks (never the whole member at once)."""
+
+    def __init__(self, f: BinaryIO, start: int, size: int) -> None:
+        super().__init__()
+        self._f, self._start, self._size, self._pos = f, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self._size - self._pos)
+        if n <= 0:
+            return 0
+        self._f.seek(self._start + self._pos)
+        got = self._f.readinto(memoryview(b)[:n]) or 0
+        self._pos += got
+        return got
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            super().close()
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A local copy of one clip, opened for checking: its size and where its bytes are.
+
+    Attributes
+    ----------
+    entry : Entry
+    size : int
+        Bytes of the copy.
+    data : bytes or None
+        The bytes of a Parquet cell (they are in memory with their row group); ``None`` for a
+        tar member or folder file, which are read in blocks from the file itself.
+    """
+
+    entry: Entry
+    size: int
+    data: bytes | None = None
+
+    def open(self) -> BinaryIO:
+        """A seekable stream of the copy's bytes (read in blocks, never whole)."""
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        fd = _open_regular(self.entry.path)
+        f = os.fdopen(fd, "rb", buffering=0)
+        if self.entry.kind == "tar":
+            return cast(BinaryIO, io.BufferedReader(_Window(f, self.entry.offset, self.size)))
+        return cast(BinaryIO, io.BufferedReader(f))
+
+    def head(self, n: int = 12) -> bytes:
+        """The first ``n`` bytes (what :func:`sniff` reads)."""
+        with self.open() as f:
+            return f.read(n)
+
+
+def _open_regular(path: str) -> int:
+    """Open ``path`` for reading without blocking (a FIFO never hangs the job) and make sure
+    that what was opened is a regular file; the descriptor, or :class:`ClipError`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ClipError(f"{path}: a symbolic link loop") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ClipError(f"{path} is {_kind_of(st.st_mode)}, not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class MirrorReader:
-    """Reads clips from the local sources for one job (keeps the last Parquet row group)."""
+    """Opens clips of the local sources for one job (keeps the last Parquet row group)."""
 
     def __init__(self) -> None:
         self._group: tuple[str, int] | None = None
-        self._audio: list | None = None
+        self._audio: Any = None  # the audio column of the row group read last
 
-    def read(self, entry: Entry) -> bytes:
-        """The bytes of a clip (a tar member, a Parquet cell or a folder's file).
+    def open(self, entry: Entry) -> Clip:
+        """A clip's copy (a tar member, a Parquet cell or a folder's file), checked to be a
+        regular file that holds it; its bytes are read only as :meth:`Clip.open` streams them.
 
         Raises
         ------
+        ClipError
+            The copy is no regular file (a FIFO, a device, a folder, a link loop).
         audiosetflow.errors.MachineError
             On a fault of the machine while reading.
         OSError
             When the file is gone or cannot be read.
         """
         try:
-            if entry.kind == "tar":
-                with open(entry.path, "rb") as f:
-                    f.seek(entry.offset)
-                    data = f.read(entry.size)
-                if len(data) != entry.size:
-                    raise OSError(f"{entry.path}: ends inside the member of {entry.ytid}")
-                return data
             if entry.kind == "parquet":
-                return self._parquet_bytes(entry)
-            return Path(entry.path).read_bytes()
+                data = self._parquet_bytes(entry)
+                return Clip(entry, len(data), data)
+            fd = _open_regular(entry.path)
+            try:
+                total = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if entry.kind == "tar":
+                if total < entry.offset + entry.size:
+                    raise OSError(f"{entry.path}: ends inside the member of {entry.ytid}")
+                return Clip(entry, entry.size)
+            return Clip(entry, total)
+        except MemoryError:
+            raise MachineError(errno.ENOMEM, entry.path, "out of memory reading") from None
         except OSError as exc:
             # a file of the mirror that is gone or unreadable (EACCES, ENOENT) is that clip's
             # problem, recorded; a disk or memory fault is the machine's and stops the job
@@ -597,15 +747,39 @@ class MirrorReader:
                 raise m from exc
             raise
 
+    def read(self, entry: Entry) -> bytes:
+        """The whole bytes of a clip (for small clips and tests; the download stage streams
+        with :meth:`open`)."""
+        clip = self.open(entry)
+        if clip.data is not None:
+            return clip.data
+        with clip.open() as f:
+            return f.read()
+
     def _parquet_bytes(self, entry: Entry) -> bytes:
         import pyarrow.parquet as pq
 
         key = (entry.path, entry.row_group)
         if self._group != key:
-            table = pq.ParquetFile(entry.path).read_row_group(entry.row_group, columns=["audio"])
-            self._audio = table.column("audio").to_pylist()
+            self._audio = None  # the last group goes before the next is read
+            pf = pq.ParquetFile(entry.path)
+            md = pf.metadata.row_group(entry.row_group)
+            size = sum(
+                md.column(c).total_uncompressed_size
+                for c in range(md.num_columns)
+                if md.column(c).path_in_schema.split(".")[0] == "audio"
+            )
+            if size > MAX_ROW_GROUP_BYTES:
+                raise ClipError(
+                    f"row group {entry.row_group} of {entry.path} holds {size / 2**20:.0f} MiB "
+                    f"of audio, more than a download job reads at once "
+                    f"({MAX_ROW_GROUP_BYTES >> 20} MiB): rewrite the file with smaller row "
+                    "groups"
+                )
+            self._audio = pf.read_row_group(entry.row_group, columns=["audio"]).column("audio")
             self._group = key
-        cell = self._audio[entry.row] if self._audio is not None else None
+        # only this clip's cell becomes Python bytes; the row group stays in Arrow memory
+        cell = self._audio[entry.row].as_py() if self._audio is not None else None
         if isinstance(cell, Mapping):
             data = cell.get("bytes")
         else:
@@ -637,25 +811,36 @@ def sniff(data: bytes) -> str:
 
 
 class ClipError(RuntimeError):
-    """A local copy of a clip is unusable (empty, not audio, truncated); the message says
-    which, in the words the ledger records."""
+    """A local copy of a clip is unusable (empty, not audio, truncated, too long, no regular
+    file); the message says which, in the words the ledger records."""
 
 
-def check_audio(data: bytes, *, name: str, media: Path | Subfile | None = None) -> float:
-    """Decode a clip's bytes completely and return its seconds of audio.
+def check_audio(
+    data: bytes | Clip,
+    *,
+    name: str,
+    media: Path | Subfile | None = None,
+    max_seconds: float | None = None,
+) -> float:
+    """Decode a clip completely, in blocks, and return its seconds of audio.
 
     FLAC, WAV and Ogg are decoded in this process (libsndfile, about 6 ms for 10 s of 48-kHz
-    24-bit FLAC); other containers by ffmpeg, from ``media`` where given (an MP4 whose index
-    comes last cannot be read from a pipe), else from the bytes.
+    24-bit FLAC), from a stream of the copy; other containers by ffmpeg, from ``media`` where
+    given (an MP4 whose index comes last cannot be read from a pipe), else from the bytes.
+    Memory does not grow with the copy's length.
 
     Parameters
     ----------
-    data : bytes
-        The whole file.
+    data : bytes or Clip
+        The whole file, or a copy opened by :meth:`MirrorReader.open` (read in blocks).
     name : str
         Its name, for ffmpeg's messages.
     media : Path or Subfile, optional
         Where the same bytes are, for ffmpeg.
+    max_seconds : float, optional
+        Decoding stops once the copy is known to last longer (its header says so, or that much
+        has been decoded); the value returned is then a lower bound above ``max_seconds``
+        (:func:`judge_duration` refuses it).
 
     Returns
     -------
@@ -669,16 +854,24 @@ def check_audio(data: bytes, *, name: str, media: Path | Subfile | None = None) 
     """
     import soundfile as sf
 
-    if not data:
+    clip = data if isinstance(data, Clip) else None
+    if clip is not None and clip.size == 0 or clip is None and not data:
         raise ClipError("empty file")
-    kind = sniff(data)
+    head = clip.head() if clip is not None else cast(bytes, data)[:12]
+    kind = sniff(head)
     if kind in ("flac", "wav", "ogg"):
+        stream = clip.open() if clip is not None else io.BytesIO(cast(bytes, data))
         try:
-            with sf.SoundFile(io.BytesIO(data)) as f:
+            with stream, sf.SoundFile(stream) as f:
                 want, sr = f.frames, f.samplerate
+                if max_seconds is not None and want / sr > max_seconds:
+                    return want / sr  # the header says it: nothing to decode
                 got = 0
-                for block in f.blocks(blocksize=1 << 16, dtype="int16", always_2d=True):
+                limit = None if max_seconds is None else int(max_seconds * sr) + 1
+                for block in f.blocks(blocksize=_BLOCK, dtype="int16", always_2d=True):
                     got += len(block)
+                    if limit is not None and got > limit:
+                        return got / sr
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise ClipError(f"does not decode: {_sf_reason(exc)}") from None
         if got == 0:
@@ -688,7 +881,7 @@ def check_audio(data: bytes, *, name: str, media: Path | Subfile | None = None) 
         return got / sr
     if not kind:
         raise ClipError("not audio (no known audio format)")
-    return _ffmpeg_seconds(data, name=name, media=media)
+    return _ffmpeg_seconds(data, name=name, media=media, max_seconds=max_seconds)
 
 
 def _sf_reason(exc: BaseException) -> str:
@@ -699,27 +892,75 @@ def _sf_reason(exc: BaseException) -> str:
     return msg.strip().rstrip(".").lower() or type(exc).__name__
 
 
-def _ffmpeg_seconds(data: bytes, *, name: str, media: Path | Subfile | None = None) -> float:
-    import errno
+def _ffmpeg_seconds(
+    data: bytes | Clip,
+    *,
+    name: str,
+    media: Path | Subfile | None = None,
+    max_seconds: float | None = None,
+) -> float:
+    """Seconds of audio ffmpeg decodes (mono 8 kHz, counted block by block as they come)."""
     import subprocess
+    import tempfile
+    import threading
 
     from ..tools import ffmpeg_exe
 
+    rate = 8000
     src = str(media.absolute()) if media is not None else "pipe:0"
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", src,
-           "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", "8000", "pipe:1"]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, input=None if media is not None else data,
-                              capture_output=True, check=False)  # fmt: skip
-    except OSError as exc:  # ffmpeg could not be started: the machine's fault, not the clip's
-        raise MachineError(exc.errno or errno.ENOMEM, name, f"starting ffmpeg: {exc}") from exc
-    if proc.returncode < 0:  # killed (the OOM killer, a signal): not the clip's fault
-        raise MachineError(errno.ENOMEM, name, f"ffmpeg killed by signal {-proc.returncode}")
-    if proc.returncode != 0 or not proc.stdout:
-        lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines()]
+           "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", str(rate)]  # fmt: skip
+    if max_seconds is not None:  # a little more than the limit: enough to tell it is too long
+        cmd += ["-t", f"{max_seconds + 1:.3f}"]
+    cmd.append("pipe:1")
+    got = 0
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE if media is None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=err,
+            )  # fmt: skip
+        except OSError as exc:  # ffmpeg could not be started: the machine's fault, not the clip's
+            raise MachineError(exc.errno or errno.ENOMEM, name, f"starting ffmpeg: {exc}") from exc
+        feeder = None
+        if media is None:
+
+            def feed() -> None:
+                assert proc.stdin is not None
+                try:
+                    if isinstance(data, Clip):
+                        with data.open() as f:
+                            while block := f.read(_BLOCK):
+                                proc.stdin.write(block)
+                    else:
+                        proc.stdin.write(data)
+                except (BrokenPipeError, ValueError, OSError):
+                    pass  # ffmpeg stopped reading: its exit status says why
+                finally:
+                    try:
+                        proc.stdin.close()
+                    except OSError:
+                        pass
+
+            feeder = threading.Thread(target=feed, daemon=True)
+            feeder.start()
+        assert proc.stdout is not None
+        with proc.stdout:
+            while block := proc.stdout.read(_BLOCK):
+                got += len(block)
+        rc = proc.wait()
+        if feeder is not None:
+            feeder.join()
+        err.seek(0, os.SEEK_END)
+        err.seek(max(0, err.tell() - 4096))
+        stderr = err.read()
+    if rc < 0:  # killed (the OOM killer, a signal): not the clip's fault
+        raise MachineError(errno.ENOMEM, name, f"ffmpeg killed by signal {-rc}")
+    if rc != 0 or not got:
+        lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines()]
         lines = [ln for ln in lines if ln]
         raise ClipError(f"does not decode: {lines[-1] if lines else 'no samples'}")
-    return len(proc.stdout) / 2 / 8000
+    return got / 2 / rate
 
 
 def is_cut(entry: Entry, *, seconds: float, start: float, end: float) -> bool:
@@ -731,6 +972,45 @@ def is_cut(entry: Entry, *, seconds: float, start: float, end: float) -> bool:
     if entry.start_ms >= 0:  # the name says where the clip starts: a cut clip
         return True
     return seconds <= (end - start) + CUT_SLACK
+
+
+def longest_copy(entry: Entry, *, start: float, end: float) -> float:
+    """The longest a copy from ``entry`` of the segment ``[start, end)`` can plausibly last:
+    the segment plus :data:`CUT_TOLERANCE` where the copy is known to be cut (``cut: true``, or
+    its name gives ``{start_ms}``), else :data:`MAX_WHOLE_SECONDS`."""
+    if entry.cut == 1 or (entry.cut < 0 and entry.start_ms >= 0):
+        return (end - start) + CUT_TOLERANCE
+    return MAX_WHOLE_SECONDS
+
+
+def judge_duration(entry: Entry, *, seconds: float, start: float, end: float) -> bool:
+    """Whether a copy of ``seconds`` is a cut copy of ``[start, end)`` (``True``) or a whole
+    video (``False``); :class:`ClipError` when it can be neither.
+
+    The rule: a cut copy lasts at most the segment plus :data:`CUT_TOLERANCE`; a whole video
+    lasts longer than the segment's start (else none of the segment is in it) and at most
+    :data:`MAX_WHOLE_SECONDS`. A copy outside that is not the segment's source (a mislabelled
+    or damaged file): the clip's failure, and the next source is tried.
+    """
+    seg = end - start
+    cut = is_cut(entry, seconds=seconds, start=start, end=end)
+    if cut and seconds > seg + CUT_TOLERANCE:
+        raise ClipError(
+            f"too long: {seconds:.2f} s or more for a cut copy of a {seg:.2f} s segment "
+            f"(at most {seg + CUT_TOLERANCE:.2f} s); if the files are whole videos, set the "
+            "source's cut: false"
+        )
+    if not cut and seconds > MAX_WHOLE_SECONDS:
+        raise ClipError(
+            f"too long: {seconds:.0f} s or more, longer than any source of a segment can be "
+            f"(a whole video lasts at most {MAX_WHOLE_SECONDS / 3600:.0f} h)"
+        )
+    if not cut and seconds <= start:
+        raise ClipError(
+            f"source shorter than segment start: the whole video lasts {seconds:.2f} s, the "
+            f"segment starts at {start:.2f} s"
+        )
+    return cut
 
 
 def clip_offset(entry: Entry, *, cut: bool, start: float) -> float:

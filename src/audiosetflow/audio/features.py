@@ -40,6 +40,7 @@ import pandas as pd
 
 from ..config import section
 from ..errors import machine_error
+from ..integrity import check_shards, write_seal
 from ..io import atomic_path
 from ..shard import ShardLayout, ShardTable, Status, stage_run
 
@@ -713,6 +714,9 @@ def write_shard(
             use_byte_stream_split=float_leaves,
             write_statistics=["ytid", "split", "status"],
         )
+        # the rows and checksum of exactly this file, beside the shard's record, before the
+        # file takes its name (a reader checks the shard against it: audiosetflow.integrity)
+        write_seal(tmp, final=path, rows=n)
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -730,6 +734,7 @@ def _shards(features: str | Path | Sequence[str | Path]) -> list[Path]:
         for f in files:
             if not f.is_file():
                 raise FileNotFoundError(f"{f}: no such features shard")
+        check_shards(files)
         return files
     d = Path(features)
     if not d.is_dir():
@@ -737,6 +742,7 @@ def _shards(features: str | Path | Sequence[str | Path]) -> list[Path]:
     files = sorted(d.glob("shard-*.parquet"))
     if not files:
         raise FileNotFoundError(f"{d}: no shard-*.parquet files")
+    check_shards(files)
     return files
 
 

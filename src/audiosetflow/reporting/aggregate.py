@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..integrity import check_shards
 from ..io import write_tsv
 from ..shard import STAGES, ShardTable, Status
 
@@ -249,6 +250,7 @@ def aggregate(
     by_dir: dict[Path, list[str]] = {}
     for f in features:
         by_dir.setdefault(Path(f).parent, []).append(str(f))
+    check_shards(features)  # each as its shard's record says, or one line and no report
     for folder, files in by_dir.items():
         dset = ds.dataset(files, format="parquet")
         logger.info("%s: %d shards, %d rows, one schema", folder, len(files), dset.count_rows())

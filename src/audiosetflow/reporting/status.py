@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..integrity import mark_damaged
 from ..progress import ProgressBar
 from ..shard import FAILED, STAGES, Layout, ShardTable, Status
 from .aggregate import _short_reason, stage_outcomes
@@ -99,6 +100,7 @@ def read_records(results: str | Path = "results", *, progress: bool = False) -> 
     ) as bar:
         for p in paths:
             tables.append(ShardTable.read(p))
+            mark_damaged(tables[-1], Layout.locate(p))  # a damaged features shard: not done
             bar.update()
     return tables
 
