@@ -38,8 +38,9 @@ def youtube_url(ytid: str, start: float) -> str:
 
 #: The embedded players' format: Ogg Opus, mono, 32 kbit/s (about 40 kB for a 10-s clip, a
 #: tenth of the FLAC clip). The Snakemake report shows each page as one ``data:`` URI in a
-#: frame, and Chromium leaves a frame blank whose URI is over 2 MB: ten FLAC clips made a
-#: page of 3.35 MB; ten previews make one of about 0.6 MB.
+#: frame, and Chromium leaves a frame blank whose URI is over about 2 MB: with ten 10-s FLAC
+#: clips a page was 3.7 MB (a 4.9-MB URI), with ten previews it is 0.5 MB (a 0.67-MB URI;
+#: benchmarks/bench_errors_page.py).
 PREVIEW_MIME = "audio/ogg"
 _PREVIEW_CODECS = (["-c:a", "libopus"], ["-c:a", "opus", "-strict", "experimental"])
 
