@@ -584,3 +584,16 @@ def test_landing_page_with_527_labels_sorts_in_chromium(tmp_path, real_metadata)
     shown = [r[0] for r in dom.tables["asf-multilabel"][1:]]
     assert sorted(shown) == sorted(classes["display_name"])
     assert shown == sorted(shown, key=_leading_number)
+
+
+def test_plots_draw_names_as_text(tmp_path):
+    """A name from metadata with ``$`` (matplotlib's TeX) is drawn as it is, not parsed: a
+    bad formula would fail the figure."""
+    from audiosetflow.learning.multilabel import plot_label_ap
+    from audiosetflow.reporting.classes import plot_class_features
+
+    bad = r"Dog $\frac$ </script>"
+    plot_label_ap([{"name": bad, "ap": 0.5, "n_pos": 3}], tmp_path / "ap.png")
+    frame = pd.DataFrame({"target": [1, 0, 1, 0], "zcr_mean": [0.1, 0.2, 0.3, 0.4]})
+    assert plot_class_features(frame, tmp_path / "cf.png", label=bad) == ["zcr_mean"]
+    assert (tmp_path / "ap.png").read_bytes()[:8] == PNG == (tmp_path / "cf.png").read_bytes()[:8]
