@@ -322,6 +322,7 @@ def test_landing_page_tables(tmp_path):
 
     from audiosetflow.config import validate
     from audiosetflow.learning.datasets import write_dataset
+    from audiosetflow.reporting import html as h
     from audiosetflow.reporting import overview as ov
 
     res = tmp_path / "results"
@@ -467,8 +468,24 @@ def test_landing_page_tables(tmp_path):
                               "F1 at threshold", "best F1"]  # fmt: skip
     assert ml_rows[1][:3] == ["Music", "15", "0.900"] and ml_rows[2][5:7] == ["0.380", "0.800"]
     assert "mAP 0.812" in html and el.tables["asf-multilabel-compare"][1][0] == "Music"
-    assert [i["alt"] for i in el.images] == ["multi-label AP per label", "availability funnel"]
-    assert el.images[0]["src"].startswith("data:image/png;base64,")
+    assert [i["alt"] for i in el.images] == [
+        "AP against training positives", "multi-label AP per label", "availability funnel"
+    ]  # fmt: skip
+    assert all(i["src"].startswith("data:image/png;base64,") for i in el.images)
+    # 2 labels x 3 models; the multi-label model's labels lack train positives in this file
+    points = ov.ap_positives(table, counts, ml)
+    assert len(points) == 6 and "multilabel" not in set(points["model"])
+    assert points.loc[0, ["label", "model", "train_pos", "ap"]].tolist() == [
+        "Music",
+        "cnn",
+        3,
+        0.95,
+    ]
+    # the label tables sort on a header click: every header cell has the handler
+    assert html.count(f'onclick="{h.esc(h.SORT_SCRIPT)}"') == sum(
+        len(el.tables[t][0]) for t in ("asf-metrics", "asf-labels", "asf-multilabel",
+                                       "asf-multilabel-compare")
+    )  # fmt: skip
     assert "Best average precision per label: Music: CNN (log-mel), AP 0.950" in html
     assert "15 YTIDs selected, 14 downloaded" in html
 
