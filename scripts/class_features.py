@@ -7,7 +7,7 @@ inp = snakemake.input
 run_class_features(
     dataset={p: inp[p] for p in ("train", "val", "test")},
     features=list(inp.features),
-    label=snakemake.params.label,
+    label=snakemake.params.label["name"],
     out=snakemake.output[0],
     logger=setup_logging(snakemake.log[0], name="audiosetflow.classes"),
 )

@@ -472,3 +472,74 @@ def test_snakemake_nested_config_merges_into_the_section_and_reaches_params(tmp_
     assert training["threads"] == 3 and training["epochs"] == 20  # config/demo.yaml kept
     train_jobs = out.split("rule train:")[1:]
     assert len(train_jobs) == 2 and all("threads: 3" in job for job in train_jobs)
+
+
+# --- secrets --------------------------------------------------------------------------------------
+
+
+def test_redact_config_hides_secrets_and_keeps_the_rest():
+    from audiosetflow.config import REDACTED, redact_config, restore_secrets, validate
+
+    cfg = validate(
+        {
+            "download": {
+                "proxy": "socks5://user:pa%40ss@127.0.0.1:1080",
+                "cookies": "/home/me/cookies.txt",
+                "url_template": "https://mirror.example/{ytid}?api_key=K3Y&x=1",
+                "ytdlp_options": {
+                    "password": "pw",
+                    "username": "me",
+                    "videopassword": "vpw",
+                    "cookiesfrombrowser": ["firefox", "default"],
+                    "http_headers": {"Authorization": "Bearer T", "X-Auth-Token": "T2",
+                                     "Cookie": "SID=1", "Accept-Language": "en"},
+                    "extractor_args": {"youtube": {"player_client": ["web"]}},
+                },
+            },
+            "labels": ["Music"],
+        }
+    )  # fmt: skip
+    before = copy.deepcopy(cfg)
+    out = redact_config(cfg)
+    assert cfg == before  # the config itself keeps its values
+    d = out["download"]
+    assert d["proxy"] == f"socks5://{REDACTED}@127.0.0.1:1080"
+    assert d["cookies"] == REDACTED
+    assert d["url_template"] == f"https://mirror.example/{{ytid}}?api_key={REDACTED}&x=1"
+    y = d["ytdlp_options"]
+    assert {k: y[k] for k in ("password", "username", "videopassword", "cookiesfrombrowser")} == {
+        k: REDACTED for k in ("password", "username", "videopassword", "cookiesfrombrowser")
+    }  # fmt: skip
+    assert y["http_headers"] == {"Authorization": REDACTED, "X-Auth-Token": REDACTED,
+                                 "Cookie": REDACTED, "Accept-Language": "en"}  # fmt: skip
+    assert y["extractor_args"] == {"youtube": {"player_client": ["web"]}}
+    # everything else as it was; an empty secret stays empty (shows "not set")
+    assert {k: v for k, v in out.items() if k != "download"} == {
+        k: v for k, v in cfg.items() if k != "download"
+    }  # fmt: skip
+    assert redact_config(validate({}))["download"]["cookies"] == ""
+    assert "pw" not in repr(out) and "T2" not in repr(out) and "pa%40ss" not in repr(out)
+    # a job that gets the redacted settings takes the secrets back from the config
+    shown = {**out["download"], "url_template": "file:///demo/{ytid}"}
+    assert restore_secrets(shown, cfg["download"]) == {
+        **cfg["download"], "url_template": "file:///demo/{ytid}"
+    }  # fmt: skip
+
+
+def test_report_param_is_escaped_json_of_the_same_data():
+    import json
+    import pickle
+
+    from audiosetflow.smk import ReportDict, report_param
+
+    value = {"name": "Dog</script><img src=x onerror=alert(1)>&\"'\x07", "n": [1, 2]}
+    p = report_param(value)
+    assert isinstance(p, ReportDict) and p == value
+    for text in (str(p), repr(p), f"{p}"):  # what the report and Snakemake's metadata show
+        assert not set("<>&") & set(text)
+        assert json.loads(text) == value
+    back = pickle.loads(pickle.dumps(p, protocol=4))  # how a script gets its params
+    assert back == value and str(back) == str(p)
+    assert str(report_param([("Bird", 0.5)])) == '[["Bird", 0.5]]'
+    with pytest.raises(TypeError):
+        report_param("text")

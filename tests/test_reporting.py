@@ -275,9 +275,10 @@ def test_errors_page_embeds_clips_and_links(tmp_path):
     assert page.startswith("<!doctype html>") and "the worst mistakes of the CNN (log-mel)" in page
     assert "False positives: the 3 worst of 5" in page and "False negatives: all 2" in page
     assert "<b>0.500</b>" in page
-    # 3 + 2 players minus the missing clip, each the FLAC file itself
-    srcs = re.findall(r'<audio controls preload="none" src="data:audio/flac;base64,([^"]+)"', page)
-    assert len(srcs) == 4 and base64.b64decode(srcs[0])[:4] == b"fLaC"
+    # 3 + 2 players minus the missing clip, each a small Ogg Opus copy of the trimmed clip
+    srcs = re.findall(r'<audio controls preload="none" src="data:audio/ogg;base64,([^"]+)"', page)
+    assert len(srcs) == 4 and base64.b64decode(srcs[0])[:4] == b"OggS"
+    assert b"OpusHead" in base64.b64decode(srcs[0])[:100]
     assert page.count("clip not found") == 1
     assert 'href="https://www.youtube.com/watch?v=negHigh0001&amp;t=30s"' in page
     assert '<td class="nowrap">30–40 s</td>' in page and "0.950" in page and "Dense (seed)" in page
@@ -321,6 +322,7 @@ def test_landing_page_tables(tmp_path):
 
     from audiosetflow.config import validate
     from audiosetflow.learning.datasets import write_dataset
+    from audiosetflow.reporting import html as h
     from audiosetflow.reporting import overview as ov
 
     res = tmp_path / "results"
@@ -466,7 +468,149 @@ def test_landing_page_tables(tmp_path):
                               "F1 at threshold", "best F1"]  # fmt: skip
     assert ml_rows[1][:3] == ["Music", "15", "0.900"] and ml_rows[2][5:7] == ["0.380", "0.800"]
     assert "mAP 0.812" in html and el.tables["asf-multilabel-compare"][1][0] == "Music"
-    assert [i["alt"] for i in el.images] == ["multi-label AP per label", "availability funnel"]
-    assert el.images[0]["src"].startswith("data:image/png;base64,")
+    assert [i["alt"] for i in el.images] == [
+        "AP against training positives", "multi-label AP per label", "availability funnel"
+    ]  # fmt: skip
+    assert all(i["src"].startswith("data:image/png;base64,") for i in el.images)
+    # 2 labels x 3 models; the multi-label model's labels lack train positives in this file
+    points = ov.ap_positives(table, counts, ml)
+    assert len(points) == 6 and "multilabel" not in set(points["model"])
+    assert points.loc[0, ["label", "model", "train_pos", "ap"]].tolist() == [
+        "Music",
+        "cnn",
+        3,
+        0.95,
+    ]
+    # the label tables sort on a header click: every header cell has the handler
+    assert html.count(f'onclick="{h.esc(h.SORT_SCRIPT)}"') == sum(
+        len(el.tables[t][0]) for t in ("asf-metrics", "asf-labels", "asf-multilabel",
+                                       "asf-multilabel-compare")
+    )  # fmt: skip
     assert "Best average precision per label: Music: CNN (log-mel), AP 0.950" in html
     assert "15 YTIDs selected, 14 downloaded" in html
+
+
+# --- the landing page at 527 labels --------------------------------------------------------------
+
+
+def _leading_number(text: str):
+    """What the sort script compares a cell by: its leading number (``parseFloat`` of the
+    text without thousands separators) before any text, else the lower-cased text."""
+    import re
+
+    m = re.match(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text.replace(",", ""))
+    return (0, float(m.group(0)), "") if m else (1, 0.0, text.strip().lower())
+
+
+@pytest.mark.slow
+def test_landing_page_with_527_labels_sorts_in_chromium(tmp_path, real_metadata):
+    """All AudioSet classes (real names), synthetic metrics: the page renders, its label
+    tables sort by a clicked column in Chromium, the AP-against-positives plot has one point
+    per label and model, and the multi-label AP bars keep to the best and worst 40."""
+    import json
+
+    import browser
+    from PIL import Image
+
+    from audiosetflow import metadata as md
+    from audiosetflow.config import validate
+    from audiosetflow.learning.datasets import write_dataset
+    from audiosetflow.learning.multilabel import plot_label_ap
+    from audiosetflow.reporting import overview as ov
+
+    reason = browser.skip_reason()
+    if reason:
+        pytest.skip(f"no headless browser: {reason}")
+    classes = md.read_class_labels(real_metadata / "class_labels_indices.csv")
+    assert len(classes) == 527
+    rng = np.random.default_rng(5)
+    res = tmp_path / "results"
+    labels, datasets, mfiles, per_label = [], {}, [], []
+    for i, (mid, name) in enumerate(zip(classes["mid"], classes["display_name"], strict=True)):
+        slug = f"l{i:03d}"
+        labels.append({"slug": slug, "name": name, "mid": mid})
+        n_pos = int(rng.integers(3, 60))
+        parts = {
+            p: pd.DataFrame({"ytid": [f"{slug}{p[0]}{j:07d}" for j in range(2 * n)],
+                             "split": "eval" if p == "test" else "train",
+                             "target": [int(j < n) for j in range(2 * n)]})
+            for p, n in (("train", n_pos), ("val", 2), ("test", 3))
+        }  # fmt: skip
+        write_dataset(res / f"datasets/{slug}", parts)
+        datasets[slug] = {p: res / f"datasets/{slug}/{p}.tsv" for p in parts}
+        ap = float(np.clip(0.2 + 0.15 * np.log(n_pos) + rng.normal(0, 0.1), 0, 1))
+        aps = {"cnn": ap, "dense": ap * 0.8, "logreg": ap * 0.7}
+        m = _metrics_json(slug, name, mid, aps)
+        mfiles.append(res / f"metrics/{slug}.json")
+        mfiles[-1].parent.mkdir(parents=True, exist_ok=True)
+        mfiles[-1].write_text(json.dumps(m))
+        per_label.append({"mid": mid, "name": name, "ap": ap * 0.9, "auc": 0.8, "n_pos": 3,
+                          "n_pos_train": 2 * n_pos, "threshold": 0.5,
+                          "f1_at_threshold": 0.5, "best_f1": 0.6})  # fmt: skip
+    ev.summarize_metrics(mfiles, res / "metrics/summary.tsv")
+    ml = {"mAP": 0.5, "mean_auc": 0.8, "d_prime": 1.2, "n_labels": 527, "n_test": 2000,
+          "n_train": 20000, "test_source": "eval", "best_epoch": 3, "sampler": "balanced",
+          "mixup": 0.0, "per_label": per_label}  # fmt: skip
+    (res / "metrics/multilabel.json").write_text(json.dumps(ml))
+    plot_label_ap(per_label, res / "plots/label_ap.png")
+    pd.DataFrame(columns=["split", "stage", "entered", "done", "failed", "reasons"]).to_csv(
+        res / "availability.tsv", sep="\t", index=False
+    )
+    config = validate({"labels": list(classes["mid"]), "demo": {"enabled": True}})
+    html = ov.write_overview(
+        config=config,
+        labels=labels, datasets=datasets, summary=res / "metrics/summary.tsv", metrics=mfiles,
+        availability=res / "availability.tsv", failures=None, funnel=None, benchmarks=None,
+        benchmarks_plot=None, out=res / "reports/overview.html",
+        multilabel=[res / "metrics/multilabel.json", res / "missing.tsv",
+                    res / "plots/label_ap.png"],
+    )  # fmt: skip
+    el = Elements(html, root_id="asf-overview")
+    assert len(el.tables["asf-labels"]) == 528 and len(el.tables["asf-multilabel"]) == 528
+    assert len(el.tables["asf-metrics"]) == 1 + 3 * 527
+    plot = [i for i in el.images if i["alt"] == "AP against training positives"]
+    assert len(plot) == 1 and plot[0]["src"].startswith("data:image/png;base64,")
+    points = ov.ap_positives(
+        ov.metrics_table(pd.read_csv(res / "metrics/summary.tsv", sep="\t"), []),
+        ov.label_counts(labels, datasets),
+        ml,
+    )
+    assert len(points) == 4 * 527 and points.groupby("model").size().to_dict() == {
+        "cnn": 527, "dense": 527, "logreg": 527, "multilabel": 527
+    }  # fmt: skip
+    with Image.open(res / "plots/label_ap.png") as im:  # 80 bars, not 527
+        assert im.size[1] < 0.24 * 110 * 100
+
+    # in Chromium: click "train clips (pos)" twice (descending) and "label" of the multi-label
+    # table once (ascending)
+    page = tmp_path / "page.html"
+    page.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'></head><body>" + html + "<script>"
+        "function th(t, text){return [].slice.call(document.querySelectorAll(t + ' th'))"
+        ".filter(function(h){return h.textContent.trim() === text})[0]}"
+        "var a = th('#asf-labels', 'train clips (pos)'); a.click(); a.click();"
+        "th('#asf-multilabel', 'label').click();</script></body></html>",
+        encoding="utf-8",
+    )
+    dom = browser.Elements(browser.dump_dom(browser.find() or browser.install(), page))
+    rows = dom.tables["asf-labels"]
+    col = rows[0].index("train clips (pos)")
+    train = [int(r[col].split()[0].replace(",", "")) for r in rows[1:]]
+    assert len(train) == 527 and train == sorted(train, reverse=True)
+    assert train != [int(r[col].split()[0]) for r in el.tables["asf-labels"][1:]]  # it moved
+    shown = [r[0] for r in dom.tables["asf-multilabel"][1:]]
+    assert sorted(shown) == sorted(classes["display_name"])
+    assert shown == sorted(shown, key=_leading_number)
+
+
+def test_plots_draw_names_as_text(tmp_path):
+    """A name from metadata with ``$`` (matplotlib's TeX) is drawn as it is, not parsed: a
+    bad formula would fail the figure."""
+    from audiosetflow.learning.multilabel import plot_label_ap
+    from audiosetflow.reporting.classes import plot_class_features
+
+    bad = r"Dog $\frac$ </script>"
+    plot_label_ap([{"name": bad, "ap": 0.5, "n_pos": 3}], tmp_path / "ap.png")
+    frame = pd.DataFrame({"target": [1, 0, 1, 0], "zcr_mean": [0.1, 0.2, 0.3, 0.4]})
+    assert plot_class_features(frame, tmp_path / "cf.png", label=bad) == ["zcr_mean"]
+    assert (tmp_path / "ap.png").read_bytes()[:8] == PNG == (tmp_path / "cf.png").read_bytes()[:8]

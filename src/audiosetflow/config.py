@@ -25,6 +25,9 @@ module is the one place that reads it:
   sample_rate=...)``). A test (``tests/test_config.py``) checks that the dataclass defaults
   equal the schema's, so the two cannot drift apart.
 * :func:`defaults` and :func:`schema` give the schema's defaults and the schema itself.
+* :func:`redact_config` is the copy of a config that may leave the process (report, landing
+  page, logs, metrics files, checkpoints, the parameters Snakemake stores): secrets replaced
+  by :data:`REDACTED`.
 
 Values given with ``--config``
 ------------------------------
@@ -56,7 +59,18 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "schema", "defaults", "section", "coerce", "validate"]
+__all__ = [
+    "ConfigError",
+    "schema",
+    "defaults",
+    "section",
+    "coerce",
+    "validate",
+    "REDACTED",
+    "redact_config",
+    "redact_text",
+    "restore_secrets",
+]
 
 T = TypeVar("T")
 
@@ -565,3 +579,124 @@ def validate(config: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if len(errors) > 1:
         text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     raise ConfigError(text)
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+#: What :func:`redact_config` puts in place of a secret.
+REDACTED = "[redacted]"
+
+#: A key (at any depth, case-insensitive; ``-`` and ``_`` alike) whose value is a secret: it
+#: contains one of these words. Covers ``download.cookies``, yt-dlp's ``password``,
+#: ``videopassword``, ``ap_password``, ``username``, ``ap_username``, ``cookiefile``,
+#: ``cookiesfrombrowser``, ``twofactor``, ``netrc_cmd``, ``client_certificate_key`` and
+#: ``client_certificate_password``, and HTTP headers such as ``Authorization``,
+#: ``Proxy-Authorization``, ``Cookie``, ``X-Api-Key`` or ``X-Auth-Token`` in
+#: ``http_headers``.
+SECRET_KEY_WORDS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "cookie",
+    "auth",
+    "credential",
+    "username",
+    "api_key",
+    "apikey",
+    "access_key",
+    "private_key",
+    "certificate_key",
+    "twofactor",
+    "netrc",
+    "session",
+    "signature",
+)
+
+# scheme://user:password@host -> scheme://[redacted]@host (any string value, any key)
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s?#]+)@")
+# ?token=... or &api_key=... in a URL: the value
+_URL_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&;](?:[^=&#\s]*(?:" + "|".join(SECRET_KEY_WORDS + ("key", "sig")) + r")[^=&#\s]*)=)"
+    r"(?P<value>[^&#\s]*)",
+    re.IGNORECASE,
+)
+
+
+def _secret_key(key: Any) -> bool:
+    k = str(key).lower().replace("-", "_")
+    return any(w in k or w in k.replace("_", "") for w in SECRET_KEY_WORDS)
+
+
+def redact_text(text: str) -> str:
+    """A message with the credentials of every URL in it and secret URL query values
+    replaced (as :func:`redact_config` does in every string of a config), e.g. a download
+    error that quotes a proxy URL."""
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+    return _URL_QUERY_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: (REDACTED if _secret_key(k) and value[k] not in (None, "", [], {}) else _redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+def redact_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a config (or of any part of one) that is safe to show, log or store.
+
+    Use it wherever config leaves the process: the landing page and the Snakemake report
+    (rule parameters), logs, metrics JSON and checkpoints. The config itself is not changed
+    (the download jobs need the real values).
+
+    What is replaced by :data:`REDACTED`, at any depth (``download.ytdlp_options`` and its
+    ``http_headers`` included):
+
+    * the value of every key that names a secret (:data:`SECRET_KEY_WORDS`: passwords,
+      tokens, cookies and cookie files, user names, ``Authorization`` and other auth
+      headers, API keys, netrc commands, client certificate keys), unless it is empty;
+    * in every string, the credentials of a URL (``http://user:pass@host`` ->
+      ``http://[redacted]@host``, e.g. ``download.proxy``) and the values of URL query
+      parameters whose name says secret (``?token=...``, ``&api_key=...``, ``&sig=...``).
+
+    Note that a config overlay is code: ``download.ytdlp_options`` can make yt-dlp run
+    commands (its ``exec`` and other post-processors). Redaction hides secrets from readers
+    of a report; it does not make a config from someone else safe to run.
+
+    Parameters
+    ----------
+    cfg : mapping
+        A config, validated or not.
+
+    Returns
+    -------
+    dict
+        A new nested structure (mappings become dicts, tuples lists).
+    """
+    return _redact(cfg)
+
+
+def restore_secrets(shown: Any, real: Any) -> Any:
+    """Undo :func:`redact_config` where it redacted: ``shown`` with every string that holds
+    :data:`REDACTED` replaced by the value at the same place in ``real``.
+
+    For a job that gets a redacted config as a parameter (so that Snakemake's stored
+    parameters hold no secret) and needs the real values from ``snakemake.config``. Keys of
+    ``shown`` missing from ``real`` keep their shown value.
+    """
+    if isinstance(shown, Mapping):
+        real = real if isinstance(real, Mapping) else {}
+        return {k: restore_secrets(v, real[k]) if k in real else v for k, v in shown.items()}
+    if isinstance(shown, list) and isinstance(real, (list, tuple)) and len(real) == len(shown):
+        return [restore_secrets(s, r) for s, r in zip(shown, real, strict=True)]
+    if (isinstance(shown, str) and REDACTED in shown) or (shown == REDACTED):
+        return real
+    return shown

@@ -5,16 +5,24 @@ Snakemake reruns a job when its parameters change. Two parameters of the downloa
 that: the shard's segments (:func:`manifest_param`: a change of the selection reruns exactly
 the shards it touches) and the retry token (:func:`write_retry_token`: a plain rerun runs again
 exactly the shards that left YTIDs to retry).
+
+Snakemake's HTML report (``--report``) shows the parameters of every job whose output is in
+the report, as ``str(value)``, inside a ``<script>`` block and without escaping: a display
+name such as ``Dog</script><img src=x onerror=...>`` in a parameter would be live markup in
+``report.html``. Every parameter of such a rule that carries names or config therefore goes
+through :func:`report_param`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -32,6 +40,9 @@ __all__ = [
     "DOWNLOAD_PACING_KEYS",
     "PROJECT_VARIABLE",
     "export_project",
+    "report_param",
+    "ReportDict",
+    "ReportList",
 ]
 
 #: The environment variable that names the project folder to the post-deploy script of the
@@ -141,3 +152,66 @@ def stage_job(stage: str, log: logging.Logger) -> Iterator[None]:
             raise
         log.error("%s", machine.line(stage))
         raise SystemExit(1) from None
+
+
+# --- parameters shown by the Snakemake report ----------------------------------------------------
+
+
+def _report_text(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=True, default=str)
+    # Inside JSON strings these are the same characters; outside (there are none) they could
+    # not occur: the text can close no element and open no tag or entity.
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+class _ReportText:
+    """Shown (``str``, ``repr``) as JSON with ``<``, ``>`` and ``&`` escaped; see
+    :func:`report_param`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return _report_text(self)
+
+    __str__ = __repr__
+
+
+class ReportDict(_ReportText, dict):
+    """A dict that the Snakemake report shows as escaped JSON (:func:`report_param`)."""
+
+    __slots__ = ()
+
+
+class ReportList(_ReportText, list):
+    """A list that the Snakemake report shows as escaped JSON (:func:`report_param`)."""
+
+    __slots__ = ()
+
+
+def report_param(value: Mapping | list | tuple) -> ReportDict | ReportList:
+    """A rule parameter that the Snakemake report cannot turn into markup.
+
+    The report writes each parameter as ``str(value)`` into a ``<script>`` block of
+    ``report.html`` (and Snakemake stores ``repr(value)`` to notice changed parameters); a
+    plain dict or list shows its strings as they are. The value returned is the same data (a
+    dict or list subclass, so the script reads it as before) whose ``str`` and ``repr`` are
+    JSON with sorted keys, ASCII only, and ``<``, ``>`` and ``&`` as ``\\u003c``, ``\\u003e``
+    and ``\\u0026``: it closes no ``<script>``, opens no tag, and is the same text for the
+    same content (so it does not rerun jobs by itself).
+
+    Only the outer value is wrapped; nested values are plain. Tuples become lists. Redact
+    config before passing it (:func:`audiosetflow.config.redact_config`).
+
+    Parameters
+    ----------
+    value : mapping, list or tuple
+
+    Returns
+    -------
+    ReportDict or ReportList
+    """
+    if isinstance(value, Mapping):
+        return ReportDict(value)
+    if isinstance(value, (list, tuple)):
+        return ReportList(value)
+    raise TypeError(f"report_param takes a mapping, list or tuple, not {type(value).__name__}")

@@ -10,6 +10,7 @@ from audiosetflow import demo as _demo
 from audiosetflow import integrity as _integrity
 from audiosetflow import plan as _plan
 from audiosetflow import smk as _smk
+from audiosetflow.config import redact_config
 from audiosetflow.acquisition import sources as _sources
 from audiosetflow.errors import InputError
 from audiosetflow.metadata import MetadataError
@@ -131,7 +132,9 @@ def label_info(slug):
 
 def multilabel_param(wildcards):
     """MID, name and slug of every candidate label of the multi-label model, in order."""
-    return [{"mid": l.mid, "name": l.name, "slug": l.slug} for l in PLAN.multilabel]
+    return _smk.report_param(
+        [{"mid": l.mid, "name": l.name, "slug": l.slug} for l in PLAN.multilabel]
+    )
 
 
 def ontology_input(wildcards):
@@ -268,19 +271,32 @@ def benchmark_inputs(wildcards):
 
 
 def labels_param(wildcards):
-    """Slug, MID and name of every target label, in order."""
-    return [{"slug": lab.slug, **label_info(lab.slug)} for lab in PLAN.labels]
+    """Slug, MID and name of every target label, in order (shown escaped by the report)."""
+    return _smk.report_param(
+        [{"slug": lab.slug, **label_info(lab.slug)} for lab in PLAN.labels]
+    )
 
 
 def datasets_param(wildcards):
     """Each label's dataset parts: {slug: {part: path}}."""
     parts = ("train", "val", "test")
-    return {s: {p: DATASET.format(label=s, part=p) for p in parts} for s in LABEL_SLUGS}
+    return _smk.report_param(
+        {s: {p: DATASET.format(label=s, part=p) for p in parts} for s in LABEL_SLUGS}
+    )
+
+
+def report_config(*keys):
+    """A config section as a parameter of a job shown by the report, with secrets redacted
+    and shown escaped (audiosetflow.smk.report_param)."""
+    cfg = config
+    for k in keys:
+        cfg = cfg[k]
+    return _smk.report_param(redact_config(cfg))
 
 
 def dropped_param(wildcards):
     """Labels dropped by the quality filter, with their rated-true ratio."""
-    return [(lab.name, float(ratio)) for lab, ratio in PLAN.dropped]
+    return _smk.report_param([(lab.name, float(ratio)) for lab, ratio in PLAN.dropped])
 
 
 # A features shard that differs from the rows and checksum its features job wrote for it (cut

@@ -1,7 +1,8 @@
 # Stage 1: get the labelled segments of one shard, from local mirrors (config `sources`) or with
 # yt-dlp (resumable per YTID). The shard's segments come in as a parameter, so a change of the
 # selection reruns exactly the shards it touches; the job writes the shard table that the later
-# stages read and extend.
+# stages read and extend. The download settings are a parameter with secrets redacted (Snakemake
+# stores parameters); the script takes those from the config.
 
 
 rule index_sources:
@@ -44,7 +45,7 @@ rule download:
         mem_mb=1000,
     params:
         rows=manifest_rows,
-        cfg=DOWNLOAD_CFG,
+        cfg=redact_config(DOWNLOAD_CFG),
         sources=config["sources"],
         retry_token=retry_token,
     script:

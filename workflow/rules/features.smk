@@ -42,9 +42,11 @@ rule feature_examples:
     conda:
         ENV
     params:
-        labels=lambda wildcards: {lab.mid: lab.name for lab in PLAN.labels},
-        names=lambda wildcards: dict(PLAN.names),
-        example_clips=config["features"]["example_clips"],
+        labels=lambda wildcards: _smk.report_param(
+            {lab.mid: lab.name for lab in PLAN.labels}
+        ),
+        names=lambda wildcards: _smk.report_param(dict(PLAN.names)),
+        example_clips=_smk.report_param(config["features"]["example_clips"]),
         n_examples=config["features"]["n_examples"],
     script:
         "../../scripts/feature_examples.py"

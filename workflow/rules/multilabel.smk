@@ -44,10 +44,12 @@ rule train_multilabel:
         gpu=config["training"]["gpus"],
     params:
         labels=multilabel_param,
-        compare_mids=lambda wildcards: [label_info(s)["mid"] for s in LABEL_SLUGS],
-        multilabel=config["multilabel"],
-        training=config["training"],
-        features=config["features"],
+        compare_mids=lambda wildcards: _smk.report_param(
+            [label_info(s)["mid"] for s in LABEL_SLUGS]
+        ),
+        multilabel=report_config("multilabel"),
+        training=report_config("training"),
+        features=report_config("features"),
         sample_rate=config["audio"]["sample_rate"],
         clip_seconds=config["audio"]["clip_seconds"],
         seed=config["selection"]["seed"],

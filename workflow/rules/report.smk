@@ -52,7 +52,7 @@ rule class_features:
     conda:
         ENV
     params:
-        label=lambda wildcards: label_info(wildcards.label)["name"],
+        label=lambda wildcards: _smk.report_param(label_info(wildcards.label)),
     script:
         "../../scripts/class_features.py"
 
@@ -110,7 +110,7 @@ rule overview:
     conda:
         ENV
     params:
-        config=config,
+        config=report_config(),
         labels=labels_param,
         datasets=datasets_param,
         dropped=dropped_param,

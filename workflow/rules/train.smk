@@ -72,9 +72,11 @@ rule train:
         mem_mb=8000,
         gpu=config["training"]["gpus"],
     params:
-        label=lambda wildcards: {"slug": wildcards.label, **label_info(wildcards.label)},
-        training=config["training"],
-        features=config["features"],
+        label=lambda wildcards: _smk.report_param(
+            {"slug": wildcards.label, **label_info(wildcards.label)}
+        ),
+        training=report_config("training"),
+        features=report_config("features"),
         sample_rate=config["audio"]["sample_rate"],
         clip_seconds=config["audio"]["clip_seconds"],
         seed=config["selection"]["seed"],

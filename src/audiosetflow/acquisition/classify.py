@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from ..config import redact_text
 from ..errors import machine_error
 from ..shard import Status
 
@@ -211,7 +212,7 @@ def _retry_after(e: BaseException) -> float | None:
 
 
 def _one_line(text: str, limit: int = 240) -> str:
-    text = _ANSI.sub("", text)
+    text = redact_text(_ANSI.sub("", text))  # no proxy password in a reason (ledger, logs)
     text = re.sub(r"^\s*ERROR:\s*", "", text)
     text = re.sub(r";?\s*please report this issue on .*$", "", text, flags=re.S | re.I)
     text = " ".join(text.split())

@@ -787,9 +787,16 @@ def plot_label_ap(
     """Horizontal bars of each label's AP, best at the top, with its number of positives.
 
     More than ``most`` labels: the ``most // 2`` best and the ``most // 2`` worst, with a
-    line saying how many are left out between them. Labels without an AP are not drawn.
+    line saying how many are left out between them (the landing page's sortable table has
+    them all). Labels without an AP are not drawn. Names are text: ``$`` starts no TeX.
     """
     plt = _plt()
+    with plt.rc_context({"text.parse_math": False}):
+        _plot_label_ap(plt, per_label, out, title=title, most=most)
+
+
+def _plot_label_ap(plt, per_label: Sequence[Mapping], out: str | Path, *, title: str,
+                   most: int) -> None:  # fmt: skip
     rows = sorted(
         ((p["name"], float(p["ap"]), int(p.get("n_pos", 0))) for p in per_label
          if p.get("ap") is not None and np.isfinite(p["ap"])),

@@ -100,6 +100,8 @@ def plot_class_features(
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # names from metadata are text: "$" starts no TeX (a bad formula would fail the figure)
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     feats = class_feature_columns(frame.columns)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +21,8 @@ __all__ = [
     "youtube_url",
     "worst_errors",
     "clip_label_names",
+    "PREVIEW_MIME",
+    "preview_audio",
     "errors_page",
     "write_errors_page",
 ]
@@ -31,6 +34,50 @@ def youtube_url(ytid: str, start: float) -> str:
     """The segment on YouTube: ``https://www.youtube.com/watch?v={ytid}&t={start}s``, the
     start in whole seconds (rounded down)."""
     return f"https://www.youtube.com/watch?v={ytid}&t={int(float(start))}s"
+
+
+#: The embedded players' format: Ogg Opus, mono, 32 kbit/s (about 40 kB for a 10-s clip, a
+#: tenth of the FLAC clip). The Snakemake report shows each page as one ``data:`` URI in a
+#: frame, and Chromium leaves a frame blank whose URI is over about 2 MB: with ten 10-s FLAC
+#: clips a page was 3.7 MB (a 4.9-MB URI), with ten previews it is 0.5 MB (a 0.67-MB URI;
+#: benchmarks/bench_errors_page.py).
+PREVIEW_MIME = "audio/ogg"
+_PREVIEW_CODECS = (["-c:a", "libopus"], ["-c:a", "opus", "-strict", "experimental"])
+
+
+def preview_audio(path: str | Path, *, bitrate: str = "32k", timeout: float = 120.0) -> bytes:
+    """A small Ogg Opus copy of an audio file for an embedded player (mono, 48 kHz).
+
+    Uses ffmpeg's libopus encoder, or its own Opus encoder where libopus is missing.
+
+    Raises
+    ------
+    RuntimeError
+        When ffmpeg cannot encode the file (with its last line of output).
+    """
+    from ..tools import ffmpeg_exe
+
+    why = ""
+    for codec in _PREVIEW_CODECS:
+        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
+               "-vn", "-ac", "1", "-ar", "48000", *codec, "-b:a", bitrate,
+               "-f", "ogg", "pipe:1"]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        if proc.returncode == 0 and proc.stdout:
+            return proc.stdout
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        why = lines[-1] if lines else f"exit status {proc.returncode}"
+    raise RuntimeError(f"{path}: ffmpeg could not encode an Opus preview: {why}")
+
+
+def _player(clip: Path) -> str:
+    if not clip.exists():
+        return '<span class="note">clip not found</span>'
+    try:
+        return h.audio(preview_audio(clip), PREVIEW_MIME)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        log.warning("%s", exc)
+        return '<span class="note">clip could not be encoded</span>'
 
 
 def worst_errors(
@@ -92,7 +139,7 @@ def _rows_html(
     for i, r in enumerate(rows.itertuples(index=False), 1):
         rec = r._asdict()
         clip = layout.clip(str(rec["split"]), str(rec["ytid"]))
-        player = h.audio(clip) if clip.exists() else '<span class="note">clip not found</span>'
+        player = _player(clip)
         url = youtube_url(rec["ytid"], rec["start"])
         out.append(
             {
@@ -141,8 +188,8 @@ def errors_page(
     threshold : float
         That model's decision threshold (max F1 on validation).
     layout : Layout
-        Where the trimmed clips are (:meth:`Layout.clip`); each is embedded as a FLAC
-        ``data:`` URI in an ``<audio controls>`` player.
+        Where the trimmed clips are (:meth:`Layout.clip`); each is embedded as a small Ogg
+        Opus ``data:`` URI (:func:`preview_audio`) in an ``<audio controls>`` player.
     names : mapping, optional
         YTID to the clip's AudioSet label names (a column of the tables).
     test_source : str

@@ -55,6 +55,8 @@ def plot_clip(
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # names from metadata are text: "$" starts no TeX (a bad formula would fail the figure)
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
     from librosa import hz_to_mel, mel_frequencies
 

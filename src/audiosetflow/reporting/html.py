@@ -25,6 +25,7 @@ __all__ = [
     "table",
     "fmt_num",
     "STYLE",
+    "SORT_SCRIPT",
 ]
 
 #: Scoped styles of the report pages (``.asf`` wraps every page and fragment).
@@ -51,7 +52,29 @@ STYLE = """
 .asf audio { height: 2rem; width: 16rem; vertical-align: middle; }
 .asf code { font-size: 0.85em; background: #f3f5f7; padding: 0 0.2em; border-radius: 3px; }
 .asf .cols { display: flex; flex-wrap: wrap; gap: 0 2rem; align-items: flex-start; }
+.asf table.sortable th { cursor: pointer; user-select: none; }
+.asf table.sortable th[data-dir="asc"]::after { content: " \\25B2"; }
+.asf table.sortable th[data-dir="desc"]::after { content: " \\25BC"; }
 """
+
+#: The click handler of a sortable table's header cells (an ``onclick`` attribute, so that it
+#: also works where the page is inserted as HTML, as on the Snakemake report's landing page,
+#: which runs no ``<script>`` of it; it needs nothing from outside). A click sorts the rows by
+#: that column, ascending then descending: by the number at the start of each cell's text
+#: (thousands separators ignored) where there is one, else by the text; numbers before text.
+#: It reads the cells' ``textContent`` only and moves the existing rows: no HTML is built.
+SORT_SCRIPT = (
+    "var th=this,t=th.closest('table'),b=t.tBodies[0],i=th.cellIndex,"
+    "d=th.getAttribute('data-dir')==='asc'?'desc':'asc';"
+    "Array.prototype.forEach.call(th.parentNode.cells,function(c){c.removeAttribute('data-dir')});"
+    "th.setAttribute('data-dir',d);"
+    "function k(r){var s=r.cells[i]?r.cells[i].textContent.trim():'',"
+    "n=parseFloat(s.replace(/,/g,''));return isNaN(n)?[1,s.toLowerCase()]:[0,n]}"
+    "var rs=Array.prototype.slice.call(b.rows).map(function(r,j){return [k(r),j,r]});"
+    "rs.sort(function(x,y){var a=x[0],c=y[0],o=a[0]-c[0]||(a[1]<c[1]?-1:a[1]>c[1]?1:0);"
+    "return (d==='asc'?o:-o)||x[1]-y[1]});"
+    "rs.forEach(function(x){b.appendChild(x[2])});"
+)
 
 
 def esc(v) -> str:
@@ -59,19 +82,20 @@ def esc(v) -> str:
     return html.escape("" if v is None else str(v), quote=True)
 
 
-def data_uri(path: str | Path, mime: str) -> str:
-    """The file as a ``data:`` URI (base64)."""
-    return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+def data_uri(path: str | Path | bytes, mime: str) -> str:
+    """The file (or bytes) as a ``data:`` URI (base64)."""
+    data = path if isinstance(path, bytes) else Path(path).read_bytes()
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
-def img(path: str | Path, alt: str, *, width: str | None = None) -> str:
-    """An ``<img>`` with the PNG embedded."""
+def img(path: str | Path | bytes, alt: str, *, width: str | None = None) -> str:
+    """An ``<img>`` with the PNG (a file, or its bytes) embedded."""
     style = f' style="width:{esc(width)}"' if width else ""
     return f'<img src="{data_uri(path, "image/png")}" alt="{esc(alt)}"{style}>'
 
 
-def audio(path: str | Path, mime: str = "audio/flac") -> str:
-    """An ``<audio controls>`` player with the file embedded."""
+def audio(path: str | Path | bytes, mime: str = "audio/flac") -> str:
+    """An ``<audio controls>`` player with the file (or bytes) embedded."""
     return f'<audio controls preload="none" src="{data_uri(path, mime)}"></audio>'
 
 
@@ -105,6 +129,7 @@ def table(
     table_id: str | None = None,
     header: bool = True,
     nowrap: Sequence[str] = (),
+    sortable: bool = False,
 ) -> str:
     """An HTML table of a DataFrame (no index).
 
@@ -128,6 +153,8 @@ def table(
         False: no header row (a table of ``key, value`` rows).
     nowrap : sequence of str
         Columns whose cells never wrap.
+    sortable : bool
+        Clicking a header cell sorts the rows by that column (:data:`SORT_SCRIPT`).
     """
     headers = dict(headers or {})
     formats = dict(formats or {})
@@ -136,12 +163,15 @@ def table(
     numeric = set(numeric)
     tid = f' id="{esc(table_id)}"' if table_id else ""
     kv = "" if header else ' class="kv"'
+    if sortable and header:
+        kv = ' class="sortable"'
+    click = f' onclick="{esc(SORT_SCRIPT)}" title="sort"' if sortable and header else ""
     out = [f"<table{tid}{kv}>"]
     if header:
         out.append("<thead><tr>")
         for c in df.columns:
             cls = ' class="num"' if c in numeric else ""
-            out.append(f"<th{cls}>{esc(headers.get(c, c))}</th>")
+            out.append(f"<th{cls}{click}>{esc(headers.get(c, c))}</th>")
         out.append("</tr></thead>")
     out.append("<tbody>")
     for _, row in df.iterrows():

@@ -35,6 +35,8 @@ __all__ = [
     "sources_table",
     "software_versions",
     "overview_html",
+    "ap_positives",
+    "plot_ap_positives",
     "write_overview",
 ]
 
@@ -301,6 +303,7 @@ def _metrics_html(table: pd.DataFrame) -> str:
         numeric=[*scores, "threshold", "best_f1_threshold", "test clips (pos)", "epochs"],
         row_class=lambda r: "best" if table.loc[r.name, "best"] else "",
         table_id="asf-metrics",
+        sortable=True,
     )
 
 
@@ -317,6 +320,7 @@ def _counts_html(counts: pd.DataFrame) -> str:
         raw=["MID"],
         numeric=[c for c in shown.columns if c.endswith("(pos)")],
         table_id="asf-labels",
+        sortable=True,
     )
 
 
@@ -403,6 +407,7 @@ def overview_html(
     multilabel: Mapping | None = None,
     multilabel_compare: pd.DataFrame | None = None,
     multilabel_plot: str | Path | None = None,
+    ap_positives_plot: bytes | None = None,
 ) -> str:
     """The landing page's HTML fragment (one ``<div id="asf-overview" class="asf">``).
 
@@ -415,7 +420,8 @@ def overview_html(
     multi-label model: mAP, mean ROC-AUC and d' on its test clips, the per-label AP bars
     (``multilabel_plot``), per label AP, AUC, positives and F1 at the stored threshold beside
     the best F1, and its AP beside the binary models' on the same clips
-    (``multilabel_compare``).
+    (``multilabel_compare``); ``ap_positives_plot`` (a PNG: :func:`plot_ap_positives`) after
+    the metrics. Every table of labels sorts by a column when its header is clicked.
     """
     names = ", ".join(lab.get("name") or lab["slug"] for lab in labels) or "no label"
     selected = finished = 0
@@ -451,6 +457,13 @@ def overview_html(
         "highest AP of the label.</p>",
         _metrics_html(metrics),
     ]
+    if ap_positives_plot:
+        out += [
+            "<h3>Average precision against training positives</h3>",
+            '<p class="note">One point per label and model: its test AP against the number '
+            "of positive clips it was trained on (log scale).</p>",
+            h.img(ap_positives_plot, "AP against training positives", width="42rem"),
+        ]
     if multilabel:
         out += _multilabel_html(multilabel, multilabel_compare, multilabel_plot)
     out += [
@@ -523,7 +536,8 @@ def _multilabel_html(
 ) -> list[str]:
     """The landing page's section on the multi-label model."""
     per = pd.DataFrame(ml.get("per_label", []))
-    cols = {"name": "label", "n_pos": "positives", "ap": "AP", "auc": "ROC-AUC",
+    cols = {"name": "label", "n_pos_train": "train positives", "n_pos": "positives",
+            "ap": "AP", "auc": "ROC-AUC",
             "threshold": "threshold", "f1_at_threshold": "F1 at threshold",
             "best_f1": "best F1"}  # fmt: skip
     if "gained_by_ontology" in per:
@@ -550,14 +564,82 @@ def _multilabel_html(
         '<p class="note">Per label, on the same clips: F1 at the threshold stored in the model '
         "(best F1 on validation) beside the best F1 any threshold reaches here; a gap means the "
         "threshold does not transfer.</p>",
-        h.table(table, table_id="asf-multilabel"),
+        h.table(table, table_id="asf-multilabel", sortable=True),
     ]
     if compare is not None and len(compare):
         out += [
             "<h3>Multi-label beside the binary models (AP, same test clips)</h3>",
-            h.table(compare, table_id="asf-multilabel-compare"),
+            h.table(compare, table_id="asf-multilabel-compare", sortable=True),
         ]
     return out
+
+
+def ap_positives(
+    metrics: pd.DataFrame, counts: pd.DataFrame, multilabel: Mapping | None = None
+) -> pd.DataFrame:
+    """Test AP and training positives of every label and model.
+
+    Parameters
+    ----------
+    metrics : DataFrame
+        :func:`metrics_table` (``label``, ``model``, ``average_precision``).
+    counts : DataFrame
+        :func:`label_counts` (``label``, ``train_pos``).
+    multilabel : mapping, optional
+        ``multilabel.json``: its ``per_label`` ``name``, ``ap`` and ``n_pos_train``.
+
+    Returns
+    -------
+    DataFrame
+        ``label, model, train_pos, ap``; rows without an AP or a count are left out.
+    """
+    pos = dict(zip(counts["label"], counts["train_pos"], strict=True)) if len(counts) else {}
+    rows = [
+        (r.label, str(r.model), pos.get(r.label), r.average_precision)
+        for r in metrics.itertuples(index=False)
+    ]
+    for p in (multilabel or {}).get("per_label", []):
+        rows.append((p.get("name"), "multilabel", p.get("n_pos_train"), p.get("ap")))
+    df = pd.DataFrame(rows, columns=["label", "model", "train_pos", "ap"])
+    df["train_pos"] = pd.to_numeric(df["train_pos"], errors="coerce")
+    df["ap"] = pd.to_numeric(df["ap"], errors="coerce")
+    return df.dropna(subset=["train_pos", "ap"]).reset_index(drop=True)
+
+
+def plot_ap_positives(points: pd.DataFrame) -> bytes | None:
+    """A scatter plot of test AP against training positives, one colour per model
+    (:func:`ap_positives`), as PNG bytes; None when there is no point."""
+    if points.empty:
+        return None
+    import io
+
+    from ..learning.evaluation import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    titles = {**MODEL_TITLES, "multilabel": "Multi-label CNN"}
+    markers = {"cnn": "o", "dense": "s", "logreg": "^", "multilabel": "D"}
+    for model, part in points.groupby("model", sort=False):
+        ax.scatter(
+            part["train_pos"].clip(lower=0.8),
+            part["ap"],
+            s=14 if len(points) > 200 else 28,
+            alpha=0.6 if len(points) > 200 else 0.85,
+            marker=markers.get(str(model), "o"),
+            label=f"{titles.get(str(model), str(model))} ({len(part)})",
+        )
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("positive clips in training (log scale)")
+    ax.set_ylabel("average precision (test)")
+    ax.set_title("Average precision against training positives", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def _read_optional(path: str | Path | None) -> pd.DataFrame:
@@ -632,10 +714,13 @@ def write_overview(
     for c in bench.columns:
         if c != "rule":
             bench[c] = pd.to_numeric(bench[c], errors="coerce")
+    counts = label_counts(labels, datasets)
+    mtable = metrics_table(read_tsv(summary), mjson)
+    ml = _multilabel_inputs(multilabel)
     fragment = overview_html(
         labels=labels,
-        counts=label_counts(labels, datasets),
-        metrics=metrics_table(read_tsv(summary), mjson),
+        counts=counts,
+        metrics=mtable,
         availability=avail,
         failures=fails,
         sources=sources_table(config, dropped),
@@ -645,7 +730,8 @@ def write_overview(
         funnel=funnel,
         benchmarks_plot=benchmarks_plot,
         clip_sources=_read_optional(clip_sources) if clip_sources else None,
-        **_multilabel_inputs(multilabel),
+        ap_positives_plot=plot_ap_positives(ap_positives(mtable, counts, ml.get("multilabel"))),
+        **ml,
     )
     atomic_write_text(out, fragment)
     (logger or log).info("overview of %d label(s) written to %s", len(labels), out)
