@@ -142,6 +142,9 @@ def metrics_table(summary: pd.DataFrame, metrics: Sequence[Mapping] = ()) -> pd.
         "best_f1_threshold",
         "n_test",
         "n_test_pos",
+        "ap_balanced",
+        "ap_seeds_std",
+        "test_prevalence",
     ]
     df = summary.copy()
     if "f1_at_threshold" in df.columns:
@@ -282,12 +285,25 @@ def software_versions(packages: Sequence[str] = SOFTWARE) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["software", "version"])
 
 
+#: A stored threshold outside [FLAG, 1 - FLAG] is flagged in the metrics table.
+THRESHOLD_FLAG = 0.05
+
+
 def _metrics_html(table: pd.DataFrame) -> str:
-    shown = table.drop(columns=["n_test", "n_test_pos", "best"])
+    shown = table.drop(columns=["n_test", "n_test_pos", "best", "test_prevalence"])
+    for optional in ("ap_balanced", "ap_seeds_std"):  # shown where some model has it
+        if optional in shown.columns and shown[optional].isna().all():
+            shown = shown.drop(columns=[optional])
     shown["model"] = table["model"].map(lambda m: MODEL_TITLES.get(m, m))
     shown["test clips (pos)"] = [
         f"{int(n)} ({int(p)})" if pd.notna(n) and pd.notna(p) else "n/a"
         for n, p in zip(table["n_test"], table["n_test_pos"], strict=True)
+    ]
+    shown["threshold note"] = [
+        "near 0 or 1: decisions unreliable"
+        if pd.notna(t) and not THRESHOLD_FLAG <= t <= 1 - THRESHOLD_FLAG
+        else ""
+        for t in table["threshold"]
     ]
     scores = ["roc_auc", "average_precision", "f1", "best_f1", "precision", "recall", "accuracy"]
     return h.table(
@@ -295,12 +311,22 @@ def _metrics_html(table: pd.DataFrame) -> str:
         headers={
             "roc_auc": "ROC-AUC",
             "average_precision": "AP",
+            "ap_balanced": "AP, 1:1 subset",
+            "ap_seeds_std": "AP std over seeds",
             "f1": "F1 at threshold",
             "best_f1": "best F1",
             "best_f1_threshold": "best F1's threshold",
             "epochs": "epoch kept / run",
         },
-        numeric=[*scores, "threshold", "best_f1_threshold", "test clips (pos)", "epochs"],
+        numeric=[
+            *scores,
+            "ap_balanced",
+            "ap_seeds_std",
+            "threshold",
+            "best_f1_threshold",
+            "test clips (pos)",
+            "epochs",
+        ],  # fmt: skip
         row_class=lambda r: "best" if table.loc[r.name, "best"] else "",
         table_id="asf-metrics",
         sortable=True,
@@ -442,19 +468,25 @@ def overview_html(
         f"<p>One classifier per label from Google AudioSet segments: {selected:,} YTIDs "
         f"selected, {finished:,} downloaded, trimmed and turned into features; three models "
         "per label (CNN on log-mel, the seed's dense network and a logistic regression on "
-        "summary features), trained on the same class-balanced split and tested on the "
-        "test set at the threshold chosen on validation (max F1). "
-        f"Best average precision per label: {h.esc(best_txt) or 'n/a'}.</p>",
+        "summary features), trained on the same class-balanced split and tested on every "
+        "clip of the eval split at its natural prevalence (as the field reports AudioSet "
+        "results). "
+        f"Highest average precision per label: {h.esc(best_txt) or 'n/a'}.</p>",
         f'<p class="note">Overview written {h.esc(when)}. Per-label figures, the worst false '
         "positives and negatives with audio, and the feature examples are in the categories "
         "of the menu on the left.</p>",
         "<h2>Test metrics</h2>",
-        '<p class="note">Every label and model on its test set; F1, precision, recall and '
-        "accuracy at the stored threshold (max F1 on validation; the one "
-        "<code>audiosetflow predict</code> uses); best F1: the highest F1 any threshold "
-        "reaches on the test set. A gap between F1 at threshold and best F1 means the "
-        "threshold chosen on validation does not transfer to the test clips. Shaded: the "
-        "highest AP of the label.</p>",
+        '<p class="note">Every label and model on its test set: every clip of the eval split '
+        "with features, positives at their natural rate (AP, ROC-AUC and the F1s are of "
+        "these clips; <em>AP, 1:1 subset</em> is the AP of its class-balanced subset, shown "
+        "for comparison only, as it flatters every model). F1, precision, recall and "
+        "accuracy at the stored threshold (chosen on validation, aimed at the label's "
+        "prevalence: <code>training.threshold</code>; the one <code>audiosetflow "
+        "predict</code> uses); best F1: the highest F1 any threshold reaches on the test "
+        "set. A gap between F1 at threshold and best F1 means the threshold chosen on "
+        "validation does not transfer to the test clips. With <code>training.seeds</code> "
+        "above 1, <em>AP std over seeds</em> is the standard deviation of the AP over the "
+        "seeds. Shaded: the highest AP of the label.</p>",
         _metrics_html(metrics),
     ]
     if ap_positives_plot:
@@ -491,8 +523,9 @@ def overview_html(
     out += [
         "<h2>Datasets per label</h2>",
         '<p class="note">Clips of each part (positives in brackets); train and val are drawn '
-        "from the train split, balanced; the test set is the eval split (balanced) or a "
-        "held-out part of train.</p>",
+        "from the train split, balanced; the test set is every clip of the eval split with "
+        "features (natural prevalence; its 1:1 subset is marked in the dataset's "
+        "<code>balanced</code> column) or a held-out part of train.</p>",
         _counts_html(counts),
         "<h2>Where the time goes</h2>",
         '<p class="note">Per rule, from its <code>benchmark:</code> files '
