@@ -801,9 +801,12 @@ class MultilabelCheckpoint:
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Scores of every window of a media file.
 
-        The whole file is decoded (ffmpeg, the training's sample rate); windows of
-        ``clip_seconds`` start every ``hop`` seconds (:func:`window_starts`), the last one
-        zero-padded where the file ends inside it, each scored like a training clip.
+        The file is decoded as a stream (ffmpeg, the training's sample rate) by
+        :func:`audiosetflow.predicting.iter_windows`: windows of ``clip_seconds`` start every
+        ``hop`` seconds (:func:`window_starts`), the last one zero-padded where the file ends
+        inside it, each scored like a training clip, a batch of windows at a time. The scores
+        of all windows are returned; ``audiosetflow predict`` consumes
+        :func:`audiosetflow.predicting.score_windows` batch by batch instead.
 
         Returns
         -------
@@ -813,22 +816,21 @@ class MultilabelCheckpoint:
         duration : float
             Seconds of audio decoded.
         """
-        from ..audio.codec import decode
-        from ..audio.features import FeatureParams, compute
+        from ..predicting import iter_windows, score_windows
 
-        params = FeatureParams(**self.feature_params)
-        y = decode(path, sample_rate=self.sample_rate)
-        duration = len(y) / self.sample_rate
-        n = int(round(self.clip_seconds * self.sample_rate))
-        starts = window_starts(duration, window=self.clip_seconds, hop=hop)
-        X = []
-        for s in starts:
-            lo = int(round(s * self.sample_rate))
-            w = y[lo : lo + n]
-            if len(w) < n:
-                w = np.concatenate([w, np.zeros(n - len(w), dtype=np.float32)])
-            X.append(compute(w, params=params)["log_mel"][None])
-        return np.asarray(starts), self.predict(np.stack(X), device=device), duration
+        sr = self.sample_rate
+        windows = iter_windows(path, window=self.clip_seconds, hop=hop, sample_rate=sr)
+        parts = list(
+            score_windows(
+                windows,
+                feature_params=self.feature_params,
+                to_input=lambda feats: feats["log_mel"][None],
+                predict=lambda X: self.predict(X, device=device),
+            )
+        )
+        starts = np.concatenate([s for s, _ in parts])
+        scores = np.concatenate([sc for _, sc in parts]).astype(np.float32, copy=False)
+        return starts, scores, float(windows.duration)
 
 
 def window_starts(duration: float, *, window: float, hop: float) -> list[float]:
