@@ -101,6 +101,7 @@ def meta_rows(idx: list[int]) -> pd.DataFrame:
             "labels": [["/m/04rlf"] for _ in idx],
             "label_names": [["Music"] for _ in idx],
             "status": "ok",
+            "reason": "",
             "short": False,
             "duration": CLIP,
         }
