@@ -182,9 +182,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--extra-channels", action="store_true", help="add spectral_centroid")
     ap.add_argument("--dir", default=None, help="where the temporary shards go")
+    ap.add_argument("--tiny", action="store_true", help="CI size: just enough to run")
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.tiny:
+        args.sizes = [32, 64]
     if args.child:
         child(Path(args.root), args.child, args.threads, args.batch_size, args.extra_channels)
         return
