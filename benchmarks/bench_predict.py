@@ -95,7 +95,10 @@ def main() -> int:
     ap.add_argument("--piece", type=float, default=600.0, help="seconds of the generated piece")
     ap.add_argument("--tiny", action="store_true", help="CI size: 20 s and 90 s, small model")
     ap.add_argument("--dir", default=None, help="where the temporary files go")
+    ap.add_argument("--src", default=SRC, help="the audiosetflow source run (another checkout's "
+                    "src/ to compare; default: this one's)")  # fmt: skip
     args = ap.parse_args()
+    sys.path.insert(0, args.src)  # the checkpoint is written by the code that reads it
     sr, window, labels, width = 22050, 10.0, 8, 16
     if args.tiny:
         args.lengths, args.piece, sr, window, labels, width = [20, 90], 10.0, 8000, 2.0, 2, 4
@@ -105,11 +108,12 @@ def main() -> int:
         _checkpoint(ck, sample_rate=sr, seconds=window, labels=labels, width=width)
         piece = tmp / "piece.wav"
         _piece(piece, seconds=args.piece, sample_rate=sr)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+        path = os.pathsep.join([args.src, os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": path}
         print(f"model: {labels} labels, width {width}, {window:g}-s windows at {sr} Hz; "
               f"--hop {args.hop:g}, --threads {args.threads}; audio: a {args.piece:g}-s "
               f"generated WAV piece, repeated by an ffconcat list; load average "
-              f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+              f"{os.getloadavg()[0]:.2f}; source {args.src}")  # fmt: skip
         print(f"{'audio':>10} {'windows':>8} {'peak RSS':>10} {'wall':>9}  (audio h:mm:ss)")
         for length in args.lengths:
             repeats = max(1, round(length / args.piece))
