@@ -10,10 +10,12 @@ mono 16-bit WAV at 22050 Hz, 26 MB). Longer files are ffmpeg concat lists
 and prints its peak RSS (``ru_maxrss`` from ``os.wait4``: the largest of the process and its
 ffmpeg child, i.e. the Python process), its wall time and the number of windows scored.
 
-Before streaming (whole file decoded, every window's scores kept) the issue measured 1.05 GB
-for 1 h, 1.70 GB for 2 h and 3.9 GB for 1 h at ``--hop 0.5``.
+``--src DIR`` runs another checkout's code instead (checkpoint and predict), e.g. the
+pre-streaming one (``git archive be90c1c src | tar -x -C /tmp/base``), which decoded the whole
+file and kept every window's features: 488 MiB for 10 min, 993 MiB for 1 h on this machine.
 
 Usage: python benchmarks/bench_predict.py [--lengths 600 7200 86400] [--hop 5] [--threads 2]
+       [--src DIR]
        python benchmarks/bench_predict.py --tiny     (CI: 20 s and 90 s, a 2-label model)
 """
 
