@@ -616,3 +616,13 @@ def test_status_and_failures_escape_reasons(tmp_path, capsys):
     assert "bad\\tthing\\n\\x1b[31mred" in out
     assert main(["failures", "--results", str(layout.root), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["reason"] == "bad\tthing\n\x1b[31mred"
+
+
+def test_predict_help_says_what_each_mode_decodes_and_the_exit_statuses():
+    from audiosetflow.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices["predict"]
+    text = " ".join(sub.format_help().split())
+    assert "the whole file is scored" in text and "--binary" in text
+    assert "first clip_seconds" in text.split("--binary", 1)[1]  # only in the binary mode
+    assert "1 when a file could not be decoded" in text and "2 on a usage error" in text
