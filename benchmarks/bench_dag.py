@@ -83,7 +83,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--metadata", default=str(REPO.parent / "shared" / "audioset"))
     ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--tiny", action="store_true", help="CI size: just enough to run")
     args = ap.parse_args()
+    if args.tiny:
+        args.rows = 20_000
     meta = Path(args.metadata).resolve()
     os.environ.setdefault("PYTHONHASHSEED", "0")
     with tempfile.TemporaryDirectory() as tmp:

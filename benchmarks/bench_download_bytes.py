@@ -36,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from faultserver import FaultServer, make_media  # noqa: E402
 
 from audiosetflow.acquisition import download as dl  # noqa: E402
+from audiosetflow.acquisition import ytdlp  # noqa: E402
+from audiosetflow.shard import Layout, ShardTable  # noqa: E402
 
 SOURCE_SECONDS = 300.0
 START, END, MARGIN = 120.0, 130.0, 1.0
@@ -53,15 +55,18 @@ def measure(root: Path, ext: str, rate: float | None) -> dict:
              "end": END, "labels": ""}
         )  # fmt: skip
         t0 = time.perf_counter()
-        led = dl.download_shard(
-            man, out_dir=root / tag / "sec", ledger_path=root / tag / "sec.tsv", cfg=cfg
-        )
+        shard = Layout(root / tag / "sec").shard("train", 0)
+        table = dl.download_shard(ShardTable.from_manifest(man), shard=shard, cfg=cfg)
         t_sec = time.perf_counter() - t0
+        led = table.ledger()
         assert led["status"].tolist() == ["ok"], led.to_string()
         sec = [(r[1] or "GET", r[2]) for r in srv.log if r[0] == "ok_section"]
+        sec_file = Path(table.df.loc["ok_section", "media"])
+        if not sec_file.is_absolute():
+            sec_file = shard.media_name("ok_section", sec_file.suffix.lstrip(".")).parent / sec_file
 
-        full = dl._Downloader(cfg, root / tag / "full", logging.getLogger("bench"))
-        (root / tag / "full").mkdir(parents=True)
+        full_shard = Layout(root / tag / "full").shard("train", 0)
+        full = ytdlp.YtdlpFetcher(cfg, full_shard, logging.getLogger("bench"))
         full.sections = False  # the stage's fallback path: the whole file
         t0 = time.perf_counter()
         full.fetch("ok_full", START, END)
@@ -73,12 +78,15 @@ def measure(root: Path, ext: str, rate: float | None) -> dict:
             "full_requests": srv.requests["ok_full"],
             "t_sec": t_sec,
             "t_full": t_full,
-            "sec_file": dl.media_path(root / tag / "sec", "ok_section").stat().st_size,
+            "sec_file": sec_file.stat().st_size,
         }
 
 
 def main() -> None:
+    global SOURCE_SECONDS, START, END
     logging.basicConfig(level=logging.WARNING)
+    if "--tiny" in sys.argv[1:]:  # CI size: a 40-s source
+        SOURCE_SECONDS, START, END = 40.0, 20.0, 30.0
     print(
         f"source {SOURCE_SECONDS:.0f} s at 128 kbit/s; segment [{START:.0f}, {END:.0f}) s "
         f"+ {MARGIN:.0f} s margin each side = {END - START + 2 * MARGIN:.0f} s "

@@ -71,8 +71,14 @@ def measure(root: Path, srv: FaultServer, *, ext: str, mode: str, n: int) -> tup
 
 
 def main() -> None:
+    global SOURCE_SECONDS, START, END
     logging.basicConfig(level=logging.WARNING)
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 6
+    argv = sys.argv[1:]
+    if "--tiny" in argv:  # CI size: a 30-s source, one YTID per mode
+        argv.remove("--tiny")
+        SOURCE_SECONDS, START, END = 30.0, 12.0, 22.0
+        argv = argv or ["1"]
+    n = int(argv[0]) if argv else 6
     print(f"source {SOURCE_SECONDS:.0f} s at 128 kbit/s; segment [{START:.0f}, {END:.0f}) s "
           f"+ 1 s margin; {n} YTIDs per mode")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

@@ -101,6 +101,7 @@ def meta_rows(idx: list[int]) -> pd.DataFrame:
             "labels": [["/m/04rlf"] for _ in idx],
             "label_names": [["Music"] for _ in idx],
             "status": "ok",
+            "reason": "",
             "short": False,
             "duration": CLIP,
         }
@@ -335,7 +336,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=25, help="clips per ffmpeg process in (c2)")
     ap.add_argument("--seed-clips", type=int, default=0, help="clips for (a); 0: all")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs (b, c)")
+    ap.add_argument("--tiny", action="store_true", help="CI size: just enough to run")
     args = ap.parse_args()
+    if args.tiny:
+        args.clips, args.procs, args.shard_size, args.batch = 4, 1, 2, 2
+        args.seed_clips, args.repeat = 2, 1
     p = ft.FeatureParams(sample_rate=SR)
     n = args.clips
     print(f"load average before: {os.getloadavg()[0]:.2f}; figures are the best of "

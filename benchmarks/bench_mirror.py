@@ -294,11 +294,14 @@ def main() -> None:
         help="the download stage over a tar source (index, check), then in place",
     )  # fmt: skip
     ap.add_argument("--repeat", type=int, default=1, help="best of this many runs")
+    ap.add_argument("--tiny", action="store_true", help="CI size: just enough to run")
     ap.add_argument("--profile", type=int, default=0, help="cProfile one shard of this many")
     ap.add_argument("--keep", type=Path, help="build the tar here and keep it (reused)")
     ap.add_argument("--save", type=Path, help="save the features of the last run (.npy)")
     ap.add_argument("--compare", type=Path, help="compare the features with a --save file")
     args = ap.parse_args()
+    if args.tiny:
+        args.clips, args.procs, args.shard_size = 4, 1, 4
     if args.sources:
         args.subfile = "sources"
     from audiosetflow.audio import codec

@@ -155,12 +155,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--dir", default=None, help="where the temporary shards go")
+    ap.add_argument("--tiny", action="store_true", help="CI size: just enough to run")
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(Path(args.root), args)
         return
+    if args.tiny:
+        global N_EVAL
+        args.train, args.labels, args.widths, args.epochs, N_EVAL = 64, 3, [4], 1, 32
     root = Path(tempfile.mkdtemp(prefix="bench-multilabel-", dir=args.dir))
     try:
         write_data(root, args.train, args.labels)

@@ -182,9 +182,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--extra-channels", action="store_true", help="add spectral_centroid")
     ap.add_argument("--dir", default=None, help="where the temporary shards go")
+    ap.add_argument("--tiny", action="store_true", help="CI size: just enough to run")
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.tiny:  # in the children too: the held-out shard's size
+        global N_HELD
+        args.sizes, N_HELD = [16, 32], 16
     if args.child:
         child(Path(args.root), args.child, args.threads, args.batch_size, args.extra_channels)
         return
@@ -206,6 +210,7 @@ def main() -> None:
                 "--batch-size",
                 str(args.batch_size),
             ] + (["--extra-channels"] if args.extra_channels else [])
+            cmd += ["--tiny"] if args.tiny else []
             p = subprocess.run(cmd, check=True, capture_output=True, text=True)
             r = json.loads(p.stdout.strip().splitlines()[-1])
             res[n] = r

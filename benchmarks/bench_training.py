@@ -30,7 +30,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs (plus one warm-up)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--extra-channels", type=int, default=0)
+    ap.add_argument("--tiny", action="store_true", help="CI size: just enough to run")
     args = ap.parse_args()
+    if args.tiny:
+        args.clips, args.epochs, args.batch_size = 16, 1, 8
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)

@@ -9,7 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ffmpeg_builds import FFMPEG_BUILDS, clear_ffmpeg_caches, ffmpeg_builds, use_ffmpeg, version
+from ffmpeg_builds import (
+    FFMPEG_BUILDS,
+    HIDE_ENV,
+    LOG_ENV,
+    clear_ffmpeg_caches,
+    ffmpeg_builds,
+    hide_system_ffmpeg,
+    log_system_ffmpeg,
+    use_ffmpeg,
+    version,
+)
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +55,24 @@ def ffmpeg_build(request, monkeypatch) -> Iterator[str]:
     use_ffmpeg(monkeypatch, exe)
     yield exe
     clear_ffmpeg_caches()  # the next test finds its ffmpeg again (after PATH/env are restored)
+
+
+def pytest_configure(config) -> None:
+    """``./run test``'s two passes (ffmpeg_builds.py): hide the system ffmpeg, or log who
+    runs it, before any test (and any child process) looks for ffmpeg."""
+    import shutil
+    import tempfile
+
+    if os.environ.get(HIDE_ENV, "") not in ("", "0"):
+        tmp = Path(tempfile.mkdtemp(prefix="audiosetflow-nosysffmpeg-"))
+        hide_system_ffmpeg(tmp)
+    elif os.environ.get(LOG_ENV):
+        tmp = Path(tempfile.mkdtemp(prefix="audiosetflow-ffmpeglog-"))
+        log_system_ffmpeg(tmp, os.environ[LOG_ENV])
+    else:
+        return
+    config.add_cleanup(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    clear_ffmpeg_caches()
 
 
 def pytest_report_header(config) -> list[str]:

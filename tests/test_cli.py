@@ -139,9 +139,15 @@ def test_undecodable_file_gives_one_clear_error_and_others_still_predicted(
     assert len(rows) == 2 and all(Path(r[0]).name == "tone.wav" for r in rows)
 
 
-def test_missing_file_and_missing_models(tmp_path, models_dir, capsys):
-    assert main(["predict", "--models", str(models_dir), str(tmp_path / "nope.wav")]) == 1
-    assert "nope.wav" in capsys.readouterr().err
+def test_missing_file_and_missing_models(tmp_path, models_dir, media, capsys):
+    """A path that does not exist is a usage error (README: exit status 2): one line, no TSV
+    header, nothing predicted, even next to a good file."""
+    missing = tmp_path / "nope.wav"
+    for args in ([str(missing)], [str(media["tone"]), str(missing)]):
+        assert main(["predict", "--models", str(models_dir), *args]) == 2
+        out = capsys.readouterr()
+        assert out.out == ""
+        assert out.err.splitlines() == [f"audiosetflow: error: {missing}: no such file or folder"]
     assert main(["predict", "--models", str(tmp_path), str(tmp_path / "x.wav")]) == 2
     assert "no model checkpoints" in capsys.readouterr().err
 
@@ -203,14 +209,40 @@ def test_predict_folder_without_media_is_one_error(tmp_path, models_dir, media, 
     for folder in (empty, other):
         rc = main(["predict", "--models", str(models_dir), str(folder)])
         out = capsys.readouterr()
-        assert rc == 1
+        assert rc == 2  # a usage error, as the README says
         err = [ln for ln in out.err.splitlines() if ln.strip()]
         assert len(err) == 1 and err[0].startswith(f"audiosetflow: error: {folder}: no media")
-        assert _table(out.out) == []
-    # next to a good file: that file is still predicted
+        assert out.out == ""  # not even the header
+    # next to a good file: still a usage error, nothing predicted
     rc = main(["predict", "--models", str(models_dir), str(empty), str(media["tone"])])
     out = capsys.readouterr()
-    assert rc == 1 and len(_table(out.out)) == 2 and len(out.err.strip().splitlines()) == 1
+    assert rc == 2 and out.out == "" and len(out.err.strip().splitlines()) == 1
+
+
+def test_predict_folder_takes_every_suffix_the_decoder_reads_by_name(
+    tmp_path, models_dir, media, capsys
+):
+    """A folder contributes module formats (.it, .xm, ...) and other suffixes ffmpeg decodes
+    when the file is named; --help lists the suffixes."""
+    from audiosetflow.cli import MEDIA_EXTENSIONS, build_parser
+
+    for ext in (".it", ".xm", ".s3m", ".mod", ".w64", ".tta", ".wv", ".mka", ".opus"):
+        assert ext in MEDIA_EXTENSIONS, ext
+    root = tmp_path / "in"
+    root.mkdir()
+    shutil.copy(media["tone"], root / "a.w64")  # a WAV under a suffix ffmpeg probes anyway
+    (root / "song.it").write_bytes(b"IMPM" + bytes(200))  # an empty Impulse Tracker module
+    (root / "notes.txt").write_text("skipped\n")
+    rc = main(["predict", "--models", str(models_dir), str(root)])
+    rows = _table(capsys.readouterr().out)
+    named = main(
+        ["predict", "--models", str(models_dir), *(str(root / n) for n in ("a.w64", "song.it"))]
+    )
+    # the .it file was taken from the folder and gives what it gives when named
+    assert [Path(r[0]).name for r in rows] == ["a.w64"] * 2 + ["song.it"] * 2
+    assert rc == named == 0 and _table(capsys.readouterr().out) == rows
+    help_text = build_parser()._subparsers._group_actions[0].choices["predict"].format_help()
+    assert ".it " in help_text and ".w64 " in help_text and ".txt" not in help_text
 
 
 def test_console_script(models_dir, media):
@@ -447,3 +479,144 @@ def test_predict_info_status_need_only_the_base_dependencies(models_dir, media, 
     r = subprocess.run([sys.executable, "-c", code.replace("from audiosetflow.cli import main",
                         "import snakemake")], capture_output=True, text=True, env=env)  # fmt: skip
     assert r.returncode != 0 and "blocked" in r.stderr
+
+
+# --- output safe on bad input -----------------------------------------------------------------
+
+NASTY = "Mu\tsic\n\x1b[2J\x07\u202e"  # tab, newline, clear screen, bell, right-to-left override
+NASTY_SHOWN = "Mu\\tsic\\n\\x1b[2J\\x07\\u202e"
+
+
+def _raw_control(text: str) -> list[str]:
+    """The control characters of ``text`` other than the newlines between lines and the tabs
+    between fields."""
+    return [c for c in text if (ord(c) < 32 and c not in "\n\t") or c in "\x7f\u202e"]
+
+
+def test_escape_helper():
+    from audiosetflow.textsafe import escape
+
+    assert escape("plain Café 音") == "plain Café 音"
+    assert escape(NASTY) == NASTY_SHOWN
+    assert escape("a\\b\r\x7f\x9b\u2028") == "a\\\\b\\r\\x7f\\x9b\\u2028"
+    assert escape("\udcff.wav") == "\\xff.wav"  # a byte of a non-UTF-8 file name
+    assert escape(3.5) == "3.5"
+
+
+@pytest.fixture(scope="module")
+def nasty(models_dir, media, tmp_path_factory) -> dict[str, Path]:
+    """A checkpoint whose label and mid hold control characters; media files whose names do."""
+    from audiosetflow.learning.models import MultiLabelCNN
+
+    d = tmp_path_factory.mktemp("nasty")
+    ck = load_checkpoint(models_dir / "music.pt")
+    save_checkpoint(d / "nasty.pt", model=ck.model,
+                    labels=[{"slug": "nasty", "name": NASTY, "mid": "/m/\r\x1b"}],
+                    feature_params=ck.feature_params, sample_rate=ck.sample_rate,
+                    clip_seconds=ck.clip_seconds, extra_channels=ck.extra_channels,
+                    thresholds=[0.5])  # fmt: skip
+    params = FeatureParams(**ck.feature_params)
+    labels = [{"mid": "/m/\x1b1", "name": NASTY, "slug": "a"},
+              {"mid": "/m/2", "name": "Plain", "slug": "b"}]  # fmt: skip
+    save_checkpoint(d / "multilabel.pt", model=MultiLabelCNN(2, params.n_mels, width=4),
+                    labels=labels, thresholds=[0.25, 0.75], feature_params=ck.feature_params,
+                    sample_rate=ck.sample_rate, clip_seconds=ck.clip_seconds)  # fmt: skip
+    good = d / "to\tne\n\x1b[31m.wav"
+    shutil.copy(media["tone"], good)
+    bad = d / "bad\x1b]0;title\x07\n.mp3"
+    bad.write_text("not audio\n")
+    return {"binary": d / "nasty.pt", "multilabel": d / "multilabel.pt", "good": good,
+            "bad": bad}  # fmt: skip
+
+
+def test_predict_tsv_and_errors_escape_control_characters(nasty, capsys):
+    from audiosetflow.textsafe import escape
+
+    good, bad = nasty["good"], nasty["bad"]
+    rc = main(["predict", "--models", str(nasty["binary"]), str(good), str(bad)])
+    out = capsys.readouterr()
+    assert rc == 1
+    assert not _raw_control(out.out) and not _raw_control(out.err)
+    rows = _table(out.out)
+    assert rows == [[escape(good), NASTY_SHOWN, "/m/\\r\\x1b", rows[0][3], rows[0][4]]]
+    assert out.err.count("\n") == 1 and out.err.startswith(f"audiosetflow: error: {escape(bad)}: ")
+    # multi-label: per-window rows too
+    for extra in ([], ["--per-window"]):
+        rc = main(["predict", "--model", str(nasty["multilabel"]), "--hop", "0.5", *extra,
+                   str(good), str(bad)])  # fmt: skip
+        out = capsys.readouterr()
+        assert rc == 1 and not _raw_control(out.out) and not _raw_control(out.err)
+        lines = out.out.splitlines()
+        assert all(len(ln.split("\t")) == 9 for ln in lines)
+        rows = [ln.split("\t") for ln in lines[1:]]
+        assert {r[0] for r in rows} == {escape(good)}
+        assert {r[5] for r in rows} == {NASTY_SHOWN, "Plain"}
+        assert len(rows) == 2 * (1 + bool(extra))  # tone.wav: 1.5 s, one 2 s window
+        assert out.err.count("\n") == 1 and escape(bad) in out.err
+    # JSON escapes by itself, and stays one valid document
+    rc = main(["predict", "--model", str(nasty["multilabel"]), "--format", "json",
+               "--per-window", str(good), str(bad)])  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 1 and doc["files"][0]["file"] == str(good)
+    assert doc["files"][0]["labels"][0]["label"] in (NASTY, "Plain")
+    assert len(doc["files"][0]["windows"]) == 1 and doc["files"][1]["file"] == str(bad)
+    assert len(doc["errors"]) == 1 and str(bad) in doc["errors"][0]
+
+
+def test_predict_missing_file_with_control_characters_is_one_line(tmp_path, models_dir, capsys):
+    missing = tmp_path / "no\nsuch\x1b[2J"
+    assert main(["predict", "--models", str(models_dir), str(missing)]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and not _raw_control(out.err)
+    assert "no\\nsuch\\x1b[2J: no such file or folder" in out.err
+
+
+def test_info_escapes_and_shows_the_multilabel_thresholds(nasty, capsys):
+    assert main(["info", str(nasty["binary"])]) == 0
+    text = capsys.readouterr().out
+    assert not _raw_control(text.replace("\t", "")) and "\t" not in text
+    assert _info_rows(text)["label"] == f"{NASTY_SHOWN} (slug nasty, mid /m/\\r\\x1b)"
+    assert main(["info", str(nasty["multilabel"])]) == 0
+    text = capsys.readouterr().out
+    assert not _raw_control(text) and "\t" not in text
+    rows = _info_rows(text)
+    assert (
+        rows["thresholds"]
+        == f"{NASTY_SHOWN} 0.2500, Plain 0.7500 (per label, chosen on validation)"
+    )
+    assert main(["info", str(nasty["multilabel"]), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [lab["threshold"] for lab in info["labels"]] == [0.25, 0.75]
+
+
+def test_status_and_failures_escape_reasons(tmp_path, capsys):
+    import pandas as pd
+
+    from audiosetflow.shard import Layout, ShardTable, Status
+
+    layout = Layout(tmp_path / "results")
+    t = ShardTable.from_manifest(pd.DataFrame({"ytid": ["aaaaaaaaaaa", "bbbbbbbbbbb"],
+                                               "split": "train", "shard": 0, "start": 0.0,
+                                               "end": 10.0, "labels": "/m/x"}))  # fmt: skip
+    t.set("download", "aaaaaaaaaaa", Status.PERMANENT, "bad\tthing\n\x1b[31mred", attempts=1)
+    t.set("download", "bbbbbbbbbbb", Status.OK)
+    t.save(layout.shard("train", 0))
+    for args in (["status"], ["status", "--format", "tsv"], ["failures"]):
+        assert main([*args, "--results", str(layout.root)]) == 0
+        out = capsys.readouterr().out
+        assert not _raw_control(out), args
+        if "tsv" in args or "failures" in args:
+            assert len({len(ln.split("\t")) for ln in out.splitlines()}) == 1, args
+    assert "bad\\tthing\\n\\x1b[31mred" in out
+    assert main(["failures", "--results", str(layout.root), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["reason"] == "bad\tthing\n\x1b[31mred"
+
+
+def test_predict_help_says_what_each_mode_decodes_and_the_exit_statuses():
+    from audiosetflow.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices["predict"]
+    text = " ".join(sub.format_help().split())
+    assert "the whole file is scored" in text and "--binary" in text
+    assert "first clip_seconds" in text.split("--binary", 1)[1]  # only in the binary mode
+    assert "1 when a file could not be decoded" in text and "2 on a usage error" in text

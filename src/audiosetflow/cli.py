@@ -6,17 +6,22 @@
 ``info`` a checkpoint (:mod:`audiosetflow.modelinfo`); neither runs Snakemake.
 
 When the models folder holds the multi-label model (``multilabel.pt``, or one named with
-``--model``), ``predict`` uses it: the whole file is decoded and scored in sliding windows of
-the training clips' length (``--hop`` seconds apart), the window scores pooled per label
-(``--pool max|mean``), and the ``--top-k`` labels of each file are printed with their
-probabilities (``--per-window``: each window's too), as TSV or JSON (``--format``).
+``--model``), ``predict`` uses it: the whole file is decoded as a stream and scored in sliding
+windows of the training clips' length (``--hop`` seconds apart), a batch of windows at a time
+(:mod:`audiosetflow.predicting`: memory does not grow with the file's length), the window
+scores pooled per label (``--pool max|mean``), and the ``--top-k`` labels of each file are
+printed with their probabilities (``--per-window``: each window's too, as they are scored,
+before the file's), as TSV or JSON (``--format``).
 Otherwise (or with ``--binary``) every per-label checkpoint of the folder is applied to every
 file: a file is decoded with the same ffmpeg decoding and feature code as in training (its
 first ``clip_seconds``, zero-padded when shorter), one TSV line per file and label.
 A folder stands for every media file under it (:func:`media_files`: recursively, sorted,
 hidden files and folders skipped, only :data:`MEDIA_EXTENSIONS`).
-A file that cannot be decoded, and a folder without media, give one error line on stderr
-naming them; the other files are still predicted and the exit status is 1.
+A path that does not exist, or a folder without media, is a usage error: one line each on
+stderr, nothing predicted, exit status 2. A file that cannot be decoded gives one error line
+on stderr naming it; the other files are still predicted and the exit status is 1.
+Every text field printed (file names, labels, reasons) goes through
+:func:`audiosetflow.textsafe.escape`: control characters, tabs and newlines are escaped.
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .textsafe import escape
+
 __all__ = [
     "main",
     "build_parser",
     "predict_files",
     "predict_multilabel_file",
+    "iter_multilabel_file",
     "find_multilabel",
     "load_models",
     "media_files",
@@ -44,16 +52,30 @@ __all__ = [
 
 PROG = "audiosetflow"
 
-#: Suffixes (lower case) of the files a folder given to ``predict`` contributes: audio and video
-#: containers ffmpeg reads. Other files of the folder (text, images, tables, checkpoints) are
-#: skipped; a file named explicitly is always tried.
+#: Suffixes (lower case) of the files a folder given to ``predict`` contributes: the audio and
+#: video formats ffmpeg decodes, by the extensions its demuxers declare (ffmpeg 5.1 and 9.0,
+#: module formats through libopenmpt included), without image, subtitle and raw-video ones.
+#: Other files of the folder (text, images, tables, checkpoints) are skipped; a file named
+#: explicitly is always tried.
 MEDIA_EXTENSIONS = frozenset(
-    # audio
-    ".wav .wave .flac .mp3 .mp2 .m4a .m4b .aac .ogg .oga .opus .spx .wma .aif .aiff .aifc "
-    ".caf .au .snd .ac3 .eac3 .dts .amr .awb .ape .wv .mka .weba .mpga .3ga "
-    # video
-    ".mp4 .m4v .mkv .webm .mov .avi .wmv .asf .flv .f4v .mpg .mpeg .ts .mts .m2ts .3gp .3g2 "
-    ".ogv .vob".split()
+    "." + ext
+    for ext in (
+        # audio
+        "wav wave w64 rf64 bwf flac mp3 mp2 mpa m2a m4a m4b aac adts ogg oga opus spx wma "
+        "aif aiff aifc caf au snd sf ircam ac3 eac3 ec3 ac4 dts dtshd thd mlp truehd amr awb "
+        "ape mac wv mka weba mpga 3ga tta tak shn ofr ofs mpc mp+ ra ram rm voc vqf vql vqe "
+        "gsm g722 722 g723_1 g728 g729 sbc msbc lc3 qoa rka osq laf iamf dfpwm aptx aptxhd "
+        "adx adp ads ss2 ast bcstm bfstm brstm binka hca msf musx nsp svag vag xvag xmd wsd "
+        "sln al ul nist sph pvf rso sds sdx oma omg aa3 aa aax dss c2 acm mca mtaf fsb genh "
+        "rsd paf fap wa way dtk bonk wady xwma daud cdata apc apl "
+        # module (tracker) formats, decoded through libopenmpt
+        "mod s3m xm it mptm 669 amf ams dbm digi dmf dsm dtm far gdm ice imf j2b m15 mdl med "
+        "mmcmp mms mo3 mt2 mtm nst okt plm psm pt36 ptm sfx sfx2 st26 stk stm stp ult "
+        "umx wow xpk "
+        # video
+        "mp4 m4v mkv mk3d webm mov qt avi wmv asf flv f4v mpg mpeg m1v m2v vob ts mts m2ts "
+        "3gp 3g2 ogv dv dif nut ism isma ismv xmv viv rmvb divx"
+    ).split()
 )
 _EXAMPLES = ".wav, .flac, .mp3, .m4a, .ogg, .opus, .webm, .mp4, .mkv"
 
@@ -77,8 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict",
         help="probability of every trained label for media files",
-        description="Apply every checkpoint in --models to each FILE (any media ffmpeg reads; "
-        "its first clip_seconds are used), or to every media file under a folder.",
+        description="Labels of each FILE (any media ffmpeg reads), or of every media file "
+        "under a folder. With the multi-label model (multilabel.pt in --models, or --model) "
+        "the whole file is scored, in windows of the training clips' length --hop seconds "
+        "apart, decoded and scored as a stream (memory does not grow with the file's length); "
+        "with --binary (or without that model) every per-label checkpoint in --models is "
+        "applied to the file's first clip_seconds. Exit status: 0; 1 when a file could not "
+        "be decoded (the others are still predicted); 2 on a usage error (a path that does "
+        "not exist, a folder without media files, no model): then nothing is predicted. "
+        "Control characters, tabs and newlines in the output are escaped (\\t, \\n, \\x1b).",
+        epilog="Media suffixes a folder contributes: "
+        + " ".join(sorted(MEDIA_EXTENSIONS))
+        + ". A file named on the command line is tried whatever its suffix.",
     )
     p.add_argument(
         "files",
@@ -246,16 +278,27 @@ def media_files(folder: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).parts)
 
 
-def _decode(path: str, *, sample_rate: int, clip_seconds: float) -> np.ndarray:
-    from .audio.codec import load_clip
+def _binary_clip(path: str, *, sample_rate: int, clip_seconds: float) -> np.ndarray:
+    """The first ``clip_seconds`` of a file, zero-padded: the first window of
+    :func:`audiosetflow.predicting.iter_windows` with ffmpeg stopping after it."""
+    from .predicting import iter_windows
 
-    return load_clip(path, sample_rate=sample_rate, clip_seconds=clip_seconds)
+    windows = iter_windows(
+        path,
+        window=clip_seconds,
+        hop=clip_seconds,
+        sample_rate=sample_rate,
+        limit=clip_seconds,
+    )
+    for _, y in windows:
+        return y
+    raise AssertionError("iter_windows yields at least one window")  # pragma: no cover
 
 
 def predict_files(
     files: Sequence[str], checkpoints: Sequence, *, device: str = "cpu"
 ) -> tuple[list[dict], list[str]]:
-    """Probabilities of every checkpoint's label for every file.
+    """Probabilities of every checkpoint's label for every file (its first ``clip_seconds``).
 
     Checkpoints sharing decoding and feature parameters share one decoding and feature
     computation per file.
@@ -283,7 +326,7 @@ def predict_files(
                 ck0 = cks[0]
                 if not Path(f).is_file():
                     raise AudioError(f"{f}: no such file")
-                y = _decode(f, sample_rate=ck0.sample_rate, clip_seconds=ck0.clip_seconds)
+                y = _binary_clip(f, sample_rate=ck0.sample_rate, clip_seconds=ck0.clip_seconds)
                 feats = compute(y, params=FeatureParams(**ck0.feature_params))
                 for ck in cks:
                     p = float(ck.predict(ck.input_from_features(feats)[None], device=device)[0])
@@ -297,11 +340,22 @@ def predict_files(
                         }
                     )
         except (AudioError, OSError, ValueError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            errors.append(msg if f in msg else f"{f}: {msg}")
+            errors.append(_file_error(f, exc))
             continue
         rows.extend(out)
     return rows, errors
+
+
+def _file_error(f: str, exc: BaseException) -> str:
+    """``{f}: {reason}``: the file as it was given, and the first line of the exception's
+    message after the file's name (which may itself hold a newline)."""
+    text = str(exc)
+    for name in (str(Path(f).absolute()), f):
+        if text.startswith(name):
+            text = text[len(name) :].lstrip(":").lstrip()
+            break
+    lines = text.strip().splitlines()
+    return f"{f}: {lines[0] if lines else type(exc).__name__}"
 
 
 def find_multilabel(models: str | Path, model: str | None = None) -> Path | None:
@@ -317,6 +371,77 @@ def find_multilabel(models: str | Path, model: str | None = None) -> Path | None
         return path if is_multilabel_checkpoint(path) else None
     cand = path / MULTILABEL_FILE
     return cand if cand.is_file() else None
+
+
+def _top(checkpoint, s: np.ndarray, top_k: int) -> list[dict]:
+    order = np.argsort(-s, kind="stable")[:top_k]
+    return [
+        {
+            "rank": r + 1,
+            "label": checkpoint.labels[j]["name"],
+            "mid": checkpoint.labels[j]["mid"],
+            "probability": float(s[j]),
+            "threshold": float(checkpoint.thresholds[j]),
+            "predicted": int(s[j] >= checkpoint.thresholds[j]),
+        }
+        for r, j in enumerate(order)
+    ]
+
+
+def iter_multilabel_file(
+    path: str,
+    checkpoint,
+    *,
+    hop: float,
+    pool: str = "max",
+    top_k: int = 5,
+    device: str = "cpu",
+):
+    """:func:`predict_multilabel_file` as a stream, in memory bounded by one batch of windows.
+
+    Yields ``("window", {start, end, labels})`` per window, as its batch is scored, then
+    ``("file", {file, duration, n_windows, labels})`` once the file is decoded to its end.
+
+    Raises
+    ------
+    audiosetflow.audio.codec.AudioError, OSError
+        If the file cannot be decoded (possibly after some windows were yielded).
+    """
+    from .audio.codec import AudioError
+    from .predicting import iter_windows, score_windows
+
+    if not Path(path).is_file():
+        raise AudioError(f"{path}: no such file")
+    win = checkpoint.clip_seconds
+    windows = iter_windows(path, window=win, hop=hop, sample_rate=checkpoint.sample_rate)
+    pooled: np.ndarray | None = None
+    n = 0
+    batches = score_windows(
+        windows,
+        feature_params=checkpoint.feature_params,
+        to_input=checkpoint.input_from_features,
+        predict=lambda X: checkpoint.predict(X, device=device),
+    )
+    for starts, scores in batches:
+        scores = scores.astype(np.float64)
+        if pooled is None:
+            pooled = np.zeros(scores.shape[1])
+            if pool == "max":
+                pooled[:] = -np.inf
+        pooled = np.maximum(pooled, scores.max(axis=0)) if pool == "max" else pooled
+        if pool == "mean":
+            pooled += scores.sum(axis=0)
+        n += len(starts)
+        # a window yielded before the end of the file fits in it; after, the duration is known
+        dur = windows.duration
+        for s, sc in zip(starts, scores, strict=True):
+            end = round(float(s) + win, 3) if dur is None else round(min(float(s) + win, dur), 3)
+            yield "window", {"start": float(s), "end": end, "labels": (sc, top_k)}
+    assert pooled is not None and windows.duration is not None  # at least one window
+    duration = round(float(windows.duration), 3)
+    if pool == "mean":
+        pooled /= n
+    yield "file", {"file": path, "duration": duration, "n_windows": n, "labels": (pooled, top_k)}
 
 
 def predict_multilabel_file(
@@ -349,65 +474,83 @@ def predict_multilabel_file(
     dict
         ``file``, ``duration`` (s), ``n_windows``, ``labels`` (top ``top_k``: ``rank, label,
         mid, probability, threshold, predicted``) and ``windows`` (per window ``start, end,
-        labels`` likewise).
+        labels`` likewise). ``audiosetflow predict`` uses :func:`iter_multilabel_file`, which
+        does not keep the windows.
 
     Raises
     ------
     audiosetflow.audio.codec.AudioError, OSError
         If the file cannot be decoded.
     """
-    from .audio.codec import AudioError
+    windows = []
+    for kind, item in iter_multilabel_file(
+        path, checkpoint, hop=hop, pool=pool, top_k=top_k, device=device
+    ):
+        item = _resolved(item, checkpoint)
+        if kind == "window":
+            windows.append(item)
+        else:
+            res = item
+    return {**res, "windows": windows}
 
-    if not Path(path).is_file():
-        raise AudioError(f"{path}: no such file")
-    starts, scores, duration = checkpoint.predict_file(path, hop=hop, device=device)
-    pooled = scores.max(axis=0) if pool == "max" else scores.mean(axis=0)
 
-    def top(s: np.ndarray) -> list[dict]:
-        order = np.argsort(-s, kind="stable")[:top_k]
-        return [
-            {
-                "rank": r + 1,
-                "label": checkpoint.labels[j]["name"],
-                "mid": checkpoint.labels[j]["mid"],
-                "probability": float(s[j]),
-                "threshold": float(checkpoint.thresholds[j]),
-                "predicted": int(s[j] >= checkpoint.thresholds[j]),
-            }
-            for r, j in enumerate(order)
-        ]
-
-    win = checkpoint.clip_seconds
-    return {
-        "file": path,
-        "duration": round(float(duration), 3),
-        "n_windows": len(starts),
-        "labels": top(pooled),
-        "windows": [
-            {"start": float(s), "end": round(min(float(s) + win, duration), 3), "labels": top(sc)}
-            for s, sc in zip(starts, scores, strict=True)
-        ],
-    }
+def _resolved(item: dict, checkpoint) -> dict:
+    """``labels`` (scores, top_k) as the top-k list."""
+    scores, top_k = item["labels"]
+    return {**item, "labels": _top(checkpoint, scores, top_k)}
 
 
 _ML_COLUMNS = "file\twindow\tstart\tend\trank\tlabel\tmid\tprobability\tpredicted"
 
 
-def _ml_rows(res: dict, *, per_window: bool) -> list[str]:
-    f = res["file"]
-    out = [
-        f"{f}\tall\t0\t{res['duration']:g}\t{r['rank']}\t{r['label']}\t{r['mid']}\t"
-        f"{r['probability']:.4f}\t{r['predicted']}"
-        for r in res["labels"]
+def _ml_lines(f: str, window: object, start: float, end: float, labels: list[dict]) -> list[str]:
+    return [
+        "\t".join(
+            (
+                escape(f),
+                str(window),
+                f"{start:g}",
+                f"{end:g}",
+                str(r["rank"]),
+                escape(r["label"]),
+                escape(r["mid"]),
+                f"{r['probability']:.4f}",
+                str(r["predicted"]),
+            )
+        )  # fmt: skip
+        for r in labels
     ]
-    if per_window:
-        for i, w in enumerate(res["windows"]):
-            out += [
-                f"{f}\t{i}\t{w['start']:g}\t{w['end']:g}\t{r['rank']}\t{r['label']}\t"
-                f"{r['mid']}\t{r['probability']:.4f}\t{r['predicted']}"
-                for r in w["labels"]
-            ]
-    return out
+
+
+class _JsonStream:
+    """``predict --format json``: one JSON document, written as the files are predicted."""
+
+    def __init__(self, head: dict, out):
+        self.out, self.first = out, True
+        text = json.dumps(head, indent=1)
+        out.write(text[:-2] + ',\n "files": [')
+
+    def file_start(self, path: str) -> None:
+        self.out.write(("\n  " if self.first else ",\n  ") + "{" + f'"file": {json.dumps(path)}')
+        self.first, self.first_window = False, True
+
+    def window(self, w: dict) -> None:
+        if self.first_window:
+            self.out.write(', "windows": [')
+        self.out.write(("\n   " if self.first_window else ",\n   ") + json.dumps(w))
+        self.first_window = False
+
+    def file_end(self, res: dict, *, per_window: bool) -> None:
+        if per_window:
+            self.out.write("\n  ]" if not self.first_window else ', "windows": []')
+        rest = {k: v for k, v in res.items() if k != "file"}
+        self.out.write(", " + json.dumps(rest)[1:])
+        self.out.flush()
+
+    def close(self, errors: list[str]) -> None:
+        end = "\n ]" if not self.first else "]"
+        self.out.write(end + f',\n "errors": {json.dumps(errors)}\n}}\n')
+        self.out.flush()
 
 
 def _cmd_predict_multilabel(args: argparse.Namespace, path: Path, device: str) -> int:
@@ -418,44 +561,51 @@ def _cmd_predict_multilabel(args: argparse.Namespace, path: Path, device: str) -
     try:
         ck = load_multilabel(path, device=device)
     except (FileNotFoundError, ValueError) as exc:
-        return _error(exc)
+        return _error(f"{path}: {exc}" if str(path) not in str(exc) else exc)
+    files, bad = _expand(args.files)
+    if bad:
+        return _usage_errors(bad)
     errors: list[str] = []
-    files = list(_expand(args.files, errors))
-    results = []
+    js = None
     if args.format == "tsv":
         print(_ML_COLUMNS, flush=True)
+    else:
+        head = {"model": str(path), "pool": args.pool, "hop": args.hop, "window": ck.clip_seconds}
+        js = _JsonStream(head, sys.stdout)
     bar = ProgressBar(len(files), PROG + " predict", unit="files")
     with bar:
         for f in files:
+            i = 0
+            if js is not None:
+                js.file_start(f)
             try:
-                res = predict_multilabel_file(
+                for kind, item in iter_multilabel_file(
                     f, ck, hop=args.hop, pool=args.pool, top_k=args.top_k, device=device
-                )
+                ):
+                    item = _resolved(item, ck)
+                    if kind == "window":
+                        if args.per_window and js is not None:
+                            js.window(item)
+                        elif args.per_window:
+                            lines = _ml_lines(f, i, item["start"], item["end"], item["labels"])
+                            bar.write("\n".join(lines), file=sys.stdout)
+                        i += 1
+                    elif js is not None:
+                        js.file_end(item, per_window=args.per_window)
+                    else:
+                        lines = _ml_lines(f, "all", 0, item["duration"], item["labels"])
+                        bar.write("\n".join(lines), file=sys.stdout)
             except (AudioError, OSError, ValueError) as exc:
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                msg = msg if f in msg else f"{f}: {msg}"
-                bar.write(f"{PROG}: error: {msg}", file=sys.stderr)
+                msg = _file_error(f, exc)
+                if i:
+                    msg += f" (after {i} windows)"
+                bar.write(f"{PROG}: error: {escape(msg)}", file=sys.stderr)
                 errors.append(msg)
-                bar.update()
-                continue
-            if args.format == "tsv":
-                for line in _ml_rows(res, per_window=args.per_window):
-                    bar.write(line, file=sys.stdout)
-            else:
-                if not args.per_window:
-                    res.pop("windows")
-                results.append(res)
+                if js is not None:
+                    js.file_end({"error": msg}, per_window=args.per_window)
             bar.update()
-    if args.format == "json":
-        doc = {
-            "model": str(path),
-            "pool": args.pool,
-            "hop": args.hop,
-            "window": ck.clip_seconds,
-            "files": results,
-            "errors": errors,
-        }
-        print(json.dumps(doc, indent=1))
+    if js is not None:
+        js.close(errors)
     return 1 if errors else 0
 
 
@@ -477,12 +627,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         device = str(resolve_device(args.device))
         checkpoints = load_models(args.models, device=device)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     from .progress import ProgressBar
 
+    files, bad = _expand(args.files)
+    if bad:
+        return _usage_errors(bad)
     errors: list[str] = []
-    files = list(_expand(args.files, errors))
     rows: list[dict] = []
     if args.format == "tsv":
         print("file\tlabel\tmid\tprobability\tpredicted", flush=True)
@@ -490,15 +641,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     with bar:
         for f in files:  # one file at a time: results appear as they are computed
             r, e = predict_files([f], checkpoints, device=device)
-            rows += r
+            rows += r if args.format == "json" else []
             for row in r if args.format == "tsv" else []:
                 bar.write(
-                    f"{row['file']}\t{row['label']}\t{row['mid']}\t{row['probability']:.4f}\t"
-                    f"{row['predicted']}",
+                    f"{escape(row['file'])}\t{escape(row['label'])}\t{escape(row['mid'])}\t"
+                    f"{row['probability']:.4f}\t{row['predicted']}",
                     file=sys.stdout,
                 )
             for msg in e:
-                bar.write(f"{PROG}: error: {msg}", file=sys.stderr)
+                bar.write(f"{PROG}: error: {escape(msg)}", file=sys.stderr)
             errors += e
             bar.update()
     if args.format == "json":
@@ -506,25 +657,65 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def _expand(args: Sequence[str], errors: list[str]):
-    """The files to predict, in order: a folder gives its :func:`media_files` (or an error
-    line, appended to ``errors``, when it has none); anything else is taken as a file."""
+def _expand(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The files to predict, in order, and the arguments that name none.
+
+    A folder gives its :func:`media_files`; a folder without any, and a path that does not
+    exist, are an error each (``(files, errors)``: ``predict`` then predicts nothing and exits
+    with status 2). Anything else is taken as a file (and may fail to decode: status 1).
+    """
+    files: list[str] = []
+    errors: list[str] = []
     for arg in args:
-        if not Path(arg).is_dir():
-            yield arg
-            continue
-        files = media_files(arg)
-        if not files:
-            msg = f"{arg}: no media files in this folder (audio/video suffixes: {_EXAMPLES}, ...)"
-            print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
-            errors.append(msg)
-        yield from (str(p) for p in files)
+        p = Path(arg)
+        if p.is_dir():
+            found = media_files(arg)
+            if not found:
+                errors.append(
+                    f"{arg}: no media files in this folder (suffixes: {_EXAMPLES}, ...; "
+                    "see --help; name a file to try any other)"
+                )
+            files += [str(f) for f in found]
+        elif not os.path.exists(arg):
+            errors.append(f"{arg}: no such file or folder")
+        else:
+            files.append(arg)
+    return files, errors
+
+
+def _usage_errors(messages: Sequence[str]) -> int:
+    for msg in messages:
+        print(f"{PROG}: error: {escape(msg)}", file=sys.stderr)
+    return 2
 
 
 def _error(msg: object) -> int:
     text = str(msg).strip().splitlines()
-    print(f"{PROG}: error: {text[0] if text else type(msg).__name__}", file=sys.stderr)
+    print(f"{PROG}: error: {escape(text[0]) if text else type(msg).__name__}", file=sys.stderr)
     return 2
+
+
+def _escape_frame(df):
+    """``df`` with every string cell escaped (:func:`escape`), in place; returned."""
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    for col in df.columns:
+        if is_object_dtype(df[col]) or is_string_dtype(df[col]):
+            df[col] = df[col].map(lambda v: escape(v) if isinstance(v, str) else v)
+    return df
+
+
+def _escaped_tables(tables: list) -> list:
+    """Copies of shard records with every text (YTIDs, reasons) escaped for the terminal."""
+    import copy
+
+    out = []
+    for t in tables:
+        e = copy.copy(t)
+        e.df = _escape_frame(t.df.copy())
+        e.df.index = e.df["ytid"].to_numpy()
+        out.append(e)
+    return out
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -534,13 +725,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         tables = st.read_records(args.results, progress=True)
     except ValueError as exc:
         return _error(exc)
-    table = st.status(tables)
-    if args.format == "tsv":
-        sys.stdout.write(table.to_csv(sep="\t", index=False))
-    elif args.format == "json":
-        print(st.to_json(table))
+    if args.format == "json":  # JSON escapes by itself
+        print(st.to_json(st.status(tables)))
+    elif args.format == "tsv":
+        sys.stdout.write(_escape_frame(st.status(tables)).to_csv(sep="\t", index=False))
     else:
-        print(st.format_status(args.results, tables, table))
+        safe = _escaped_tables(tables)
+        print(st.format_status(escape(args.results), safe, st.status(safe)))
     return 0
 
 
@@ -555,7 +746,7 @@ def _cmd_failures(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(st.to_json(table))
     else:
-        sys.stdout.write(table.to_csv(sep="\t", index=False))
+        sys.stdout.write(_escape_frame(table).to_csv(sep="\t", index=False))
     return 0
 
 

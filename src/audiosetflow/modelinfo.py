@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .textsafe import escape
+
 __all__ = ["checkpoint_info", "format_info", "info_json"]
 
 _LABEL_KEYS = ("slug", "name", "mid")
@@ -131,6 +133,11 @@ def _format_multilabel(info: Mapping[str, Any]) -> str:
         ("model", f"multi-label CNN, {model['parameters']:,} parameters"),
         ("model config", " ".join(f"{k}={_v(v)}" for k, v in model["config"].items())),
         ("labels", f"{len(labels)}: {names}"),
+        (
+            "thresholds",
+            ", ".join(f"{lab['name']} {lab['threshold']:.4f}" for lab in labels)
+            + " (per label, chosen on validation)",
+        ),
         ("sample rate", f"{info['sample_rate']} Hz"),
         ("window", f"{info['clip_seconds']:g} s"),
         ("features", " ".join(f"{k}={v}" for k, v in info["feature_params"].items())),
@@ -142,8 +149,7 @@ def _format_multilabel(info: Mapping[str, Any]) -> str:
     for k in ("n_train", "n_val", "n_test", "test_source", "best_epoch"):
         if k in info["info"]:
             rows.append((k.replace("_", " "), _v(info["info"][k])))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    return _aligned(rows)
 
 
 def _data(info: Mapping) -> tuple[dict, list[str]]:
@@ -246,8 +252,14 @@ def format_info(info: Mapping[str, Any]) -> str:
         rows.append(("test metrics", _NOT_STORED))
     for k in sorted(set(info["info"]) - _KNOWN_INFO):
         rows.append((f"info {k}", json.dumps(info["info"][k])))
+    return _aligned(rows)
+
+
+def _aligned(rows: list[tuple[str, Any]]) -> str:
+    """``key  value`` lines, keys padded to one width; every value escaped
+    (:func:`audiosetflow.textsafe.escape`: a label or path from the checkpoint is one line)."""
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    return "\n".join(f"{k.ljust(width)}  {escape(v)}" for k, v in rows)
 
 
 def _v(v: Any) -> str:

@@ -156,9 +156,12 @@ class Checkpoint:
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Scores of every window of a media file.
 
-        The file is decoded (ffmpeg, the training's sample rate); windows of
-        ``clip_seconds`` start every ``hop`` seconds (:func:`window_starts`), the last one
-        zero-padded where the file ends inside it, each scored like a training clip.
+        The file is decoded as a stream (ffmpeg, the training's sample rate) by
+        :func:`audiosetflow.predicting.iter_windows`: windows of ``clip_seconds`` start every
+        ``hop`` seconds (:func:`window_starts`), the last one zero-padded where the file ends
+        inside it, each scored like a training clip, a batch of windows at a time. The scores
+        of all windows are returned; ``audiosetflow predict`` consumes
+        :func:`audiosetflow.predicting.score_windows` batch by batch instead.
 
         Returns
         -------
@@ -167,23 +170,22 @@ class Checkpoint:
         duration : float
             Seconds of audio decoded.
         """
-        from ..audio.codec import decode
-        from ..audio.features import FeatureParams, compute
+        from ..predicting import iter_windows, score_windows
 
-        params = FeatureParams(**self.feature_params)
-        y = decode(path, sample_rate=self.sample_rate)
-        duration = len(y) / self.sample_rate
-        n = int(round(self.clip_seconds * self.sample_rate))
-        starts = window_starts(duration, window=self.clip_seconds, hop=hop)
-        X = []
-        for s in starts:
-            lo = int(round(s * self.sample_rate))
-            w = y[lo : lo + n]
-            if len(w) < n:
-                w = np.concatenate([w, np.zeros(n - len(w), dtype=np.float32)])
-            X.append(self.input_from_features(compute(w, params=params)))
-        S = self.predict(np.stack(X), device=device)
-        return np.asarray(starts), S.reshape(len(starts), -1), duration
+        windows = iter_windows(
+            path, window=self.clip_seconds, hop=hop, sample_rate=self.sample_rate
+        )
+        parts = list(
+            score_windows(
+                windows,
+                feature_params=self.feature_params,
+                to_input=self.input_from_features,
+                predict=lambda X: self.predict(X, device=device),
+            )
+        )
+        starts = np.concatenate([s for s, _ in parts])
+        scores = np.concatenate([np.asarray(sc).reshape(len(s), -1) for s, sc in parts])
+        return starts, scores.astype(np.float32, copy=False), float(windows.duration)
 
 
 def window_starts(duration: float, *, window: float, hop: float) -> list[float]:

@@ -1,0 +1,49 @@
+"""Every script of benchmarks/ runs at its --tiny size and prints its figure, so that a
+benchmark broken by a change of the code it measures fails the tests (bench_features.py had
+crashed unnoticed since the shard record gained its ``reason`` column)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "benchmarks"
+
+#: script -> (extra arguments, the figure its output must hold)
+CASES = {
+    "bench_dag.py": ([], r"snakemake -n [\d.]+ s, peak \d+ MB, \d+ jobs"),
+    "bench_download_bytes.py": ([], r"ratio full/section: [\d.]+x"),
+    "bench_download_cpu.py": ([], r"m4a sections: CPU [\d.]+ -> [\d.]+ s per YTID"),
+    "bench_features.py": ([], r"\(c3\) the workflow's .* stages: +[\d.]+ clips/s"),
+    "bench_mirror.py": ([], r"best: [\d.]+ clips/s"),
+    "bench_multilabel.py": ([], r"width +4: training +\d+ clips/s"),
+    "bench_predict.py": ([], r"0:01:30 +\d+ +\d+ MiB"),
+    "bench_train_memory.py": ([], r"peak RSS [\d,]+ / [\d,]+ clips: [\d.]+x"),
+    "bench_training.py": ([], r"CNN training throughput: \d+ clips/s"),
+}  # fmt: skip
+
+
+def test_every_benchmark_has_a_case():
+    assert sorted(p.name for p in BENCH.glob("*.py")) == sorted(CASES)
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_runs_at_its_tiny_size(script, request):
+    args, figure = CASES[script]
+    if script == "bench_dag.py":
+        args = ["--metadata", str(request.getfixturevalue("real_metadata"))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, str(BENCH / script), "--tiny", *args], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=1200, check=False)  # fmt: skip
+    took = time.perf_counter() - t0
+    assert r.returncode == 0, f"{script} failed after {took:.0f} s:\n{r.stdout}\n{r.stderr}"
+    assert re.search(figure, r.stdout), f"{script} printed no figure:\n{r.stdout}\n{r.stderr}"
+    print(f"{script} --tiny: {took:.1f} s")
