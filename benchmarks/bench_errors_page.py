@@ -33,7 +33,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--tiny", action="store_true", help="CI size: 2 clips of 2 s")
     args = ap.parse_args()
+    if args.tiny:
+        args.clips, args.seconds = 2, 2.0
     sr = 22050
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -74,7 +74,10 @@ def largest(a, b, keep=None) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips-per-class", type=int, default=10)
+    ap.add_argument("--tiny", action="store_true", help="CI size: 2 clips a class")
     args = ap.parse_args()
+    if args.tiny:
+        args.clips_per_class = 2
     builds = {n: e for n, (e, _) in ffmpeg_builds().items() if e}
     if len(builds) < 2:
         sys.exit("needs both ffmpeg builds: " + str(ffmpeg_builds()))

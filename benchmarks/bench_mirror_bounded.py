@@ -99,7 +99,10 @@ def main() -> None:
     ap.add_argument("--gib", type=float, default=2.0, help="size of the huge member (GiB)")
     ap.add_argument("--clips", type=int, default=20, help="good 10-s clips beside it")
     ap.add_argument("--limit-mb", type=int, default=1000, help="address-space limit (0: none)")
+    ap.add_argument("--tiny", action="store_true", help="CI size: a 0.01-GiB member, 2 clips")
     args = ap.parse_args()
+    if args.tiny:
+        args.gib, args.clips = 0.01, 2
     with tempfile.TemporaryDirectory() as tmp:
         tar = Path(tmp) / "bal_train00.tar"
         ytids = build(tar, gib=args.gib, clips=args.clips)
