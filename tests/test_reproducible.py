@@ -152,20 +152,38 @@ def _without_timings(obj):
     return obj
 
 
-@pytest.mark.xfail(reason="trainer bit-reproducibility lands with the learning core", strict=False)
-def test_metrics_and_model_weights_are_identical(runs):
-    import torch
-
+@pytest.fixture(scope="module")
+def trained(runs) -> dict[str, Path]:
+    """Both runs, further to the binary and multi-label models and their metrics."""
     for name, root in runs.items():
         _snakemake(root, root.parent / "demo", RUNS[name], TRAINED)
-    a, b = runs.values()
+    return runs
+
+
+def test_both_runs_train_every_model(trained):
+    """The training runs themselves succeed (a failing run is a failure, not the expected one
+    of the comparison below)."""
+    for root in trained.values():
+        for rel in TRAINED:
+            assert (root / rel).stat().st_size > 0, rel
+
+
+@pytest.mark.xfail(reason="trainer bit-reproducibility lands with the learning core", strict=False)
+def test_metrics_and_model_weights_are_identical(trained):
+    import torch
+
+    a, b = trained.values()
+    differ = []
     for rel in (t for t in TRAINED if t.endswith(".json")):
         ma, mb = (_without_timings(json.loads((r / rel).read_text())) for r in (a, b))
         for m in (ma, mb):  # the thread count follows --cores; it is not a result
             m.get("settings", {}).pop("threads", None)
-        assert ma == mb, rel
+        if ma != mb:
+            differ.append(rel)
     for rel in (t for t in TRAINED if t.endswith(".pt")):
         sa, sb = (torch.load(r / rel, map_location="cpu", weights_only=False) for r in (a, b))
         assert sa["state_dict"].keys() == sb["state_dict"].keys(), rel
-        for k, v in sa["state_dict"].items():
-            assert torch.equal(v, sb["state_dict"][k]), f"{rel}: {k}"
+        bad = [k for k, v in sa["state_dict"].items() if not torch.equal(v, sb["state_dict"][k])]
+        if bad:
+            differ.append(f"{rel} ({len(bad)} of {len(sa['state_dict'])} tensors)")
+    assert not differ, f"differ between the runs: {', '.join(differ)}"
