@@ -386,3 +386,17 @@ def test_score_matrix_holds_every_clip_label_and_model(tmp_path):
     # every figure can be recomputed from it: AP of the binary CNN on its clips
     sub = m.dropna(subset=["score:cnn:/m/mu"])
     assert mt.average_precision(sub["target:/m/mu"], sub["score:cnn:/m/mu"]) == 1.0
+
+
+def test_info_shows_the_provenance_read_from_the_header(tmp_path):
+    from audiosetflow.provenance import provenance
+
+    prov = provenance(config={"a": 1}, seeds=[7], device="cpu", data="e" * 64)
+    p = _save(tmp_path / "m.pt", provenance=prov, info={"dataset": {"n_test": 9, "n_test_pos": 2}})
+    out = subprocess.run(
+        [sys.executable, "-m", "audiosetflow", "info", str(p)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("provenance"))
+    assert prov["config_hash"][:12] in line and "eeeeeeeeeeee" in line and "seeds [7]" in line
+    assert "9 clips (2 positive)" in out.stdout

@@ -94,6 +94,7 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         "metrics": {"test": test},
         "info": info,
         "absent": absent,
+        "provenance": ck.provenance,
     }
 
 
@@ -121,6 +122,7 @@ def _multilabel_info(path: Path) -> dict[str, Any]:
         "metrics": {k: info.get(k) for k in ("mAP", "mean_auc", "d_prime")},
         "info": info,
         "absent": [],
+        "provenance": ck.provenance,
     }
 
 
@@ -149,6 +151,7 @@ def _format_multilabel(info: Mapping[str, Any]) -> str:
     for k in ("n_train", "n_val", "n_test", "test_source", "best_epoch"):
         if k in info["info"]:
             rows.append((k.replace("_", " "), _v(info["info"][k])))
+    rows.append(("provenance", _provenance_text(info.get("provenance"))))
     return _aligned(rows)
 
 
@@ -162,6 +165,8 @@ def _data(info: Mapping) -> tuple[dict, list[str]]:
         entry: dict[str, Any] = {}
         if stored.get(f"n_{part}") is not None:
             entry["n"] = stored[f"n_{part}"]
+        if stored.get(f"n_{part}_pos") is not None:
+            entry["n_pos"] = stored[f"n_{part}_pos"]
         metrics = info.get(part) if isinstance(info.get(part), Mapping) else {}
         for key in ("n", "n_pos"):
             if key not in entry and metrics.get(key) is not None:
@@ -252,7 +257,23 @@ def format_info(info: Mapping[str, Any]) -> str:
         rows.append(("test metrics", _NOT_STORED))
     for k in sorted(set(info["info"]) - _KNOWN_INFO):
         rows.append((f"info {k}", json.dumps(info["info"][k])))
+    rows.append(("provenance", _provenance_text(info.get("provenance"))))
     return _aligned(rows)
+
+
+def _provenance_text(prov: Mapping[str, Any] | None) -> str:
+    """Version, commit, config and data hashes, seeds and device of a checkpoint, in a line."""
+    if not prov:
+        return _NOT_STORED
+    git = prov.get("git") or {}
+    commit = str(git.get("commit") or "no git checkout")[:12]
+    if git.get("dirty"):
+        commit += " with local changes"
+    return (
+        f"audiosetflow {prov.get('version')}, commit {commit}, config_hash "
+        f"{str(prov.get('config_hash'))[:12]}, data_hash {str(prov.get('data_hash'))[:12]}, "
+        f"seeds {prov.get('seeds')}, device {prov.get('device')}"
+    )
 
 
 def _aligned(rows: list[tuple[str, Any]]) -> str:

@@ -924,12 +924,14 @@ def write_outputs(
         info={
             "test": cnn_metrics.test,
             "test_source": result.test_source,
-            "n_train": result.n_train,
-            "n_val": result.n_val,
-            "n_test": result.n_test,
-            "n_train_pos": int(data.y["train"].sum()),
-            "n_val_pos": int(data.y["val"].sum()),
-            "n_test_pos": int(y_test.sum()),
+            "dataset": {
+                "n_train": result.n_train,
+                "n_val": result.n_val,
+                "n_test": result.n_test,
+                "n_train_pos": int(data.y["train"].sum()),
+                "n_val_pos": int(data.y["val"].sum()),
+                "n_test_pos": int(y_test.sum()),
+            },
         },
     )
     n_pos = int(y_test.sum())
