@@ -3,6 +3,7 @@
     python benchmarks/demo_figures.py                  # figures of results/ (after ./run demo)
     python benchmarks/demo_figures.py --run            # run the demo first (as ./run demo)
     python benchmarks/demo_figures.py --tiny           # a tiny demo in a temporary folder (CI)
+    python benchmarks/demo_figures.py --real           # and the models on real recordings
 
 Prints a Markdown table per binary model (test AP at the eval split's natural prevalence, the
 AP of its 1:1 subset, ROC-AUC, F1 at the stored threshold, the best F1, the threshold, flagged
@@ -92,11 +93,73 @@ def figures(results: Path) -> str:
     return "\n".join(lines)
 
 
+def on_real(results: Path) -> str:
+    """The run's models on real recordings (``tests/realaudio.py``: Debian packages of
+    recorded speech, music and sound effects, every clip of both of its splits): each binary
+    model's AP and F1 at its stored threshold for its label, and how often the multi-label
+    model's top label is the clip's class."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import numpy as np
+    import realaudio
+
+    from audiosetflow.audio.features import load_split
+    from audiosetflow.learning.checkpoint import load_checkpoint
+    from audiosetflow.learning.metrics import average_precision, f1_at
+
+    corpus = realaudio.real_corpus()
+    parts = [load_split(corpus.features[s]) for s in ("train", "eval")]
+    lm = np.concatenate([p[0] for p in parts])
+    ytids = [y for p in parts for y in p[1]["ytid"]]
+    cls = corpus.clips.drop_duplicates("ytid").set_index("ytid").loc[ytids, "cls"].to_numpy()
+    lines = [
+        "",
+        f"On {len(ytids)} real recorded clips (tests/realaudio.py: "
+        + ", ".join(f"{c} {int((cls == c).sum())}" for c in sorted(set(cls)))
+        + "), never seen in training:",
+    ]
+    for path in sorted((results / "models").glob("*.pt")):
+        ck = load_checkpoint(path)
+        if ck.extra_channels:
+            continue  # the real corpus keeps log-mel only
+        S = ck.predict(lm[:, None])
+        if ck.kind == "multilabel":
+            names = [lab["name"] for lab in ck.labels]
+            top = np.asarray(names)[S.argmax(axis=1)]
+            for c in ("Speech", "Music"):
+                if c in names:
+                    hit = top[cls == c] == c
+                    lines.append(
+                        f"- multi-label CNN: top label is {c} for {int(hit.sum())} of "
+                        f"{len(hit)} {c} clips (others: "
+                        + ", ".join(
+                            f"{n} {k}"
+                            for n, k in zip(*np.unique(top[cls == c], return_counts=True),
+                                            strict=True)
+                            if n != c
+                        )
+                        + ")"
+                    )  # fmt: skip
+            continue
+        name = ck.label.get("name", "")
+        if name not in set(cls):
+            continue
+        y = (cls == name).astype(int)
+        lines.append(
+            f"- {name} CNN: AP {average_precision(y, S):.3f} (chance {y.mean():.3f}), F1 at its "
+            f"stored threshold {ck.threshold:.3f}: {f1_at(y, S, ck.threshold):.3f}"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, default=REPO / "results")
     ap.add_argument("--run", action="store_true", help="run the demo first (in --results/..)")
     ap.add_argument("--tiny", action="store_true", help="a tiny demo in a temporary folder")
+    ap.add_argument(
+        "--real", action="store_true",
+        help="also score real recordings (tests/realaudio.py; installs Debian packages)",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.tiny:
         with tempfile.TemporaryDirectory(prefix="demo-figures-") as d:
@@ -112,6 +175,8 @@ def main() -> None:
     if args.run:
         run_demo(args.results.resolve().parent)
     print(figures(args.results))
+    if args.real:
+        print(on_real(args.results))
 
 
 if __name__ == "__main__":

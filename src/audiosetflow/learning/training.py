@@ -109,7 +109,7 @@ class DenseSettings:
     min_epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 1e-3
-    weight_decay: float = 1e-3
+    weight_decay: float = 1e-4
 
 
 @dataclass(frozen=True)
