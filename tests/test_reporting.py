@@ -497,7 +497,7 @@ def test_landing_page_tables(tmp_path):
         len(el.tables[t][0]) for t in ("asf-metrics", "asf-labels", "asf-multilabel",
                                        "asf-multilabel-compare")
     )  # fmt: skip
-    assert "Best average precision per label: Music: CNN (log-mel), AP 0.950" in html
+    assert "Highest average precision per label: Music: CNN (log-mel), AP 0.950" in html
     assert "15 YTIDs selected, 14 downloaded" in html
 
 
