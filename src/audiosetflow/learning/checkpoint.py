@@ -368,7 +368,11 @@ def read_header(path: str | Path) -> dict:
     CheckpointError
         One line naming the file and what is wrong.
     """
-    raw = _load_raw(path)
+    return _header(_load_raw(path), path)
+
+
+def _header(raw: dict, path) -> dict:
+    """The checked header of a loaded checkpoint dict."""
     try:
         header = json.loads(raw.get("header"))
     except (TypeError, ValueError):
@@ -397,12 +401,7 @@ def load_checkpoint(
         One line naming the file and what is wrong.
     """
     raw = _load_raw(path)
-    try:
-        header = _check_header(json.loads(raw.get("header")), path)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise _fail(path, "header is not JSON text") from None
+    header = _header(raw, path)
     if kind is not None and header["kind"] != kind:
         raise _fail(path, f"a {header['kind']} checkpoint, not a {kind} one")
     state = raw.get("state_dict")
