@@ -52,7 +52,10 @@ _JOB = textwrap.dedent(
     t = download_shard(ShardTable.from_manifest(man), shard=shard,
                        cfg=DownloadConfig.from_config({}), sources=sources,
                        index=res + "/index.parquet")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM: this process's own peak (ru_maxrss would include the forking parent's RSS)
+    status = open("/proc/self/status").read()
+    peak = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:")))
+    peak /= 1024
     print(json.dumps({"peak_mb": peak,
                       "ok": int((t.df["download_status"] == "ok").sum()),
                       "huge": [t.df.at["hugeWAV0001", c]

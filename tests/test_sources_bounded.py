@@ -183,7 +183,10 @@ _JOB = textwrap.dedent(
                        index=sys.argv[5], out=shard.table("download"))
     out = {y: [t.df.at[y, "download_status"], t.df.at[y, "download_reason"],
                t.df.at[y, "source"]] for y in t.ytids}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    # VmHWM: this process's own peak (ru_maxrss would include the forking parent's RSS)
+    status = open("/proc/self/status").read()
+    peak = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:")))
+    peak //= 1024
     print("RESULT " + json.dumps({"rows": out, "peak_mb": peak}))
     """
 )
