@@ -233,7 +233,8 @@ def _dataclass(module: str, name: str) -> type:
 # A dataclass default that differs from the schema's is a second copy drifting: fix one.
 SECTION_DATACLASSES = [
     ("audiosetflow.demo", "DemoSpec", "demo", {}),
-    ("audiosetflow.audio.features", "FeatureParams", "features", {"sample_rate": "audio"}),
+    # FeatureParams.sample_rate: audio.sample_rate defaults to null, the rate of the front-end
+    ("audiosetflow.audio.features", "FeatureParams", "features", {}),
     ("audiosetflow.acquisition.download", "DownloadConfig", "download", {}),
     ("audiosetflow.learning.training", "TrainSettings", "training", {"seed": "selection"}),
     ("audiosetflow.learning.labelsets", "MultilabelSettings", "multilabel", {}),
@@ -291,10 +292,12 @@ def test_validate_fills_defaults_like_snakemake(overlays):
     cfg["download"] = {"retries": 1}  # a section given in part
     cfg.pop("audio", None)  # a section not given at all
     want = _snakemake_validate(copy.deepcopy(cfg))
+    # then audio.sample_rate null becomes the rate of the front-end (librosa: 22050)
+    want["audio"]["sample_rate"] = 22050
     got = C.validate(cfg)
     assert got is cfg and got == want
     assert got["download"]["url_template"] == "https://www.youtube.com/watch?v={ytid}"
-    assert got["audio"] == C.defaults("audio")
+    assert got["audio"] == {**C.defaults("audio"), "sample_rate": 22050}
 
 
 def test_validate_does_not_share_defaults_between_configs():

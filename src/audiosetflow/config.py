@@ -571,7 +571,7 @@ def validate(config: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     validator_cls = jsonschema.validators.validator_for(_schema(), jsonschema.Draft202012Validator)
     errors = list(validator_cls(_schema()).iter_errors(config))
     if not errors:
-        return config
+        return _resolve_sample_rate(config)
     best = jsonschema.exceptions.best_match(errors)
     text = _message(best)
     if len(text) > _MAX_MESSAGE:
@@ -579,6 +579,21 @@ def validate(config: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if len(errors) > 1:
         text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     raise ConfigError(text)
+
+
+def _resolve_sample_rate(config: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``audio.sample_rate`` null becomes the rate ``features.frontend`` needs; one that is
+    too low for the front-end is a :class:`ConfigError`."""
+    from .audio.frontends import check_sample_rate
+
+    audio, feats = config.get("audio") or {}, config.get("features") or {}
+    try:
+        audio["sample_rate"] = check_sample_rate(
+            feats.get("frontend", "librosa"), audio.get("sample_rate")
+        )
+    except ValueError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    return config
 
 
 # --- secrets ------------------------------------------------------------------------------------

@@ -140,6 +140,15 @@ class FeatureParams:
         STFT and repeat the edge samples for ZCR, as librosa does).
     top_db : float or None
         Dynamic range of the log-mel below the clip's maximum (librosa.power_to_db).
+    frontend : str
+        How ``log_mel`` is computed (:mod:`~.frontends`): ``librosa`` (this kernel),
+        ``panns`` (this kernel with PANNs' parameters) or ``kaldi_fbank`` (Kaldi's fbank).
+    pad_mode : str
+        Padding of the centred STFT: ``constant`` (zeros, librosa's default) or ``reflect``
+        (PANNs).
+    window : str
+        ``hann`` (periodic, the kernel's STFT), or the ``kaldi_fbank`` window (``hanning``
+        or ``povey``).
     """
 
     sample_rate: int = 22050
@@ -154,8 +163,22 @@ class FeatureParams:
     tuning: float = 0.0
     center: bool = True
     top_db: float | None = 80.0
+    frontend: str = "librosa"
+    pad_mode: str = "constant"
+    window: str = "hann"
 
     def __post_init__(self) -> None:
+        from .frontends import FRONTENDS, KALDI_WINDOWS
+
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"unknown front-end {self.frontend!r}; one of {list(FRONTENDS)}")
+        if self.pad_mode not in ("constant", "reflect"):
+            raise ValueError(f"pad_mode must be 'constant' or 'reflect', got {self.pad_mode!r}")
+        windows = KALDI_WINDOWS if self.frontend == "kaldi_fbank" else ("hann",)
+        if self.window not in windows:
+            raise ValueError(
+                f"window {self.window!r} with the {self.frontend} front-end; one of {list(windows)}"
+            )
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc", "n_chroma"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
@@ -182,7 +205,7 @@ class FeatureParams:
         object.__setattr__(self, "center", bool(self.center))
 
     @classmethod
-    def from_config(cls, features_cfg: dict, *, sample_rate: int) -> FeatureParams:
+    def from_config(cls, features_cfg: dict, *, sample_rate: int | None) -> FeatureParams:
         """Parameters from ``config['features']`` (unknown keys such as ``threads`` ignored).
 
         Keys missing from ``features_cfg`` take the config schema's defaults; fields the
@@ -193,14 +216,31 @@ class FeatureParams:
         ----------
         features_cfg : dict
             The ``features`` section of the configuration.
-        sample_rate : int
-            ``config['audio']['sample_rate']``.
+        sample_rate : int or None
+            ``config['audio']['sample_rate']`` (None: 22050 for librosa). The ``panns`` and
+            ``kaldi_fbank`` front-ends fix it, with ``n_fft``, ``hop_length``, ``n_mels``,
+            ``fmin``, ``fmax``, ``center``, ``top_db``, ``pad_mode`` and ``window``
+            (:func:`~.frontends.preset`): the clips are resampled to it.
         """
-        return section(cls, features_cfg, "features", sample_rate=sample_rate)
+        from .frontends import frontend_rate, preset
+
+        cfg = dict(features_cfg or {})
+        frontend = str(cfg.get("frontend") or "librosa")
+        fixed = preset(frontend, kaldi_window=str(cfg.get("kaldi_window") or "hanning"))
+        rate = frontend_rate(frontend, sample_rate)
+        return section(cls, cfg, "features", **{"sample_rate": rate, **fixed})
 
     def to_dict(self) -> dict:
-        """The fields as a plain dict (``FeatureParams(**p.to_dict()) == p``)."""
-        return dataclasses.asdict(self)
+        """The fields as a plain dict (``FeatureParams(**p.to_dict()) == p``).
+
+        The front-end fields are left out while they have their defaults (the librosa
+        front-end), so that librosa's parameters read exactly as before front-ends existed.
+        """
+        d = dataclasses.asdict(self)
+        for k in ("frontend", "pad_mode", "window"):
+            if d[k] == _DEFAULT_FRONTEND[k]:
+                del d[k]
+        return d
 
     def n_frames(self, n_samples: int) -> int:
         """Number of frames of a waveform of ``n_samples`` samples."""
@@ -218,6 +258,9 @@ class FeatureParams:
             "chroma": self.n_chroma,
             "rolloff": 1,
         }
+
+
+_DEFAULT_FRONTEND = {"frontend": "librosa", "pad_mode": "constant", "window": "hann"}
 
 
 # --- constants per parameter set -------------------------------------------------------------
@@ -425,6 +468,10 @@ def _workspace(p: FeatureParams, n_t: int) -> _Workspace:
 def compute(y: np.ndarray, *, params: FeatureParams) -> dict[str, np.ndarray]:
     """Frame-level features of one mono waveform from a single STFT.
 
+    With ``params.frontend == "kaldi_fbank"`` the ``log_mel`` (and the MFCC of it) is Kaldi's
+    fbank instead (:func:`~.frontends.compute_kaldi`); ``panns`` is this kernel with PANNs'
+    parameters (reflect padding, no ``top_db``).
+
     Parameters
     ----------
     y : ndarray, shape (n_samples,)
@@ -453,13 +500,17 @@ def compute(y: np.ndarray, *, params: FeatureParams) -> dict[str, np.ndarray]:
     if not np.isfinite(y).all():
         raise ValueError("waveform holds NaN or infinite samples")
     p = params
+    if p.frontend == "kaldi_fbank":
+        from .frontends import compute_kaldi
+
+        return compute_kaldi(y, params=p)
     b = _bank(p)
     tune_malloc()
 
     # STFT magnitudes as librosa computes them: float64 FFT of the float32 frames times the
     # float64 window, rounded to complex64, abs (bit-identical to np.abs(librosa.stft(y)).T).
     # Blocks of frames keep the float64 temporaries in cache.
-    frames = _frames(y, p, "constant")
+    frames = _frames(y, p, p.pad_mode)
     n_t = frames.shape[0]
     ws = _workspace(p, n_t)
     mag, power = ws.mag, ws.power  # (T, n_bins)
@@ -567,8 +618,10 @@ def summarize(feats: dict[str, np.ndarray], *, params: FeatureParams) -> np.ndar
 # --- Parquet -----------------------------------------------------------------------------------
 
 
-def _arrow_schema(params: FeatureParams):
+def _arrow_schema(params: FeatureParams, *, n_frames: int | None = None):
     import pyarrow as pa
+
+    from .frontends import describe
 
     fields = [
         pa.field("ytid", pa.string(), nullable=False),
@@ -596,6 +649,7 @@ def _arrow_schema(params: FeatureParams):
             }
         ),
         f"{_KV_PREFIX}summary_features": json.dumps(_seed_summary(params)),
+        f"{_KV_PREFIX}frontend": json.dumps(describe(params, n_frames=n_frames), sort_keys=True),
     }
     return pa.schema(fields, metadata=meta)
 
@@ -653,7 +707,6 @@ def write_shard(
     missing = [c for c in META_COLUMNS[:10] if c not in meta.columns]
     if missing:
         raise ValueError(f"metadata lacks columns {missing}")
-    schema = _arrow_schema(params)
     rows = params.rows()
     ok = [i for i, f in enumerate(features) if f is not None]
     n_frames = np.zeros(n, dtype=np.int32)
@@ -669,6 +722,8 @@ def write_shard(
                 )
             t = a.shape[1]
         n_frames[i] = t
+    frames_seen = {int(n_frames[i]) for i in ok}
+    schema = _arrow_schema(params, n_frames=frames_seen.pop() if len(frames_seen) == 1 else None)
     valid = np.zeros(n, dtype=bool)
     valid[ok] = True
     invalid = ~valid
@@ -957,7 +1012,9 @@ def run_features(
     out_table : str or Path
         Where the table is written (the rule's declared output; also the shard's record).
     params : FeatureParams
-        Feature parameters; ``params.sample_rate`` must be the clips' sample rate.
+        Feature parameters; ``params.sample_rate`` is the clips' sample rate, or for the
+        ``panns`` and ``kaldi_fbank`` front-ends a lower one the clips are resampled to
+        (:func:`~.frontends.resample`).
     names : mapping of str to str
         MID to display name (the ``label_names`` column).
     threads : int
@@ -983,6 +1040,8 @@ def run_features(
     import soundfile as sf
     from threadpoolctl import threadpool_limits
 
+    from .frontends import resample
+
     with (
         stage_run("features", table_in, shard=shard, out=out_table, logger=logger or log) as run,
         threadpool_limits(limits=threads),
@@ -1002,7 +1061,13 @@ def run_features(
                 try:
                     y, sr = sf.read(str(shard.clip(ytid)), dtype="float32")
                     if sr != params.sample_rate:
-                        raise ValueError(f"clip sample rate {sr} != audio.sample_rate")
+                        if params.frontend == "librosa" or sr < params.sample_rate:
+                            raise ValueError(
+                                f"clip sample rate {sr} Hz, the {params.frontend} front-end "
+                                f"computes at {params.sample_rate} Hz (rerun: --forcerun "
+                                "transcode)"
+                            )
+                        y = resample(y, sr_in=sr, sr_out=params.sample_rate)
                     f = compute(y, params=params)
                     run.record(ytid, Status.OK)
                 except (sf.LibsndfileError, ValueError, OSError) as exc:
