@@ -26,6 +26,7 @@ CASES = {
     "demo_figures.py": ([], r"\| Music \| cnn \| \d+ \(\d+\) \|"),
     "bench_download_bytes.py": ([], r"ratio full/section: [\d.]+x"),
     "bench_download_cpu.py": ([], r"m4a sections: CPU [\d.]+ -> [\d.]+ s per YTID"),
+    "bench_frontends.py": ([], r"kaldi_fbank +compute +[\d.]+ +[\d.]+"),
     "bench_features.py": ([], r"\(c3\) the workflow's .* stages: +[\d.]+ clips/s"),
     "bench_mirror.py": ([], r"best: [\d.]+ clips/s"),
     "bench_multilabel.py": ([], r"width +4: training +\d+ clips/s"),

@@ -96,7 +96,7 @@ def test_panns_matches_librosa_with_panns_settings(name):
     assert np.abs(ours - ref).max() <= PANNS_MAX_DB
 
 
-# Kaldi itself refuses 128 bands at 16 kHz with a 512-point FFT: band 3 (about 75-105 Hz)
+# Kaldi itself refuses 128 bands at 16 kHz with a 512-point FFT: band 3 (63.0-93.0 Hz)
 # catches no FFT bin ("You may have set num_mel_bins too large"); torchaudio, which AST and
 # BEATs use, gives that band zero weights, i.e. ln(eps) in every frame, and so does
 # kaldi_fbank. The reference is compared at 80 bands and at 126, the most Kaldi accepts.
@@ -335,7 +335,7 @@ def test_panns_demo_trains_and_a_frontend_change_reruns_only_features(tmp_path):
     shard = sorted((res / "features/train").glob("shard-*.parquet"))[0]
     assert read_params(shard)[1].frontend == "panns"
     X, meta = load_split(res / "features/train")
-    assert X.shape[1:] == (64, 1001) and len(X) > 10 and set(meta["sample_rate"]) == {32000}
+    assert X.shape[1:] == (64, 1001) and len(X) >= 8 and set(meta["sample_rate"]) == {32000}
     ck = load_checkpoint(res / "models/music.pt")
     assert ck.feature_params["frontend"] == "panns" and ck.sample_rate == 32000
     plan = subprocess.run(

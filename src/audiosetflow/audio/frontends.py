@@ -21,9 +21,11 @@
     as AST calls it, or Kaldi's default ``povey``: ``features.kaldi_window``), zero-padded to
     a 512-point FFT, power spectrum, 128 triangular bands on Kaldi's mel scale
     ``1127 ln(1 + f / 700)`` from 20 Hz to Nyquist (unnormalised, as Kaldi builds them),
-    natural log floored at float32 epsilon, no energy term. Samples are taken as they are
-    (floats in [-1, 1], as AST feeds them; BEATs scales by 2**15 first, which adds
-    ``ln(2**30) = 20.79`` to every band above the floor).
+    natural log floored at float32 epsilon, no energy term. Band 3 (63-93 Hz) falls between
+    two FFT bins: Kaldi's own code refuses 128 bands here, torchaudio (which AST and BEATs
+    use) leaves the band empty, ``ln(eps)`` in every frame, and so does this one. Samples
+    are taken as they are (floats in [-1, 1], as AST feeds them; BEATs scales by 2**15
+    first, which adds ``ln(2**30) = 20.79`` to every band above the floor).
 
 The other frame-level features (MFCC, centroid, ZCR, chroma, roll-off) come from the same
 waveform with the librosa kernel on the front-end's frame grid, so that every matrix of a
