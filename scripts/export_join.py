@@ -13,5 +13,6 @@ with stage_job(f"export_{snakemake.params.what}", log):
         outputs=dict(snakemake.output.items()),
         settings=snakemake.params.settings,
         root=snakemake.params.root,
+        keep=snakemake.params.get("keep", ()),
         log=log,
     )

@@ -237,33 +237,46 @@ def test_export_reads_back_with_each_library_and_reruns_only_what_changed(tmp_pa
         cfg = tmp_path / "test-config.yaml"
         cfg.write_text(yaml.safe_dump({
             "metadata": {"dir": str(tmp_path / "metadata")},
-            "labels": ["Music", "Speech"], "shard_size": 4,
+            "labels": ["Music"], "shard_size": 4,
             "download": {"url_template": srv.url_template(), "retries": 1,
                          "backoff_initial": 0.01, "backoff_max": 0.05, "cooldown": 0.2},
             "training": {"epochs": 1, "patience": 1}, "multilabel": {"enabled": False},
-            "export": {"clips_per_part": 8},
+            "export": {"clips_per_part": 4},
         }))  # fmt: skip
         _snakemake(tmp_path, cfg, "export")
-        samples = _read_back(tmp_path, corpus)
+        _read_back(tmp_path, corpus)
         export = tmp_path / "results/export"
         # a clip arrives: the rerun rewrites only the part that holds it
         before = _part_files(export)
-        tar_of = {s["__key__"]: s["__url__"] for s in samples}
+        part_of_transient = (
+            pd.read_parquet(export / "clips.parquet").set_index("ytid").loc[TRANSIENT, "part"]
+        )
         srv.heal(TRANSIENT)
-        _snakemake(tmp_path, cfg, "export")
+        # the per-part formats and what is joined from them (clips.parquet and croissant.json
+        # would retrain the model first: checked above)
+        targets = [str(p.relative_to(tmp_path)) for p in [
+            *export.glob("webdataset/*.tar"), export / "hf/README.md",
+            *export.glob("lhotse/*.jsonl.gz")]]  # fmt: skip
+        _snakemake(tmp_path, cfg, *targets)
     after = _part_files(export)
     assert set(before) <= set(after)
     changed = {p for p in before if after[p] != before[p]}
     # the healed YTID's shard (train): its tar, hf file and part files; nothing else
+    assert len([p for p in before if p.startswith("webdataset/train-")]) >= 2
     train_part = [p for p in changed if p.startswith("webdataset/")]
     assert len(train_part) == 1, changed
-    assert all("train" in p for p in changed), changed
-    unchanged_tars = {Path(u).name for u in tar_of.values()} - {Path(train_part[0]).name}
-    assert unchanged_tars and all(f"webdataset/{t}" not in changed for t in unchanged_tars)
+    # the part clips.parquet named for the YTID before it arrived
+    number = part_of_transient.split("/")[1]
+    assert {p for p in changed} == {
+        f"webdataset/train-{number}.tar", f"hf/data/train-{number}.parquet",
+        *(f"parts/train/part-{number}.{k}" for k in (
+            "webdataset.json", "hf.json", "lhotse.json", "recordings.jsonl.gz",
+            "supervisions.jsonl.gz", "cuts.jsonl.gz")),
+    }, changed  # fmt: skip
     keys = [s["__key__"] for s in _wds_samples(export)]
     assert keys.count(TRANSIENT) == 1 and len(keys) == len(set(keys))
-    clips = pd.read_parquet(export / "clips.parquet").set_index("ytid")
-    assert clips.loc[TRANSIENT, "status"] == "ok"
+    cuts = gzip.open(export / "lhotse/cuts_audioset_train.jsonl.gz", "rt").read()
+    assert cuts.count(f'"id": "{TRANSIENT}"') == 1
 
 
 @pytest.mark.parametrize("name", ["hf-tar", "hf-parquet", "panns", "webdataset"])
@@ -301,3 +314,27 @@ def test_mirror_overlays_validate_and_read_the_export(name, tmp_path):
     if kinds[0] in ("tar", "parquet"):
         index = src.index_file(parsed[0], parsed[0].files[0])
         assert sorted(index["ytid"]) == sorted(table.ytids)
+
+
+def test_missing_clip_is_one_line_naming_it_and_stale_parts_are_pruned(tmp_path):
+    from audiosetflow.errors import InputError
+    from audiosetflow.export.collect import prune
+
+    table = _fake_shard(tmp_path, 3)
+    gone = Layout(tmp_path).clip("train", table.ytids[1])
+    gone.unlink()
+    with pytest.raises(InputError) as exc:
+        list(iter_clips([table], root=tmp_path, labels=LabelNames({}, {})))
+    msg = str(exc.value)
+    assert str(gone) in msg and "--forcerun trim" in msg and "\n" not in msg
+
+    export = tmp_path / "export"
+    keep = [export / "webdataset/train-0000.tar", export / "parts/train/part-0000.fates.parquet"]
+    stale = [export / "webdataset/train-0001.tar", export / "hf/data/train-0001.parquet",
+             export / "parts/train/part-0001.fates.parquet"]  # fmt: skip
+    temp = export / "webdataset/.train-0002.tar.x1.tmp.tar"  # a running job's temporary
+    for f in [*keep, *stale, temp]:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"x")
+    assert sorted(prune(export, keep)) == sorted(stale)
+    assert all(f.exists() for f in [*keep, temp]) and not any(f.exists() for f in stale)

@@ -186,6 +186,7 @@ rule export_clips:
         what="clips",
         settings=EXPORT_CFG,
         root=RES,
+        keep=lambda w: export_part_files(),
     script:
         "../../scripts/export_join.py"
 
@@ -209,6 +210,18 @@ rule export_croissant:
         root=RES,
     script:
         "../../scripts/export_join.py"
+
+
+def export_part_files():
+    """Every per-part file of the formats of export.formats (the rest is pruned)."""
+    rules_ = [rules.export_fates]
+    if "webdataset" in EXPORT_FORMATS:
+        rules_.append(rules.export_webdataset)
+    if "hf" in EXPORT_FORMATS:
+        rules_.append(rules.export_hf_part)
+    if "lhotse" in EXPORT_FORMATS:
+        rules_.append(rules.export_lhotse_part)
+    return sorted(f for r in rules_ for o in r.output for f in per_part(o))
 
 
 def export_targets():

@@ -22,6 +22,7 @@ from ..io import atomic_path, atomic_write_text
 from .formats import FATE_SCHEMA, HF_SCHEMA
 
 __all__ = [
+    "prune",
     "join_gzip",
     "write_part_info",
     "read_part_info",
@@ -36,6 +37,30 @@ __all__ = [
 #: ``clips.parquet``: the fates and ``measured`` (the YTID is among the test clips that every
 #: figure of the run was measured on: the rows of ``results/metrics/eval_scores.parquet``).
 CLIPS_SCHEMA = FATE_SCHEMA.append(pa.field("measured", pa.bool_()))
+
+
+def prune(export: str | Path, keep: Iterable[str | Path]) -> list[Path]:
+    """Remove the per-part files under ``export`` that the current plan does not make (parts
+    of an earlier, longer plan; formats no longer in ``export.formats``), so that a glob over
+    ``webdataset/*.tar`` or ``hf/data/*.parquet`` finds no stale part. Only files of the
+    per-part folders (``webdataset/``, ``hf/data/``, ``parts/{split}/``) are looked at, never
+    hidden ones (a job's temporaries); returns the files removed."""
+    export = Path(export)
+    wanted = {Path(p).resolve() for p in keep}
+    folders = [export / "webdataset", export / "hf" / "data"]
+    parts = export / "parts"
+    if parts.is_dir():
+        folders += [d for d in parts.iterdir() if d.is_dir()]
+    removed = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.iterdir()):
+            if f.name.startswith(".") or not f.is_file() or f.resolve() in wanted:
+                continue
+            f.unlink()
+            removed.append(f)
+    return removed
 
 
 def join_gzip(parts: Sequence[str | Path], out: str | Path) -> int:

@@ -106,6 +106,7 @@ def export_join(
     outputs: Mapping[str, str | Path],
     settings: Mapping[str, Any],
     root: str | Path,
+    keep: Sequence[str | Path] = (),
     log: logging.Logger | None = None,
 ) -> None:
     """Write one of the export's joined files.
@@ -123,6 +124,9 @@ def export_join(
         The ``export:`` config section.
     root : path
         The results folder.
+    keep : sequence of path
+        ``clips``: every per-part file the plan makes; the others under the export's
+        per-part folders are removed (:func:`~.collect.prune`).
     log : Logger, optional
     """
     log = log or _log
@@ -143,6 +147,8 @@ def export_join(
         measured = collect.measured_ytids(scores[0] if scores else None)
         counts = collect.write_clips(inputs["fates"], outputs["clips"], measured=measured)
         log.info("export clips: %s", counts)
+        for f in collect.prune(Path(outputs["clips"]).parent, keep):
+            log.info("export: removed %s (no part of this plan makes it)", f)
     elif what == "croissant":
         doc = collect.croissant(
             name=settings["name"],
