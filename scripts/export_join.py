@@ -12,7 +12,6 @@ with stage_job(f"export_{snakemake.params.what}", log):
         inputs={k: list(v) if not isinstance(v, str) else v for k, v in snakemake.input.items()},
         outputs=dict(snakemake.output.items()),
         settings=snakemake.params.settings,
-        root=snakemake.params.root,
         keep=snakemake.params.get("keep", ()),
         log=log,
     )

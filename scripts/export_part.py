@@ -10,7 +10,6 @@ with stage_job(f"export_{snakemake.params.fmt}", log):
         fmt=snakemake.params.fmt,
         tables=list(snakemake.input.tables),
         classes=snakemake.input.classes,
-        root=snakemake.params.root,
         part=f"{snakemake.wildcards.split}/{snakemake.wildcards.part}",
         outputs=dict(snakemake.output.items()),
         log=log,

@@ -1,43 +1,11 @@
 # Export (target `export`, not part of the default target): what the workflow built, for other
 # frameworks, under results/export/ (see audiosetflow.export). Parts are runs of whole shards
-# of one split; a part is written again only when one of its shards' tables changed.
-from audiosetflow import export as _export
-
-EXPORT = f"{RES}/export"
-EXPORT_CFG = config["export"]
-EXPORT_FORMATS = set(EXPORT_CFG["formats"])
-EXPORT_PART = "{split}/part-{part}"
+# of one split; a part is written again only when one of its shards' tables changed. The
+# input functions are in common.smk.
 
 
 wildcard_constraints:
     part=r"\d\d\d\d+",
-
-
-def export_parts(split):
-    """The export parts of a split, by name: the workflow shards each holds."""
-    groups = _export.part_groups(
-        PLAN.shards(split),
-        shard_size=int(config["shard_size"]),
-        clips_per_part=int(EXPORT_CFG["clips_per_part"]),
-    )
-    return {_export.part_name(i): g for i, g in enumerate(groups)}
-
-
-def export_tables(wildcards):
-    """The shard tables of one export part."""
-    return [
-        FEATURED.format(split=wildcards.split, shard=shard_name(n))
-        for n in export_parts(wildcards.split)[wildcards.part]
-    ]
-
-
-def per_part(pattern, split=None):
-    """Expand a pattern with {split} and {part} over every export part (of one split)."""
-    return [
-        pattern.format(split=s, part=p)
-        for s in ([split] if split else splits())
-        for p in export_parts(s)
-    ]
 
 
 rule export_fates:
@@ -54,7 +22,6 @@ rule export_fates:
         ENV
     params:
         fmt="fates",
-        root=RES,
     script:
         "../../scripts/export_part.py"
 
@@ -74,7 +41,6 @@ rule export_webdataset:
         ENV
     params:
         fmt="webdataset",
-        root=RES,
     script:
         "../../scripts/export_part.py"
 
@@ -94,7 +60,6 @@ rule export_hf_part:
         ENV
     params:
         fmt="hf",
-        root=RES,
     script:
         "../../scripts/export_part.py"
 
@@ -116,7 +81,6 @@ rule export_lhotse_part:
         ENV
     params:
         fmt="lhotse",
-        root=RES,
     script:
         "../../scripts/export_part.py"
 
@@ -144,7 +108,6 @@ rule export_lhotse:
     params:
         what="lhotse",
         settings=EXPORT_CFG,
-        root=RES,
     script:
         "../../scripts/export_join.py"
 
@@ -164,7 +127,6 @@ rule export_hf:
     params:
         what="hf",
         settings=EXPORT_CFG,
-        root=RES,
     script:
         "../../scripts/export_join.py"
 
@@ -185,7 +147,6 @@ rule export_clips:
     params:
         what="clips",
         settings=EXPORT_CFG,
-        root=RES,
         keep=lambda w: export_part_files(),
     script:
         "../../scripts/export_join.py"
@@ -207,39 +168,8 @@ rule export_croissant:
     params:
         what="croissant",
         settings=EXPORT_CFG,
-        root=RES,
     script:
         "../../scripts/export_join.py"
-
-
-def export_part_files():
-    """Every per-part file of the formats of export.formats (the rest is pruned)."""
-    rules_ = [rules.export_fates]
-    if "webdataset" in EXPORT_FORMATS:
-        rules_.append(rules.export_webdataset)
-    if "hf" in EXPORT_FORMATS:
-        rules_.append(rules.export_hf_part)
-    if "lhotse" in EXPORT_FORMATS:
-        rules_.append(rules.export_lhotse_part)
-    return sorted(f for r in rules_ for o in r.output for f in per_part(o))
-
-
-def export_targets():
-    """Every file `export` makes for the formats of export.formats."""
-    if PLAN is None:
-        return [str(p) for p in MISSING_METADATA]
-    out = [rules.export_clips.output.clips]
-    if "webdataset" in EXPORT_FORMATS:
-        out += per_part(rules.export_webdataset.output.tar)
-        out += per_part(rules.export_webdataset.output.info)
-    if "hf" in EXPORT_FORMATS:
-        out.append(rules.export_hf.output.readme)
-    if "lhotse" in EXPORT_FORMATS:
-        for s in splits():
-            out += expand(rules.export_lhotse.output, split=s)
-    if "croissant" in EXPORT_FORMATS:
-        out.append(rules.export_croissant.output.croissant)
-    return out
 
 
 rule export:

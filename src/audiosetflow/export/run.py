@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError
 from ..io import atomic_write_text
+from ..shard import Layout
 from . import collect
 from .clips import LabelNames, fate_rows, iter_clips, read_tables
 from .formats import (
@@ -32,7 +33,6 @@ def export_part(
     fmt: str,
     tables: Sequence[str | Path],
     classes: str | Path,
-    root: str | Path,
     part: str,
     outputs: Mapping[str, str | Path],
     log: logging.Logger | None = None,
@@ -44,11 +44,10 @@ def export_part(
     fmt : {"webdataset", "hf", "lhotse", "fates"}
         What to write.
     tables : sequence of path
-        The part's workflow shard tables (``features.tsv``).
+        The part's workflow shard tables (``features.tsv``); the results folder (where the
+        clips are) is the one they are in.
     classes : path
         ``class_labels_indices.csv`` (label names and indices).
-    root : path
-        The results folder (where the clips are).
     part : str
         ``{split}/{NNNN}``, for ``clips.parquet``'s ``part`` column and the log.
     outputs : mapping
@@ -62,6 +61,9 @@ def export_part(
         ``clips`` and (formats) ``key``.
     """
     log = log or _log
+    if not tables:
+        raise ValueError(f"export part {part} without shards")
+    root = Layout.locate(tables[0]).layout.root
     shard_tables = read_tables(tables)
     if fmt == "fates":
         n = write_fates_part(fate_rows(shard_tables, root=root, part=part), outputs["fates"])
@@ -105,7 +107,6 @@ def export_join(
     inputs: Mapping[str, Any],
     outputs: Mapping[str, str | Path],
     settings: Mapping[str, Any],
-    root: str | Path,
     keep: Sequence[str | Path] = (),
     log: logging.Logger | None = None,
 ) -> None:
@@ -122,8 +123,6 @@ def export_join(
         The rule's inputs and outputs.
     settings : mapping
         The ``export:`` config section.
-    root : path
-        The results folder.
     keep : sequence of path
         ``clips``: every per-part file the plan makes; the others under the export's
         per-part folders are removed (:func:`~.collect.prune`).
