@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import subprocess
 import sys
 import tracemalloc
@@ -192,8 +191,6 @@ def _read_back(tmp_path: Path, corpus: pd.DataFrame) -> list[dict]:
             assert cut.supervisions[0].audio_event_mids == ";".join(mids)
 
     # Hugging Face: one split per AudioSet split, ytid, audio and labels
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    os.environ["HF_HOME"] = str(tmp_path / "hf-home")
     dd = datasets.load_dataset(str(export / "hf"), cache_dir=str(tmp_path / "hf-cache"))
     assert set(dd) == {"train", "eval"}
     readme = (export / "hf/README.md").read_text()
@@ -231,7 +228,9 @@ def _read_back(tmp_path: Path, corpus: pd.DataFrame) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_export_reads_back_with_each_library_and_reruns_only_what_changed(tmp_path):
+def test_export_reads_back_with_each_library_and_reruns_only_what_changed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # datasets never goes online
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     corpus = _corpus(tmp_path)
     with FaultServer(tmp_path / "media") as srv:
         cfg = tmp_path / "test-config.yaml"
@@ -339,3 +338,14 @@ def test_missing_clip_is_one_line_naming_it_and_stale_parts_are_pruned(tmp_path)
         f.write_bytes(b"x")
     assert sorted(prune(export, keep)) == sorted(stale)
     assert all(f.exists() for f in [*keep, temp]) and not any(f.exists() for f in stale)
+
+
+def test_export_section_of_config_yaml_is_the_schema_defaults():
+    from audiosetflow import export
+    from audiosetflow.config import ConfigError, defaults, validate
+
+    section = yaml.safe_load((REPO / "config.yaml").read_text())["export"]
+    assert section == defaults("export")
+    assert set(section["formats"]) == set(export.FORMATS)
+    with pytest.raises(ConfigError, match="export"):
+        validate({"export": {"formats": ["tfrecord"]}})
