@@ -23,7 +23,7 @@ from faultserver import FaultServer
 from audiosetflow import demo
 from audiosetflow import metadata as md
 from audiosetflow.export import formats, part_groups
-from audiosetflow.export.clips import LabelNames, iter_clips
+from audiosetflow.export.clips import LabelNames, iter_clips, read_tables
 from audiosetflow.shard import Layout, ShardTable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -327,6 +327,13 @@ def test_missing_clip_is_one_line_naming_it_and_stale_parts_are_pruned(tmp_path)
         list(iter_clips([table], root=tmp_path, labels=LabelNames({}, {})))
     msg = str(exc.value)
     assert str(gone) in msg and "--forcerun trim" in msg and "\n" not in msg
+    bad = tmp_path / "class_labels_indices.csv"
+    bad.write_text("index,mid,display_name\n0,/m/x\n")
+    with pytest.raises(InputError, match=r"class_labels_indices.csv:2: expected 3 fields"):
+        LabelNames.read(bad)
+    (tmp_path / "features.tsv").write_text("not\ta table\n")
+    with pytest.raises(InputError, match=r"features.tsv: not a shard table"):
+        read_tables([tmp_path / "features.tsv"])
 
     export = tmp_path / "export"
     keep = [export / "webdataset/train-0000.tar", export / "parts/train/part-0000.fates.parquet"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..metadata import read_class_labels
+from ..metadata import MetadataError, read_class_labels
 from ..shard import STAGES, Layout, ShardTable, Status
 from .audio import ClipAudio, clip_flac_bytes, clip_info
 
@@ -67,7 +67,10 @@ class LabelNames:
     @classmethod
     def read(cls, path: str | Path) -> LabelNames:
         """Read ``class_labels_indices.csv`` (a bad line is one error naming file and line)."""
-        df = read_class_labels(path)
+        try:
+            df = read_class_labels(path)
+        except MetadataError as exc:
+            raise InputError(str(exc)) from None
         return cls(
             dict(zip(df["mid"], df["display_name"], strict=True)),
             {m: int(i) for m, i in zip(df["mid"], df["index"], strict=True)},
