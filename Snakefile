@@ -36,6 +36,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/multilabel.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:

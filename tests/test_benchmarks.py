@@ -20,6 +20,7 @@ BENCH = REPO / "benchmarks"
 CASES = {
     "bench_baselines_real.py": ([], r"now: dense +\d\.\d{3} +\d\.\d{3}"),
     "bench_dag.py": ([], r"snakemake -n [\d.]+ s, peak \d+ MB, \d+ jobs"),
+    "bench_export.py": ([], r"webdataset +[\d.]+ kB +\d+ +[\d.]+ MB"),
     "bench_errors_page.py": ([], r"Opus previews: page [\d.]+ MB, report data: URI [\d.]+ MB"),
     "bench_ffmpeg_builds.py": ([], r"\(a\) same media, decoded by each build:"),
     "bench_mirror_bounded.py": ([], r"download job: peak RSS \d+ MB"),

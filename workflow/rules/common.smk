@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from audiosetflow import demo as _demo
+from audiosetflow import export as _export
 from audiosetflow import integrity as _integrity
 from audiosetflow import plan as _plan
 from audiosetflow import smk as _smk
@@ -306,3 +307,67 @@ if PLAN is not None:
         [f for s in splits() for f in feature_shards(s)]
     ):
         print(f"audiosetflow: {_line}", file=sys.stderr)
+
+
+# --- export (workflow/rules/export.smk) ---------------------------------------------------------
+EXPORT = f"{RES}/export"
+EXPORT_CFG = config["export"]
+EXPORT_FORMATS = set(EXPORT_CFG["formats"])
+EXPORT_PART = "{split}/part-{part}"
+
+
+def export_parts(split):
+    """The export parts of a split, by name: the workflow shards each holds."""
+    groups = _export.part_groups(
+        PLAN.shards(split),
+        shard_size=int(config["shard_size"]),
+        clips_per_part=int(EXPORT_CFG["clips_per_part"]),
+    )
+    return {_export.part_name(i): g for i, g in enumerate(groups)}
+
+
+def export_tables(wildcards):
+    """The shard tables of one export part."""
+    return [
+        FEATURED.format(split=wildcards.split, shard=shard_name(n))
+        for n in export_parts(wildcards.split)[wildcards.part]
+    ]
+
+
+def per_part(pattern, split=None):
+    """Expand a pattern with {split} and {part} over every export part (of one split)."""
+    return [
+        pattern.format(split=s, part=p)
+        for s in ([split] if split else splits())
+        for p in export_parts(s)
+    ]
+
+
+def export_part_files():
+    """Every per-part file of the formats of export.formats (the rest is pruned)."""
+    rules_ = [rules.export_fates]
+    if "webdataset" in EXPORT_FORMATS:
+        rules_.append(rules.export_webdataset)
+    if "hf" in EXPORT_FORMATS:
+        rules_.append(rules.export_hf_part)
+    if "lhotse" in EXPORT_FORMATS:
+        rules_.append(rules.export_lhotse_part)
+    return sorted(f for r in rules_ for o in r.output for f in per_part(o))
+
+
+def export_targets():
+    """Every file `export` makes for the formats of export.formats."""
+    if PLAN is None:
+        return [str(p) for p in MISSING_METADATA]
+    out = [rules.export_clips.output.clips]
+    if "webdataset" in EXPORT_FORMATS:
+        out += per_part(rules.export_webdataset.output.tar)
+        out += per_part(rules.export_webdataset.output.info)
+    if "hf" in EXPORT_FORMATS:
+        out.append(rules.export_hf.output.readme)
+    if "lhotse" in EXPORT_FORMATS:
+        for s in splits():
+            out += expand(rules.export_lhotse.output, split=s)
+    if "croissant" in EXPORT_FORMATS:
+        out.append(rules.export_croissant.output.croissant)
+    return out
