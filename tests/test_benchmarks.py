@@ -41,7 +41,14 @@ def test_every_benchmark_has_a_case():
     assert sorted(p.name for p in BENCH.glob("*.py")) == sorted(CASES)
 
 
-@pytest.mark.parametrize("script", sorted(CASES))
+#: Benchmarks whose tiny size still runs the whole workflow (end-to-end: marked slow).
+END_TO_END = {"demo_figures.py", "bench_scale.py"}
+
+
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(s, marks=pytest.mark.slow) if s in END_TO_END else s for s in sorted(CASES)],
+)
 def test_benchmark_runs_at_its_tiny_size(script, request):
     args, figure = CASES[script]
     if script == "bench_baselines_real.py":

@@ -370,6 +370,7 @@ def test_bad_metadata_stops_with_one_line(tmp_path, data_dir, bad_line, message)
     assert lines, proc.stderr[-2000:]
 
 
+@pytest.mark.fresh_machine
 def test_demo_to_report(tmp_path):
     """The README's demo, smaller: generated corpus -> features -> models -> HTML report, which a
     real browser (headless Chromium) opens on a landing page with the metrics table and the
