@@ -90,8 +90,11 @@ def main() -> None:
         t = time.perf_counter()
         write_lookup(index, lookup_path(pq))
         t_sql = time.perf_counter() - t
-        print(f"write: parquet {t_pq:.1f} s, {pq.stat().st_size / 2**20:.0f} MiB; "
-              f"sqlite {t_sql:.1f} s, {lookup_path(pq).stat().st_size / 2**20:.0f} MiB")  # fmt: skip
+        mib_pq, mib_sql = pq.stat().st_size / 2**20, lookup_path(pq).stat().st_size / 2**20
+        print(
+            f"write: parquet {t_pq:.1f} s, {mib_pq:.0f} MiB; "
+            f"sqlite {t_sql:.1f} s, {mib_sql:.0f} MiB"
+        )
         ids = index["ytid"].to_numpy()
         res = {}
         for form, path in (("parquet", pq), ("sqlite", lookup_path(pq))):
@@ -108,8 +111,10 @@ def main() -> None:
             print(f"{form:8s} lookup of {args.shard_size} YTIDs in {len(index):,}: "
                   f"median {look * 1000:.1f} ms (max {max(b for _, b in times) * 1000:.1f} ms), "
                   f"import {imp * 1000:.0f} ms")  # fmt: skip
-        print(f"lookup per job: parquet {res['parquet'] * 1000:.1f} ms -> sqlite "
-              f"{res['sqlite'] * 1000:.1f} ms ({res['parquet'] / res['sqlite']:.0f}x)")
+        print(
+            f"lookup per job: parquet {res['parquet'] * 1000:.1f} ms -> sqlite "
+            f"{res['sqlite'] * 1000:.1f} ms ({res['parquet'] / res['sqlite']:.0f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -579,17 +579,13 @@ def write_lookup(index: pd.DataFrame, path: str | Path) -> None:
     import sqlite3
 
     path = Path(path)
-    cols = ", ".join(
-        f"{c} {'INTEGER' if c in _INT_COLUMNS else 'TEXT'}" for c in INDEX_COLUMNS
-    )
+    cols = ", ".join(f"{c} {'INTEGER' if c in _INT_COLUMNS else 'TEXT'}" for c in INDEX_COLUMNS)
     with atomic_path(path) as tmp:
         con = sqlite3.connect(tmp)
         try:
             con.execute("PRAGMA journal_mode=OFF")
             con.execute("PRAGMA synchronous=OFF")
-            con.execute(
-                f"CREATE TABLE entries ({cols}, PRIMARY KEY (ytid, source)) WITHOUT ROWID"
-            )
+            con.execute(f"CREATE TABLE entries ({cols}, PRIMARY KEY (ytid, source)) WITHOUT ROWID")
             marks = ", ".join("?" * len(INDEX_COLUMNS))
             df = index[list(INDEX_COLUMNS)]
             step = 100_000  # rows converted to Python at a time

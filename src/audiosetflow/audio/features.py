@@ -43,6 +43,8 @@ from ..errors import machine_error
 from ..integrity import check_shards, write_seal
 from ..io import atomic_path
 from ..shard import ShardLayout, ShardTable, Status, stage_run
+from .codec import AudioError
+from .inplace import InPlace, clip_exists, is_in_place, read_segment, write_source_record
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -940,6 +942,8 @@ def run_features(
     params: FeatureParams,
     names: Mapping[str, str],
     threads: int = 1,
+    keep_clips: bool = True,
+    clip_seconds: float = 10.0,
     logger: logging.Logger | None = None,
 ) -> ShardTable:
     """Compute the features of every trimmed clip of a shard and write one Parquet shard.
@@ -962,6 +966,13 @@ def run_features(
         MID to display name (the ``label_names`` column).
     threads : int
         BLAS/OpenMP threads (threadpoolctl), >= 1.
+    keep_clips : bool
+        ``audio.keep_clips``: ``False`` deletes the FLAC of every clip read in place from a
+        mirror once the shard's features are written, leaving a ``{ytid}.source`` record
+        (:mod:`audiosetflow.audio.inplace`); a clip not kept is read from the mirror again
+        where its features are computed again.
+    clip_seconds : float
+        ``audio.clip_seconds``, recorded with a clip that is not kept.
     logger : logging.Logger, optional
 
     Returns
@@ -995,24 +1006,52 @@ def run_features(
             f = None
             if ytid in todo:
                 run.in_flight[:] = [ytid]
-                if not shard.clip(ytid).exists():
+                if not clip_exists(shard.clip(ytid)):
                     run.record(ytid, Status.TRANSIENT, "clip missing (rerun: --forcerun trim)")
                     feats.append(None)
                     continue
                 try:
-                    y, sr = sf.read(str(shard.clip(ytid)), dtype="float32")
+                    y, sr = read_segment(shard.clip(ytid))
                     if sr != params.sample_rate:
                         raise ValueError(f"clip sample rate {sr} != audio.sample_rate")
                     f = compute(y, params=params)
                     run.record(ytid, Status.OK)
-                except (sf.LibsndfileError, ValueError, OSError) as exc:
+                except (sf.LibsndfileError, AudioError, ValueError, OSError) as exc:
                     if machine_error(exc) is not None:
                         raise
                     run.record(ytid, Status.PERMANENT, str(exc))
             feats.append(f)
         run.in_flight.clear()
         write_shard(out, meta=_shard_meta(run.table, names), features=feats, params=params)
+        if not keep_clips:
+            n = drop_clips(run.table, shard=shard, clip_seconds=clip_seconds)
+            if n:
+                msg = "[features %s] %d clips read in place from a mirror are not kept"
+                (logger or log).info(msg + " (audio.keep_clips: false)", shard.name, n)
     return run.table
+
+
+def drop_clips(table: ShardTable, *, shard: ShardLayout, clip_seconds: float) -> int:
+    """Delete the FLAC of every clip of ``table`` with features that was read in place from
+    a mirror, after recording where it lives (:func:`audiosetflow.audio.inplace.read_segment`
+    reads it from there); returns how many were deleted."""
+    n = 0
+    for ytid in table.ytids:
+        row = table.row(ytid)
+        clip = shard.clip(ytid)
+        if row["features_status"] != Status.OK.value or not is_in_place(str(row["media"])):
+            continue
+        if not clip.exists():
+            continue
+        import soundfile as sf
+
+        rec = InPlace(str(row["media"]), shard.offset(ytid), float(row["start"]),
+                      float(row["end"]), int(sf.info(str(clip)).samplerate),
+                      float(clip_seconds))  # fmt: skip
+        write_source_record(clip, rec)  # first the record, then the clip goes
+        clip.unlink()
+        n += 1
+    return n
 
 
 def _shard_meta(table: ShardTable, names: Mapping[str, str]) -> pd.DataFrame:
