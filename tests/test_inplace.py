@@ -66,8 +66,7 @@ def test_keep_clips_false_reads_clips_from_the_mirror(tmp_path):
     for split, tar in (("train", "bal_train00.tar"), ("eval", "eval00.tar")):
         part = corpus[corpus["split"] == split]
         clips = {
-            r.ytid: make_clips([r.ytid], seconds=r.end - r.start)[r.ytid]
-            for r in part.itertuples()
+            r.ytid: make_clips([r.ytid], seconds=r.end - r.start)[r.ytid] for r in part.itertuples()
         }
         make_tar(tmp_path / "mirror" / tar, clips)
     cfg = {

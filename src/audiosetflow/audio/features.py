@@ -362,11 +362,12 @@ def _zcr(y: np.ndarray, params: FeatureParams) -> np.ndarray:
     n_frames = params.n_frames(len(y))
     if params.center:
         y = np.pad(y, n // 2, mode="edge")
-    neg = np.signbit(y) & (np.abs(y) > np.float32(_ZCR_THRESHOLD))
+    # librosa's signbit(y) & (|y| > threshold) is y < -threshold for finite samples (one pass)
+    neg = y < -np.float32(_ZCR_THRESHOLD)
     change = np.empty(len(y), dtype=np.int32)
     change[0] = 0
     np.not_equal(neg[1:], neg[:-1], out=change[1:])
-    csum = np.cumsum(change, dtype=np.int64)
+    csum = np.cumsum(change, dtype=np.int32)  # at most len(y) crossings
     starts = np.arange(n_frames) * params.hop_length
     counts = csum[starts + n - 1] - csum[starts]
     return (counts / n).astype(np.float32)[None, :]
@@ -387,7 +388,7 @@ class _Workspace:
         self.spec64 = np.empty((blk, n_bins), dtype=np.complex64)
         self.mag = np.empty((n_t, n_bins), dtype=np.float32)
         self.power = np.empty((n_t, n_bins), dtype=np.float32)
-        self.cum = np.empty((n_bins, n_t), dtype=np.float32)
+        self.cum = np.empty((n_t, n_bins), dtype=np.float32)
         self.mel = np.empty((n_t, p.n_mels), dtype=np.float32)
 
 
@@ -492,12 +493,10 @@ def compute(y: np.ndarray, *, params: FeatureParams) -> dict[str, np.ndarray]:
 
     # Roll-off: lowest bin frequency where the float32 cumulative magnitude reaches
     # roll_percent of the frame total (librosa's cumsum along frequency, same order).
-    cum = ws.cum  # (n_bins, T); in-place running sum over bins, in
-    np.copyto(cum, mag.T)
-    for i in range(1, cum.shape[0]):  # the order (and float32 rounding) of np.cumsum
-        np.add(cum[i - 1], cum[i], out=cum[i])
-    thresh = np.float32(p.roll_percent) * cum[-1]
-    idx = np.count_nonzero(cum < thresh, axis=0)
+    # np.cumsum along a row adds in bin order in float32: the very sums of librosa's cumsum
+    cum = np.cumsum(mag, axis=1, out=ws.cum)  # (T, n_bins)
+    thresh = np.float32(p.roll_percent) * cum[:, -1:]
+    idx = np.count_nonzero(cum < thresh, axis=1)
     rolloff = b.freqs[np.minimum(idx, len(b.freqs) - 1)]
 
     # Chroma (power), each frame divided by its maximum (left as is when it is ~0).
