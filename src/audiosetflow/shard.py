@@ -166,6 +166,8 @@ class Layout:
     ``audio/download/{split}/{ytid}.{ext}``       downloaded media (and ``{ytid}.offset``)
     ``audio/pcm/{split}/{ytid}.wav``              the transcoded window (an intermediate)
     ``audio/clips/{split}/{ytid}.flac``           the trimmed clip (and ``{ytid}.duration``)
+    ``audio/clips/{split}/{ytid}.source``         instead of the clip where it is not kept
+                                                  (``audio.keep_clips``): where it lives
     ============================================  ===============================================
 
     Parameters
