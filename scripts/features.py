@@ -17,5 +17,7 @@ with stage_job("features", log):
         ),
         names=snakemake.params.names,
         threads=snakemake.threads,
+        keep_clips=snakemake.params.keep_clips,
+        clip_seconds=snakemake.params.clip_seconds,
         logger=log,
     )

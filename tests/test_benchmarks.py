@@ -29,6 +29,8 @@ CASES = {
     "bench_download_cpu.py": ([], r"m4a sections: CPU [\d.]+ -> [\d.]+ s per YTID"),
     "bench_frontends.py": ([], r"kaldi_fbank +compute +[\d.]+ +[\d.]+"),
     "bench_features.py": ([], r"\(c3\) the workflow's .* stages: +[\d.]+ clips/s"),
+    "bench_index.py": ([], r"lookup per job: parquet [\d.]+ ms -> sqlite [\d.]+ ms"),
+    "bench_scale.py": ([], r"mirror to features: [\d.]+ s wall, 16 clips with features"),
     "bench_mirror.py": ([], r"best: [\d.]+ clips/s"),
     "bench_multilabel.py": ([], r"width +4: training +\d+ clips/s"),
     "bench_predict.py": ([], r"0:01:30 +\d+ +\d+ MiB"),
@@ -67,6 +69,8 @@ def test_benchmark_runs_at_its_tiny_size(script, request):
     if script == "bench_dag.py":
         args = ["--metadata", str(request.getfixturevalue("real_metadata"))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
+    if script == "bench_scale.py":  # real YTIDs and labels
+        env["AUDIOSETFLOW_REAL_METADATA"] = str(request.getfixturevalue("real_metadata"))
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, str(BENCH / script), "--tiny", *args], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=1200, check=False)  # fmt: skip

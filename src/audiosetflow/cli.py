@@ -275,6 +275,8 @@ def media_files(folder: str | Path) -> list[Path]:
             p = Path(dirpath, name)
             if not name.startswith(".") and p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file():
                 found.append(p)
+            elif name.endswith(".source") and not p.with_suffix(".flac").exists():
+                found.append(p.with_suffix(".flac"))  # a clip not kept: read from its mirror
     return sorted(found, key=lambda p: p.relative_to(root).parts)
 
 
@@ -313,6 +315,7 @@ def predict_files(
     """
     from .audio.codec import AudioError
     from .audio.features import FeatureParams, compute
+    from .audio.inplace import clip_exists, clip_file
 
     groups: dict[str, list] = {}
     for ck in checkpoints:
@@ -324,9 +327,12 @@ def predict_files(
         try:
             for cks in groups.values():
                 ck0 = cks[0]
-                if not Path(f).is_file():
+                if not clip_exists(f):
                     raise AudioError(f"{f}: no such file")
-                y = _binary_clip(f, sample_rate=ck0.sample_rate, clip_seconds=ck0.clip_seconds)
+                with clip_file(f) as real:  # a clip not kept: cut again from its mirror
+                    y = _binary_clip(
+                        str(real), sample_rate=ck0.sample_rate, clip_seconds=ck0.clip_seconds
+                    )
                 feats = compute(y, params=FeatureParams(**ck0.feature_params))
                 for ck in cks:
                     p = float(ck.predict(ck.input_from_features(feats)[None], device=device)[0])
@@ -408,12 +414,22 @@ def iter_multilabel_file(
         If the file cannot be decoded (possibly after some windows were yielded).
     """
     from .audio.codec import AudioError
+    from .audio.inplace import clip_exists, clip_file
+
+    if not clip_exists(path):
+        raise AudioError(f"{path}: no such file")
+    with clip_file(path) as real:  # a workflow clip not kept: cut again from its mirror
+        yield from _iter_multilabel(
+            path, str(real), checkpoint, hop=hop, pool=pool, top_k=top_k, device=device
+        )
+
+
+def _iter_multilabel(path: str, media: str, checkpoint, *, hop, pool, top_k, device):
+    """:func:`iter_multilabel_file` of the file ``path``, whose bytes are ``media``."""
     from .predicting import iter_windows, score_windows
 
-    if not Path(path).is_file():
-        raise AudioError(f"{path}: no such file")
     win = checkpoint.clip_seconds
-    windows = iter_windows(path, window=win, hop=hop, sample_rate=checkpoint.sample_rate)
+    windows = iter_windows(media, window=win, hop=hop, sample_rate=checkpoint.sample_rate)
     pooled: np.ndarray | None = None
     n = 0
     batches = score_windows(
@@ -676,11 +692,19 @@ def _expand(args: Sequence[str]) -> tuple[list[str], list[str]]:
                     "see --help; name a file to try any other)"
                 )
             files += [str(f) for f in found]
-        elif not os.path.exists(arg):
+        elif not os.path.exists(arg) and not _clip_not_kept(arg):
             errors.append(f"{arg}: no such file or folder")
         else:
             files.append(arg)
     return files, errors
+
+
+def _clip_not_kept(path: str) -> bool:
+    """Whether ``path`` names a workflow clip not kept (``audio.keep_clips: false``), which
+    ``predict`` reads from its mirror (:mod:`audiosetflow.audio.inplace`)."""
+    from .audio.inplace import source_record
+
+    return Path(path).suffix == ".flac" and source_record(path).is_file()
 
 
 def _usage_errors(messages: Sequence[str]) -> int:

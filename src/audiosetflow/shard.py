@@ -166,6 +166,8 @@ class Layout:
     ``audio/download/{split}/{ytid}.{ext}``       downloaded media (and ``{ytid}.offset``)
     ``audio/pcm/{split}/{ytid}.wav``              the transcoded window (an intermediate)
     ``audio/clips/{split}/{ytid}.flac``           the trimmed clip (and ``{ytid}.duration``)
+    ``audio/clips/{split}/{ytid}.source``         instead of the clip where it is not kept
+                                                  (``audio.keep_clips``): where it lives
     ============================================  ===============================================
 
     Parameters
@@ -430,7 +432,10 @@ class ShardLayout:
             for want, got in ((start, made[0]), (end, made[1]), (sample_rate, made[2])):
                 if want is not None and abs(float(want) - got) > 5e-4:
                     return None
-        return duration if self.clip(ytid).exists() else None
+        # a clip not kept (audio.keep_clips: false) is finished where its record says where
+        # it lives (audiosetflow.audio.inplace)
+        kept = self.clip(ytid).exists() or self.clip(ytid).with_suffix(".source").exists()
+        return duration if kept else None
 
     def transcoded(self, ytid: str, *, sample_rate: int, start: float, end: float) -> bool:
         """Whether the transcode of ``ytid`` is done: its window exists at ``sample_rate``, or
@@ -446,7 +451,8 @@ class ShardLayout:
         """Delete what was made for ``ytid`` (media, offset, window, clip): its segment has
         changed, so none of it is the segment's any more."""
         for p in (self.media(ytid), self.offset_file(ytid), self.window(ytid), self.clip(ytid),
-                  self.clip(ytid).with_suffix(".duration")):  # fmt: skip
+                  self.clip(ytid).with_suffix(".duration"),
+                  self.clip(ytid).with_suffix(".source")):  # fmt: skip
             if p is not None:
                 p.unlink(missing_ok=True)
 

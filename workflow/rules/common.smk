@@ -88,11 +88,14 @@ except InputError as _exc:
 MIRRORS = bool(_sources.mirrors(SOURCES))
 YOUTUBE = _sources.has_youtube(SOURCES)
 SOURCE_INDEX = f"{RES}/sources/index.parquet"
+# the same rows keyed by YTID (SQLite): a download job's lookup does not grow with the mirror
+SOURCE_LOOKUP = f"{RES}/sources/index.sqlite"
 
 
 def source_index(wildcards):
-    """The index of the local sources, for the download jobs (none without local sources)."""
-    return [SOURCE_INDEX] if MIRRORS else []
+    """The keyed index of the local sources, for the download jobs (none without local
+    sources)."""
+    return [SOURCE_LOOKUP] if MIRRORS else []
 
 
 def source_files():

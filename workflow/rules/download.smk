@@ -8,6 +8,7 @@
 rule index_sources:
     output:
         index=SOURCE_INDEX,
+        lookup=SOURCE_LOOKUP,
     log:
         f"{RES}/logs/index_sources.log",
     benchmark:

@@ -19,6 +19,8 @@ rule features:
     params:
         features=config["features"],
         sample_rate=config["audio"]["sample_rate"],
+        keep_clips=config["audio"]["keep_clips"],
+        clip_seconds=config["audio"]["clip_seconds"],
         names=lambda wildcards: dict(PLAN.names),
     script:
         "../../scripts/features.py"

@@ -65,6 +65,8 @@ __all__ = [
     "fingerprints",
     "build_index",
     "index_file",
+    "write_lookup",
+    "lookup_path",
     "lookup",
     "MirrorReader",
     "Clip",
@@ -505,6 +507,13 @@ def build_index(
     DataFrame
         :data:`INDEX_COLUMNS`: per source, each YTID once (the first file that has it), sorted
         by YTID and then by the order of the sources.
+
+    Notes
+    -----
+    Beside ``out`` it writes the same rows as a keyed SQLite table (:func:`lookup_path`,
+    :func:`write_lookup`): a download job looks its YTIDs up there with a B-tree search each,
+    so its lookup costs milliseconds whatever the size of the mirror (the Parquet file is read
+    by scanning its ``ytid`` column: 0.4-1.3 s per job with 2 million rows).
     """
     log = log or log_default
     parts = []
@@ -522,6 +531,7 @@ def build_index(
     index = index.sort_values(["ytid", "source"], kind="stable").reset_index(drop=True)
     with atomic_path(out) as tmp:
         index.to_parquet(tmp, index=False)
+    write_lookup(index, lookup_path(out))
     log.info("index: %d clips of %d YTIDs in %d local sources", len(index),
              index["ytid"].nunique(), len(mirrors(sources)))  # fmt: skip
     return index
@@ -555,19 +565,94 @@ class Entry:
         return f"file:{self.path}"
 
 
+def lookup_path(index: str | Path) -> Path:
+    """The keyed lookup table written beside the index ``index`` (``index.sqlite``)."""
+    return Path(index).with_suffix(".sqlite")
+
+
+def write_lookup(index: pd.DataFrame, path: str | Path) -> None:
+    """Write the rows of ``index`` as an SQLite table keyed by ``(ytid, source)``, atomically.
+
+    A lookup of ``k`` YTIDs then costs ``k`` B-tree searches (:func:`lookup`), not a scan of
+    the whole index: a job's lookup does not grow with the mirror.
+    """
+    import sqlite3
+
+    path = Path(path)
+    cols = ", ".join(f"{c} {'INTEGER' if c in _INT_COLUMNS else 'TEXT'}" for c in INDEX_COLUMNS)
+    with atomic_path(path) as tmp:
+        con = sqlite3.connect(tmp)
+        try:
+            con.execute("PRAGMA journal_mode=OFF")
+            con.execute("PRAGMA synchronous=OFF")
+            con.execute(f"CREATE TABLE entries ({cols}, PRIMARY KEY (ytid, source)) WITHOUT ROWID")
+            marks = ", ".join("?" * len(INDEX_COLUMNS))
+            df = index[list(INDEX_COLUMNS)]
+            step = 100_000  # rows converted to Python at a time
+            for lo in range(0, len(df), step):
+                part = df.iloc[lo : lo + step]
+                con.executemany(
+                    f"INSERT OR IGNORE INTO entries VALUES ({marks})",
+                    zip(*(part[c].tolist() for c in INDEX_COLUMNS), strict=True),
+                )
+            con.commit()
+        except sqlite3.Error as exc:
+            if (m := machine_error(exc, str(path))) is not None:
+                raise m from exc
+            raise
+        finally:
+            con.close()
+
+
+_INT_COLUMNS = frozenset(
+    {"source", "offset", "size", "row_group", "row", "start_ms", "end_ms", "cut"}
+)
+
+
+def _lookup_sqlite(path: Path, wanted: list[str]) -> list[tuple]:
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        rows: list[tuple] = []
+        step = 500  # bound the statement's parameters (SQLite allows 999 in old builds)
+        for lo in range(0, len(wanted), step):
+            part = wanted[lo : lo + step]
+            q = ", ".join("?" * len(part))
+            rows += con.execute(
+                f"SELECT {', '.join(INDEX_COLUMNS)} FROM entries WHERE ytid IN ({q})", part
+            ).fetchall()
+    finally:
+        con.close()
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return rows
+
+
 def lookup(index: str | Path | pd.DataFrame, ytids: Iterable[str]) -> dict[str, list[Entry]]:
     """Each YTID's entries in the index, in the order of the sources (absent: no source has it).
 
-    Only the rows of ``ytids`` are read from the index file.
+    ``index`` is the index (a DataFrame or its Parquet file) or its keyed lookup table
+    (:func:`lookup_path`, a ``.sqlite`` file). Given the Parquet file, the lookup table beside
+    it is used where it is at least as new; only the rows of ``ytids`` are read either way,
+    and from the lookup table in ``len(ytids)`` key searches (milliseconds at any mirror size).
     """
     wanted = sorted(set(ytids))
-    if isinstance(index, pd.DataFrame):
-        df = index[index["ytid"].isin(wanted)]
-    elif not wanted:
-        df = _empty_index()
-    else:
+    if not wanted:
+        return {}
+    if not isinstance(index, pd.DataFrame):
+        index = Path(index)
+        table = index if index.suffix == ".sqlite" else lookup_path(index)
+        if table.exists() and (
+            table == index or table.stat().st_mtime_ns >= index.stat().st_mtime_ns
+        ):
+            out: dict[str, list[Entry]] = {}
+            for r in _lookup_sqlite(table, wanted):
+                out.setdefault(r[0], []).append(Entry(*r))
+            return out
         df = pd.read_parquet(index, filters=[("ytid", "in", wanted)])
-    out: dict[str, list[Entry]] = {}
+    else:
+        df = index[index["ytid"].isin(wanted)]
+    out = {}
     for row in df.sort_values(["ytid", "source"], kind="stable").itertuples(index=False):
         out.setdefault(row.ytid, []).append(Entry(*row))
     return out

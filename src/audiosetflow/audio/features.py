@@ -43,6 +43,8 @@ from ..errors import machine_error
 from ..integrity import check_shards, write_seal
 from ..io import atomic_path
 from ..shard import ShardLayout, ShardTable, Status, stage_run
+from .codec import AudioError
+from .inplace import InPlace, clip_exists, is_in_place, read_segment, write_source_record
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -403,11 +405,12 @@ def _zcr(y: np.ndarray, params: FeatureParams) -> np.ndarray:
     n_frames = params.n_frames(len(y))
     if params.center:
         y = np.pad(y, n // 2, mode="edge")
-    neg = np.signbit(y) & (np.abs(y) > np.float32(_ZCR_THRESHOLD))
+    # librosa's signbit(y) & (|y| > threshold) is y < -threshold for finite samples (one pass)
+    neg = y < -np.float32(_ZCR_THRESHOLD)
     change = np.empty(len(y), dtype=np.int32)
     change[0] = 0
     np.not_equal(neg[1:], neg[:-1], out=change[1:])
-    csum = np.cumsum(change, dtype=np.int64)
+    csum = np.cumsum(change, dtype=np.int32)  # at most len(y) crossings
     starts = np.arange(n_frames) * params.hop_length
     counts = csum[starts + n - 1] - csum[starts]
     return (counts / n).astype(np.float32)[None, :]
@@ -428,7 +431,7 @@ class _Workspace:
         self.spec64 = np.empty((blk, n_bins), dtype=np.complex64)
         self.mag = np.empty((n_t, n_bins), dtype=np.float32)
         self.power = np.empty((n_t, n_bins), dtype=np.float32)
-        self.cum = np.empty((n_bins, n_t), dtype=np.float32)
+        self.cum = np.empty((n_t, n_bins), dtype=np.float32)
         self.mel = np.empty((n_t, p.n_mels), dtype=np.float32)
 
 
@@ -541,12 +544,10 @@ def compute(y: np.ndarray, *, params: FeatureParams) -> dict[str, np.ndarray]:
 
     # Roll-off: lowest bin frequency where the float32 cumulative magnitude reaches
     # roll_percent of the frame total (librosa's cumsum along frequency, same order).
-    cum = ws.cum  # (n_bins, T); in-place running sum over bins, in
-    np.copyto(cum, mag.T)
-    for i in range(1, cum.shape[0]):  # the order (and float32 rounding) of np.cumsum
-        np.add(cum[i - 1], cum[i], out=cum[i])
-    thresh = np.float32(p.roll_percent) * cum[-1]
-    idx = np.count_nonzero(cum < thresh, axis=0)
+    # np.cumsum along a row adds in bin order in float32: the very sums of librosa's cumsum
+    cum = np.cumsum(mag, axis=1, out=ws.cum)  # (T, n_bins)
+    thresh = np.float32(p.roll_percent) * cum[:, -1:]
+    idx = np.count_nonzero(cum < thresh, axis=1)
     rolloff = b.freqs[np.minimum(idx, len(b.freqs) - 1)]
 
     # Chroma (power), each frame divided by its maximum (left as is when it is ~0).
@@ -995,6 +996,8 @@ def run_features(
     params: FeatureParams,
     names: Mapping[str, str],
     threads: int = 1,
+    keep_clips: bool = True,
+    clip_seconds: float = 10.0,
     logger: logging.Logger | None = None,
 ) -> ShardTable:
     """Compute the features of every trimmed clip of a shard and write one Parquet shard.
@@ -1019,6 +1022,13 @@ def run_features(
         MID to display name (the ``label_names`` column).
     threads : int
         BLAS/OpenMP threads (threadpoolctl), >= 1.
+    keep_clips : bool
+        ``audio.keep_clips``: ``False`` deletes the FLAC of every clip read in place from a
+        mirror once the shard's features are written, leaving a ``{ytid}.source`` record
+        (:mod:`audiosetflow.audio.inplace`); a clip not kept is read from the mirror again
+        where its features are computed again.
+    clip_seconds : float
+        ``audio.clip_seconds``, recorded with a clip that is not kept.
     logger : logging.Logger, optional
 
     Returns
@@ -1054,12 +1064,12 @@ def run_features(
             f = None
             if ytid in todo:
                 run.in_flight[:] = [ytid]
-                if not shard.clip(ytid).exists():
+                if not clip_exists(shard.clip(ytid)):
                     run.record(ytid, Status.TRANSIENT, "clip missing (rerun: --forcerun trim)")
                     feats.append(None)
                     continue
                 try:
-                    y, sr = sf.read(str(shard.clip(ytid)), dtype="float32")
+                    y, sr = read_segment(shard.clip(ytid))
                     if sr != params.sample_rate:
                         if params.frontend == "librosa" or sr < params.sample_rate:
                             raise ValueError(
@@ -1070,14 +1080,42 @@ def run_features(
                         y = resample(y, sr_in=sr, sr_out=params.sample_rate)
                     f = compute(y, params=params)
                     run.record(ytid, Status.OK)
-                except (sf.LibsndfileError, ValueError, OSError) as exc:
+                except (sf.LibsndfileError, AudioError, ValueError, OSError) as exc:
                     if machine_error(exc) is not None:
                         raise
                     run.record(ytid, Status.PERMANENT, str(exc))
             feats.append(f)
         run.in_flight.clear()
         write_shard(out, meta=_shard_meta(run.table, names), features=feats, params=params)
+        if not keep_clips:
+            n = drop_clips(run.table, shard=shard, clip_seconds=clip_seconds)
+            if n:
+                msg = "[features %s] %d clips read in place from a mirror are not kept"
+                (logger or log).info(msg + " (audio.keep_clips: false)", shard.name, n)
     return run.table
+
+
+def drop_clips(table: ShardTable, *, shard: ShardLayout, clip_seconds: float) -> int:
+    """Delete the FLAC of every clip of ``table`` with features that was read in place from
+    a mirror, after recording where it lives (:func:`audiosetflow.audio.inplace.read_segment`
+    reads it from there); returns how many were deleted."""
+    n = 0
+    for ytid in table.ytids:
+        row = table.row(ytid)
+        clip = shard.clip(ytid)
+        if row["features_status"] != Status.OK.value or not is_in_place(str(row["media"])):
+            continue
+        if not clip.exists():
+            continue
+        import soundfile as sf
+
+        rec = InPlace(str(row["media"]), shard.offset(ytid), float(row["start"]),
+                      float(row["end"]), int(sf.info(str(clip)).samplerate),
+                      float(clip_seconds))  # fmt: skip
+        write_source_record(clip, rec)  # first the record, then the clip goes
+        clip.unlink()
+        n += 1
+    return n
 
 
 def _shard_meta(table: ShardTable, names: Mapping[str, str]) -> pd.DataFrame:

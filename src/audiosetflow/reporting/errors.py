@@ -71,11 +71,15 @@ def preview_audio(path: str | Path, *, bitrate: str = "32k", timeout: float = 12
 
 
 def _player(clip: Path) -> str:
-    if not clip.exists():
+    from ..audio.codec import AudioError
+    from ..audio.inplace import clip_exists, clip_file
+
+    if not clip_exists(clip):
         return '<span class="note">clip not found</span>'
-    try:
-        return h.audio(preview_audio(clip), PREVIEW_MIME)
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+    try:  # a clip not kept (audio.keep_clips: false) is cut again from its mirror
+        with clip_file(clip) as path:
+            return h.audio(preview_audio(path), PREVIEW_MIME)
+    except (RuntimeError, OSError, AudioError, subprocess.SubprocessError) as exc:
         log.warning("%s", exc)
         return '<span class="note">clip could not be encoded</span>'
 

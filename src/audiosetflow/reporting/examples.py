@@ -243,9 +243,9 @@ def plot_examples(
         The figures written.
     """
     import pandas as pd
-    import soundfile as sf
 
     from ..audio import features as ft
+    from ..audio.inplace import read_segment
 
     metas, params = [], None
     if features:
@@ -263,7 +263,7 @@ def plot_examples(
             )
             by_ytid = meta.set_index("ytid")
             for ytid, split in chosen:
-                y, sr = sf.read(str(layout.clip(split, ytid)), dtype="float32")
+                y, sr = read_segment(layout.clip(split, ytid))  # kept, or from its mirror
                 feats = ft.compute(y, params=params)
                 row = by_ytid.loc[ytid]
                 tags = ", ".join(names.get(m, m) for m in row["labels"]) or "no labels"
