@@ -213,6 +213,15 @@ def _add_report_parsers(sub) -> None:
     )
     p.add_argument("model", metavar="MODEL.pt", help="a checkpoint (results/models/{label}.pt)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="default: text")
+    p = sub.add_parser(
+        "clip",
+        help="write a clip's FLAC to standard output (kept, or cut again from the mirror)",
+        description="Write the FLAC of one workflow clip (results/audio/clips/{split}/{ytid}"
+        ".flac) to standard output: the kept file, or, with audio.keep_clips: false, the same "
+        "segment cut again from the mirror in place. The lhotse export's recordings of clips "
+        "that were not kept run this command.",
+    )
+    p.add_argument("clip", metavar="CLIP.flac", help="the clip's path under results/audio/clips")
 
 
 def _positive_int(text: str) -> int:
@@ -785,6 +794,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_clip(args: argparse.Namespace) -> int:
+    from .audio.codec import AudioError
+    from .audio.inplace import clip_file
+
+    try:
+        with clip_file(args.clip) as path:
+            data = path.read_bytes()
+    except (FileNotFoundError, AudioError) as exc:
+        return _error(exc)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``audiosetflow`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -793,6 +816,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _cmd_status,
         "failures": _cmd_failures,
         "info": _cmd_info,
+        "clip": _cmd_clip,
     }
     if args.command in commands:
         return commands[args.command](args)

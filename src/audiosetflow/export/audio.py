@@ -1,9 +1,9 @@
 """The one place the export reads a clip's audio.
 
-Every format the export writes takes a clip's bytes from :func:`clip_flac_bytes`: today the
-trimmed clip the workflow made (``results/audio/clips/{split}/{ytid}.flac``). Pointing the
-export at another copy (a segment read in place from a local mirror) means changing this
-function only.
+Every format the export writes takes a clip's bytes from :func:`clip_flac_bytes`: the trimmed
+clip the workflow made (``results/audio/clips/{split}/{ytid}.flac``) or, where it was not kept
+(``audio.keep_clips: false``), the same segment cut again from the mirror in place
+(:func:`audiosetflow.audio.inplace.clip_file`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ __all__ = ["ClipAudio", "clip_flac_bytes", "clip_info"]
 
 
 def clip_flac_bytes(*, root: str | Path, split: str, ytid: str) -> bytes:
-    """The FLAC bytes of one clip, as the workflow trimmed it.
+    """The FLAC bytes of one clip, as the workflow trimmed it (kept, or cut again from the
+    mirror when ``audio.keep_clips`` is false).
 
     Parameters
     ----------
@@ -39,9 +40,14 @@ def clip_flac_bytes(*, root: str | Path, split: str, ytid: str) -> bytes:
     Raises
     ------
     FileNotFoundError
-        When the clip is gone (removed after its features were made).
+        When the clip is gone and no in-place record says where the mirror's copy is.
+    AudioError
+        When the mirror's copy is gone or does not decode.
     """
-    return Layout(root).clip(split, ytid).read_bytes()
+    from ..audio.inplace import clip_file
+
+    with clip_file(Layout(root).clip(split, ytid)) as path:
+        return path.read_bytes()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..audio.codec import AudioError
 from ..errors import InputError
 from ..metadata import MetadataError, read_class_labels
 from ..shard import STAGES, Layout, ShardTable, Status
@@ -147,6 +148,8 @@ def _read(root: str | Path, split: str, ytid: str) -> tuple[bytes, ClipAudio]:
             f"{path}: clip of {ytid} is gone though its features were made; run again with "
             "--forcerun trim to cut it anew"
         ) from None
+    except AudioError as exc:  # read in place: the mirror's copy moved or does not decode
+        raise InputError(str(exc)) from None
     except ValueError as exc:
         raise InputError(f"{path}: {exc}; run again with --forcerun trim") from None
 

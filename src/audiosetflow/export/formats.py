@@ -13,6 +13,8 @@ import gzip
 import hashlib
 import io
 import json
+import shlex
+import sys
 import tarfile
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
@@ -202,16 +204,23 @@ def write_hf_part(clips: Iterable[ExportClip], out: str | Path) -> dict[str, Any
 def lhotse_records(c: ExportClip, *, root: str | Path) -> dict[str, dict[str, Any]]:
     """The lhotse recording, supervision and cut of one clip, as ``lhotse`` serialises them.
 
-    The recording's id is the YTID and its audio the workflow's clip file (an absolute path);
+    The recording's id is the YTID and its audio the workflow's clip file (an absolute path),
+    or where the clip was not kept (``audio.keep_clips: false``) the command ``python -m
+    audiosetflow clip PATH``, which cuts it again from the mirror (a lhotse ``command`` source);
     the supervision covers the whole clip and carries the labels in ``audio_event`` as
     icefall's AudioSet recipe reads them (the ``class_labels_indices.csv`` indices joined by
     ``;``), with the MIDs and names beside them.
     """
-    path = str(Layout(root).clip(c.split, c.ytid).resolve())
+    clip = Layout(root).clip(c.split, c.ytid).resolve()
+    if clip.is_file():
+        source = {"type": "file", "channels": [0], "source": str(clip)}
+    else:  # not kept (audio.keep_clips: false): cut again from the mirror on each load
+        cmd = shlex.join([sys.executable, "-m", "audiosetflow", "clip", str(clip)])
+        source = {"type": "command", "channels": [0], "source": cmd}
     duration = c.audio.duration
     recording = {
         "id": c.ytid,
-        "sources": [{"type": "file", "channels": [0], "source": path}],
+        "sources": [source],
         "sampling_rate": c.audio.sample_rate,
         "num_samples": c.audio.frames,
         "duration": duration,
