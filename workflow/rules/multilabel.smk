@@ -14,7 +14,9 @@ rule train_multilabel:
         eval_features=lambda wildcards: feature_shards("eval"),
         ontology=ontology_input,
         # a pretrained start (model.init) and teacher predictions (multilabel.teacher), if set
-        pretrained=lambda wildcards: [config["model"]["init"]] if config["model"]["init"] else [],
+        pretrained=lambda wildcards: (
+            [config["model"]["init"]] if config["model"]["init"] else []
+        ),
         teacher=lambda wildcards: [
             p
             for p in (
