@@ -18,8 +18,11 @@ recordings of ``tests/realaudio.py`` (Debian packages, train and eval from diffe
 packages; needs apt-get as root, built once and cached).
 
 Usage: python benchmarks/bench_models.py [--corpus demo real] [--epochs N]
-[--cnn14-width W] [--tiny]. --tiny: the demo corpus at 3 clips per class, 1 epoch, widths 4
-and 2 (seconds; checks the path, not the figures).
+[--cnn14-width W] [--speed] [--tiny]. --speed: also time training steps of a 527-output
+CNN14 at full width (64) and reduced widths on random inputs (``--corpus`` with no name: only
+that). --tiny: the demo corpus at 2 clips per class, 1 epoch, widths 4
+and 2, the small CNN as the teacher and no CNN14 from scratch (checks the path, not the
+figures).
 """
 
 from __future__ import annotations
@@ -152,6 +155,31 @@ def bench(corpus: str, features, sr, args, root: Path) -> list[dict]:
     return out
 
 
+def step_speed(width: int, n_mels: int, frames: int, *, batch: int = 4, steps: int = 2) -> dict:
+    """Training steps (forward, backward, Adam) of a 527-output CNN14 on random inputs:
+    clips/s (after one warm-up step) and the parameter count."""
+    from audiosetflow.learning.models import Cnn14
+
+    torch.manual_seed(0)
+    m = Cnn14(527, n_mels, width=width).train()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-4)
+    x, y = torch.randn(batch, 1, n_mels, frames), (torch.rand(batch, 527) < 0.01).float()
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(m(x), y).backward()
+        opt.step()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    secs = time.perf_counter() - t0
+    return {"width": width, "input": f"{n_mels}x{frames}", "batch": batch,
+            "params": sum(p.numel() for p in m.parameters()),
+            "train_clips_per_s": round(batch * steps / secs, 2)}  # fmt: skip
+
+
 def table(corpus: str, results: list[dict]) -> pd.DataFrame:
     rows = {}
     for r in results:
@@ -168,20 +196,28 @@ def table(corpus: str, results: list[dict]) -> pd.DataFrame:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", nargs="+", default=["demo", "real"], choices=["demo", "real"])
+    ap.add_argument("--corpus", nargs="*", default=["demo", "real"], choices=["demo", "real"])
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--width", type=int, default=16, help="the small CNN's width")
     ap.add_argument("--cnn14-width", type=int, default=16,
                     help="CNN14's first-block channels (64: PANNs' CNN14)")  # fmt: skip
     ap.add_argument("--clips-per-class", type=int, default=60, help="demo corpus size")
     ap.add_argument("--min-positives", type=int, default=10)
+    ap.add_argument("--speed", action="store_true",
+                    help="also time CNN14 training steps at full and reduced width")  # fmt: skip
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args(argv)
     if args.tiny:
         args.corpus, args.epochs, args.width, args.cnn14_width = ["demo"], 1, 4, 2
-        args.clips_per_class, args.min_positives = 3, 1
+        args.clips_per_class, args.min_positives = 2, 1
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
+    if args.speed:  # the full CNN14 on this CPU: how slow, per training step
+        sizes = [(64, 64, 1001), (64, 128, 431), (16, 128, 431), (8, 128, 431)]
+        print("CNN14 training steps on the CPU (2 threads), random inputs, 527 outputs")
+        print(pd.DataFrame([step_speed(w, f, t) for w, f, t in sizes]).to_string(index=False))
+        if not args.corpus:
+            return 0
     tables, speed = [], []
     with tempfile.TemporaryDirectory(prefix="bench_models.") as tmp:
         root = Path(tmp)
