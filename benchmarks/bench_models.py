@@ -79,7 +79,7 @@ def labels_of(features: dict[str, Path], min_pos: int) -> list[dict]:
         names = {mid: name for mid, name, _ in demo.CLASSES.values()}
     except (ImportError, AttributeError):
         pass
-    names.update({"/m/09x0r": "Speech", "/m/04rlf": "Music", "/t/dd00125": "Sound effect"})
+    names.update({"/m/09x0r": "Speech", "/m/04rlf": "Music", "/m/0c1dj": "Sound effect"})
     return [{"mid": m, "name": names.get(m, m), "slug": f"l{i}"}
             for i, m in enumerate(counts.index) if counts[m] >= min_pos]  # fmt: skip
 

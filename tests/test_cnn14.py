@@ -352,3 +352,16 @@ def test_embed_cli_writes_embeddings_the_baselines_train_on(
     assert not (tmp_path / "x.parquet").exists()
     with pytest.raises(InputError, match="no embedding for YTID"):
         read_embeddings(out, ["zzzzzzzzzzz"])
+
+
+def test_landing_page_says_how_many_clips_had_a_teacher(distilled):
+    from audiosetflow.reporting.overview import _multilabel_html
+
+    tmp, (a, _), _ = distilled
+    ml = json.loads((tmp / "out1" / "multilabel.json").read_text())
+    ml["teacher"]["file"] = "<b>t</b>.parquet"
+    html = "".join(_multilabel_html(ml, None, None))
+    t = ml["teacher"]
+    assert f"{t['n_train_with_teacher']} of {t['n_train']} train clips had a teacher row" in html
+    assert "&lt;b&gt;t&lt;/b&gt;.parquet" in html and "<b>t</b>" not in html
+    assert "architecture cnn14, width 2" in html and "3 outputs mapped by MID" in html

@@ -809,6 +809,10 @@ def train_cnn(
     stats = packed["train"].channel_stats()
 
     m = settings.model
+    if m.init:
+        (logger or log).info(
+            "%s: model.init starts the multi-label model only; this CNN starts at random", name
+        )
 
     def build() -> nn.Module:
         cnn = make_cnn(
