@@ -133,22 +133,16 @@ def bench(corpus: str, features, sr, args, root: Path) -> list[dict]:
     ml = MultilabelSettings(min_positives=args.min_positives, width=args.width,
                             specaugment=SpecAugmentSettings(2, 40, 2, 16))  # fmt: skip
     c14 = ModelSettings(arch="cnn14", cnn14_width=args.cnn14_width)
-    out = []
-    out.append(run("small", features, sr, labels, root / corpus / "small", base, ml))
-    out.append(run("cnn14", features, sr, labels, root / corpus / "cnn14",
-                   replace(base, model=c14), ml))  # fmt: skip
-    teacher = run(
-        "teacher",
-        features,
-        sr,
-        labels,
-        root / corpus / "teacher",
-        replace(base, epochs=2 * args.epochs),
-        replace(ml, width=2 * args.width),
-    )
-    out.append(teacher)
+    out = [run("small", features, sr, labels, root / corpus / "small", base, ml)]
+    tdir = root / corpus / "small"  # --tiny: the path only; the small CNN is the teacher
+    if not args.tiny:
+        out.append(run("cnn14", features, sr, labels, root / corpus / "cnn14",
+                       replace(base, model=c14), ml))  # fmt: skip
+        tdir = root / corpus / "teacher"
+        stronger = replace(base, epochs=2 * args.epochs), replace(ml, width=2 * args.width)
+        out.append(run("teacher", features, sr, labels, tdir, *stronger))
     tfile = root / corpus / "teacher_logits.parquet"
-    teacher_file(root / corpus / "teacher" / "multilabel.pt", features["train"], tfile)
+    teacher_file(tdir / "multilabel.pt", features["train"], tfile)
     kd = replace(ml, teacher=TeacherSettings(path=str(tfile), weight=0.5, temperature=2.0))
     out.append(run("cnn14+kd", features, sr, labels, root / corpus / "cnn14_kd",
                    replace(base, model=c14), kd))  # fmt: skip
