@@ -1,8 +1,9 @@
 """Distillation from stored teacher predictions (``multilabel.teacher``).
 
 A teacher file holds, per clip (YTID), a teacher's 527 AudioSet logits or probabilities, in
-AudioSet's class order (the ``index`` of ``class_labels_indices.csv``), as EfficientAT and CED
-publish them:
+AudioSet's class order (the ``index`` of ``class_labels_indices.csv``). EfficientAT publishes
+its teacher ensemble's logits as an ``.npy`` with a pickled name-to-row dict: the dict is never
+unpickled here, its YTIDs go to a text index. The formats read:
 
 Parquet (``.parquet``)
     a ``ytid`` column and a list column ``logits`` or ``probabilities`` (527 values), or one
