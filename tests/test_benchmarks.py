@@ -28,6 +28,7 @@ CASES = {
     "bench_download_cpu.py": ([], r"m4a sections: CPU [\d.]+ -> [\d.]+ s per YTID"),
     "bench_features.py": ([], r"\(c3\) the workflow's .* stages: +[\d.]+ clips/s"),
     "bench_mirror.py": ([], r"best: [\d.]+ clips/s"),
+    "bench_models.py": ([], r"demo +mAP +\d+ +[\d.]+ +[\d.]+"),
     "bench_multilabel.py": ([], r"width +4: training +\d+ clips/s"),
     "bench_predict.py": ([], r"0:01:30 +\d+ +\d+ MiB"),
     "bench_train_memory.py": ([], r"peak RSS [\d,]+ / [\d,]+ clips: [\d.]+x"),
