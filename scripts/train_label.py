@@ -31,5 +31,5 @@ with stage_job("train", log):
         clip_seconds=params.clip_seconds,
         config=snakemake.config,
     )
-    settings = TrainSettings.from_config(params.training, seed=params.seed)
+    settings = TrainSettings.from_config(params.training, seed=params.seed, model=params.model)
     run_train(job, settings, logger=log)

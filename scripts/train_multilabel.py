@@ -32,7 +32,7 @@ with stage_job("train_multilabel", log):
     )
     run_multilabel(
         job,
-        TrainSettings.from_config(params.training, seed=params.seed),
+        TrainSettings.from_config(params.training, seed=params.seed, model=params.model),
         MultilabelSettings.from_config(params.multilabel),
         logger=log,
     )

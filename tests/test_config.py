@@ -238,6 +238,7 @@ SECTION_DATACLASSES = [
     ("audiosetflow.acquisition.download", "DownloadConfig", "download", {}),
     ("audiosetflow.learning.training", "TrainSettings", "training", {"seed": "selection"}),
     ("audiosetflow.learning.labelsets", "MultilabelSettings", "multilabel", {}),
+    ("audiosetflow.learning.labelsets", "ModelSettings", "model", {}),
 ]
 
 

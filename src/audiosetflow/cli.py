@@ -222,6 +222,25 @@ def _add_report_parsers(sub) -> None:
         "that were not kept run this command.",
     )
     p.add_argument("clip", metavar="CLIP.flac", help="the clip's path under results/audio/clips")
+    p = sub.add_parser(
+        "embed",
+        help="write a CNN's clip embeddings of feature shards to Parquet",
+        description="Score every clip with status ok of the feature shards through a CNN "
+        "checkpoint (per-label or multi-label, small or CNN14) and write its clip embeddings "
+        "(the layer before the output) to a Parquet file: ytid, split, labels, embedding (a "
+        "fixed-size float32 list), a batch at a time. The baselines can train on them "
+        "(audiosetflow.learning.embeddings.read_embeddings).",
+    )
+    p.add_argument("model", metavar="MODEL.pt", help="a CNN checkpoint")
+    p.add_argument(
+        "features",
+        nargs="+",
+        metavar="SHARDS",
+        help="a folder of feature shards (results/features/train) or shard files",
+    )
+    p.add_argument("--out", required=True, metavar="FILE.parquet", help="the embeddings file")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
 def _positive_int(text: str) -> int:
@@ -808,6 +827,21 @@ def _cmd_clip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from .errors import InputError
+    from .learning.embeddings import write_embeddings
+
+    feats = args.features[0] if len(args.features) == 1 else list(args.features)
+    try:
+        res = write_embeddings(args.model, feats, args.out, batch_size=args.batch_size,
+                               device=args.device)  # fmt: skip
+    except (InputError, FileNotFoundError, ValueError) as exc:
+        return _error(exc)
+    print(f"{escape(res['out'])}: {res['clips']} clips, {res['dim']}-dim embeddings "
+          f"({res['arch']})")  # fmt: skip
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``audiosetflow`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -817,6 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "failures": _cmd_failures,
         "info": _cmd_info,
         "clip": _cmd_clip,
+        "embed": _cmd_embed,
     }
     if args.command in commands:
         return commands[args.command](args)

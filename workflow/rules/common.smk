@@ -137,7 +137,10 @@ def label_info(slug):
 def multilabel_param(wildcards):
     """MID, name and slug of every candidate label of the multi-label model, in order."""
     return _smk.report_param(
-        [{"mid": l.mid, "name": l.name, "slug": l.slug} for l in PLAN.multilabel]
+        [
+            {"mid": l.mid, "name": l.name, "slug": l.slug, "index": l.index}
+            for l in PLAN.multilabel
+        ]
     )
 
 

@@ -13,6 +13,18 @@ rule train_multilabel:
         train_features=lambda wildcards: feature_shards("train"),
         eval_features=lambda wildcards: feature_shards("eval"),
         ontology=ontology_input,
+        # a pretrained start (model.init) and teacher predictions (multilabel.teacher), if set
+        pretrained=lambda wildcards: (
+            [config["model"]["init"]] if config["model"]["init"] else []
+        ),
+        teacher=lambda wildcards: [
+            p
+            for p in (
+                config["multilabel"]["teacher"]["path"],
+                config["multilabel"]["teacher"]["index"],
+            )
+            if p
+        ],
     output:
         model=f"{RES}/models/multilabel.pt",
         metrics=f"{RES}/metrics/multilabel.json",
@@ -49,6 +61,7 @@ rule train_multilabel:
         ),
         multilabel=report_config("multilabel"),
         training=report_config("training"),
+        model=report_config("model"),
         features=report_config("features"),
         sample_rate=config["audio"]["sample_rate"],
         clip_seconds=config["audio"]["clip_seconds"],

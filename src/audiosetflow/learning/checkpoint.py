@@ -6,8 +6,10 @@ A checkpoint is a file written with :func:`torch.save` (readable with
 ``format``
     :data:`CHECKPOINT_FORMAT`.
 ``header``
-    JSON text: ``kind`` (:data:`~.models.MODEL_KINDS`), ``model_config``, ``labels`` (``mid``,
-    ``name``, ``slug`` per output), ``thresholds`` (one per label, null where undefined),
+    JSON text: ``kind`` (:data:`~.models.MODEL_KINDS`), ``arch`` (:data:`~.models.ARCHS`;
+    ``small`` where absent, and ``model_config.arch`` must agree), ``model_config``,
+    ``labels`` (``mid``, ``name``, ``slug`` per output), ``thresholds`` (one per label, null
+    where undefined),
     ``inputs`` (``"log_mel"`` or ``"summary"``), ``extra_channels`` or ``summary_columns``,
     ``feature_params``, ``sample_rate``, ``clip_seconds``, ``normalization`` (``mean`` and
     ``std`` as nested lists, also in the weights), ``provenance``
@@ -39,7 +41,7 @@ from ..errors import InputError
 from ..io import atomic_path
 from .inputs import stack_channels
 from .metrics import _clean
-from .models import MODEL_KINDS, build_model
+from .models import ARCHS, MODEL_KINDS, build_model
 from .trainer import score
 
 __all__ = [
@@ -204,8 +206,10 @@ def window_starts(duration: float, *, window: float, hop: float) -> list[float]:
 
 
 def _kind_of(model: nn.Module) -> str:
-    from .models import AudioCNN, DenseNet, MultiLabelCNN
+    from .models import AudioCNN, Cnn14, DenseNet, MultiLabelCNN
 
+    if isinstance(model, Cnn14):
+        return "cnn" if model.config["binary"] else "multilabel"
     if isinstance(model, MultiLabelCNN):
         return "multilabel"
     if isinstance(model, AudioCNN):
@@ -256,6 +260,7 @@ def save_checkpoint(
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     header = {
         "kind": kind,
+        "arch": model.config.get("arch", "small") if kind != "dense" else None,
         "model_config": dict(model.config),
         "labels": [
             {"mid": str(lab["mid"]), "name": str(lab["name"]), "slug": str(lab.get("slug", ""))}
@@ -338,6 +343,12 @@ def _check_header(h: Any, path) -> dict:
     cfg = h.get("model_config")
     if not isinstance(cfg, dict):
         raise _fail(path, "header model_config is not an object")
+    if kind != "dense":
+        arch = h.get("arch", "small")
+        if arch not in ARCHS:
+            raise _fail(path, f"header arch {arch!r} is not one of {ARCHS}")
+        if cfg.get("arch", "small") != arch:
+            raise _fail(path, f"header arch {arch!r} but model_config arch {cfg.get('arch')!r}")
     for key, (lo, hi) in _CONFIG_LIMITS.items():
         if key in cfg:
             _num(cfg, key, lo, hi, path, integer=True)

@@ -25,6 +25,8 @@ from ..metadata import Label, label_slug, resolve_labels
 __all__ = [
     "SAMPLERS",
     "SpecAugmentSettings",
+    "ModelSettings",
+    "TeacherSettings",
     "MultilabelSettings",
     "label_counts",
     "resolve_multilabel",
@@ -59,6 +61,84 @@ class SpecAugmentSettings:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """The ``model:`` section: the CNN architecture of the per-label and multi-label models.
+
+    Attributes
+    ----------
+    arch : {"small", "cnn14"}
+        The small CNN (``training.width`` / ``multilabel.width``) or PANNs' CNN14
+        (:class:`~.models.Cnn14`).
+    cnn14_width : int
+        Channels of CNN14's first block: 64 is PANNs' CNN14; smaller for CPU tests.
+    init : str or None
+        A PANNs CNN14 checkpoint (``Cnn14_mAP=0.431.pth`` layout) the multi-label model starts
+        from (:func:`~.pretrained.init_from_panns`); ``arch`` must be ``cnn14``.
+    init_head : {"map", "replace"}
+        ``map``: the checkpoint's outputs of the selected labels' MIDs; ``replace``: a fresh
+        output layer.
+    freeze_trunk : bool
+        With ``init``: train the output layer only.
+    """
+
+    arch: str = "small"
+    cnn14_width: int = 64
+    init: str | None = None
+    init_head: str = "map"
+    freeze_trunk: bool = False
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("small", "cnn14"):
+            raise ValueError(f"model.arch is {self.arch!r}; use small or cnn14")
+        if self.init_head not in ("map", "replace"):
+            raise ValueError(f"model.init_head is {self.init_head!r}; use map or replace")
+        if self.init and self.arch != "cnn14":
+            raise ValueError("model.init loads a CNN14 checkpoint: set model.arch: cnn14")
+        if self.freeze_trunk and not self.init:
+            raise ValueError("model.freeze_trunk needs model.init (a pretrained trunk)")
+        if self.cnn14_width < 1:
+            raise ValueError("model.cnn14_width must be >= 1")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | None) -> ModelSettings:
+        """Build from ``config['model']`` (missing keys from the schema)."""
+        return section(cls, cfg, "model")
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """``multilabel.teacher``: distillation from stored teacher predictions.
+
+    Attributes
+    ----------
+    path : str or None
+        Parquet (``ytid`` and a list column ``logits`` or ``probabilities``, or one column per
+        MID), NumPy ``.npy`` (n_clips x 527, AudioSet class order) with ``index`` (one YTID a
+        line) or HDF5 (:func:`~.teacher.read_teacher`); None: no distillation.
+    index : str or None
+        The YTIDs of a ``.npy`` file's rows (default: ``<path without .npy>.ytids.txt``).
+    outputs : {"logits", "probabilities"}
+        What the file holds.
+    weight : float
+        Share of the teacher's soft targets in the loss, in [0, 1].
+    temperature : float
+        Sigmoid temperature of both student and teacher logits in the soft term, > 0.
+    """
+
+    path: str | None = None
+    index: str | None = None
+    outputs: str = "logits"
+    weight: float = 0.5
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.outputs not in ("logits", "probabilities"):
+            raise ValueError("multilabel.teacher.outputs: logits or probabilities")
+        if not 0 <= self.weight <= 1 or self.temperature <= 0:
+            raise ValueError("multilabel.teacher: weight in [0, 1] and temperature > 0")
+
+
+@dataclass(frozen=True)
 class MultilabelSettings:
     """The ``multilabel:`` section of the configuration.
 
@@ -86,6 +166,8 @@ class MultilabelSettings:
         Dropout before the output layer.
     norm_clips : int
         Train clips (a seeded sample) the input normalisation is computed from.
+    teacher : TeacherSettings
+        Distillation from a teacher's stored predictions (off without ``path``).
 
     See Also
     --------
@@ -103,6 +185,7 @@ class MultilabelSettings:
     weight_decay: float | None = None
     dropout: float = 0.3
     norm_clips: int = 2000
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
 
     def __post_init__(self) -> None:
         if self.epochs is not None and int(self.epochs) < 1:

@@ -60,7 +60,7 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint, window_sta
 from .evaluation import _plt, _save
 from .labelsets import MultilabelSettings
 from .metrics import average_precision, best_f1, multilabel_metrics, write_json
-from .models import MultiLabelCNN
+from .models import make_cnn
 from .pack import PackedPart, pack, pack_folder
 from .stream import DEFAULT_BUFFER, ClipIndex, FeatureStream, RowGroupRef, index_parts
 from .trainer import FitSettings, fit, resolve_device, score
@@ -353,9 +353,10 @@ class _EpochSampler:
     through a shuffle buffer."""
 
     def __init__(self, part: _Part, packed: PackedPart, *, sampler: str, batch_size: int,
-                 seed: int, buffer: int):  # fmt: skip
+                 seed: int, buffer: int, extra=None):  # fmt: skip
         self.part, self.packed, self.sampler = part, packed, sampler
         self.batch_size, self.seed, self.buffer = int(batch_size), int(seed), int(buffer)
+        self.extra = extra  # positions -> more target columns (the teacher's soft targets)
 
     def __len__(self) -> int:
         return len(self.packed)
@@ -374,7 +375,8 @@ class _EpochSampler:
         return src.batches(epoch)
 
     def _rows(self, positions: np.ndarray) -> np.ndarray:
-        return _dense_rows(self.part.Y, positions).astype(np.float32)
+        y = _dense_rows(self.part.Y, positions).astype(np.float32)
+        return y if self.extra is None else np.concatenate([y, self.extra(positions)], axis=1)
 
 
 def _scored(part: _Part, packed: PackedPart, *, batch_size: int = 64):
@@ -613,18 +615,64 @@ def run_multilabel(
         sample = np.random.default_rng([settings.seed, 7]).permutation(len(canon))
         stats = packed["train"].channel_stats(canon[np.sort(sample[: ml.norm_clips])])
 
-        def build() -> MultiLabelCNN:
-            model = MultiLabelCNN(
-                len(labels), job.params.n_mels, 1, width=ml.width, dropout=ml.dropout
+        m = settings.model
+        init_info: dict[str, Any] = {}
+
+        def build() -> nn.Module:
+            model = make_cnn(
+                m.arch,
+                n_labels=len(labels),
+                n_rows=job.params.n_mels,
+                width=ml.width,
+                cnn14_width=m.cnn14_width,
+                dropout=ml.dropout,
             )
-            return model.set_normalization(*stats)
+            if not m.init:
+                return model.set_normalization(*stats)
+            from .pretrained import freeze_trunk, init_from_panns
+
+            init_info.update(
+                init_from_panns(
+                    model,
+                    m.init,
+                    head=m.init_head,
+                    label_indices=[lab.get("index") for lab in labels],
+                )
+            )
+            if m.freeze_trunk:
+                init_info["frozen_parameters"] = freeze_trunk(model)
+            return model
+
+        distill, extra = None, None
+        teacher_info: dict[str, Any] | None = None
+        if ml.teacher.path:
+            from .teacher import distill_loss, read_teacher
+
+            t = ml.teacher
+            targets = read_teacher(
+                t.path, ytids=parts["train"]["ytid"].tolist(), labels=labels,
+                outputs=t.outputs, index=t.index, folder=folder,
+            )  # fmt: skip
+            teacher_info = {
+                "file": Path(t.path).name, "outputs": t.outputs, "weight": t.weight,
+                "temperature": t.temperature, "rows_in_file": targets.n_rows,
+                "n_train_with_teacher": targets.n_with, "n_train": len(parts["train"]),
+            }  # fmt: skip
+            logger.info(
+                "multilabel: teacher %s: %d of %d train clips have a row (the others train on "
+                "their labels alone); weight %.2f, temperature %.2f",
+                teacher_info["file"], targets.n_with, len(parts["train"]), t.weight,
+                t.temperature,
+            )  # fmt: skip
+            distill = distill_loss(len(labels), weight=t.weight, temperature=t.temperature)
+            extra = lambda pos: targets.soft_rows(pos, t.temperature)  # noqa: E731
 
         train = _EpochSampler(
             data["train"], packed["train"], sampler=ml.sampler, batch_size=settings.batch_size,
-            seed=settings.seed, buffer=buffer_size,
+            seed=settings.seed, buffer=buffer_size, extra=extra,
         )  # fmt: skip
         model, fitted = fit(build, train, _scored(data["val"], packed["val"]), settings=fs,
-                            logger=logger, name="multilabel")  # fmt: skip
+                            logger=logger, name="multilabel", loss=distill)  # fmt: skip
         history = fitted.history
         val_s = predict_multilabel(model, data["val"], packed["val"], device=device)
         test_s = predict_multilabel(model, data["test"], packed["test"], device=device)
@@ -655,7 +703,11 @@ def run_multilabel(
         "sampler": ml.sampler,
         "mixup": ml.mixup,
         "specaugment": asdict(ml.specaugment),
-        "width": ml.width,
+        "arch": settings.model.arch,
+        "width": ml.width if settings.model.arch == "small" else settings.model.cnn14_width,
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        "init": init_info or None,
+        "teacher": teacher_info,
         "weight_decay": fs.weight_decay,
         "threshold_rule": "best F1 on val (natural prevalence)",
         "device": str(device),
@@ -691,7 +743,7 @@ def _write(
     job: MultilabelJob,
     result: dict,
     *,
-    model: MultiLabelCNN,
+    model: nn.Module,
     labels: list[dict],
     thresholds: list[float],
     test: _Part,

@@ -346,6 +346,7 @@ def fit(
     settings: FitSettings,
     logger: logging.Logger | None = None,
     name: str = "model",
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[nn.Module, FitResult]:
     """Build a model after seeding, then train it with Adam and early stopping.
 
@@ -369,6 +370,10 @@ def fit(
     logger : logging.Logger, optional
     name : str
         Prefix of the log lines.
+    loss : callable, optional
+        ``loss(logits, targets)`` of a training batch (e.g. :func:`~.teacher.distill_loss`,
+        whose targets are wider than the output); default: binary cross-entropy. Validation
+        always uses binary cross-entropy against the labels.
 
     Returns
     -------
@@ -386,9 +391,15 @@ def fit(
     fill = getattr(model, "mean", torch.zeros(())).detach().to(device)
     n_train, n_val = len(train), (0 if val is None else len(val))
     opt = torch.optim.Adam(
-        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=settings.learning_rate,
+        weight_decay=settings.weight_decay,
     )
-    loss_fn = nn.BCEWithLogitsLoss()
+    bce = nn.BCEWithLogitsLoss()
+
+    def loss_fn(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return bce(z, y.expand_as(z)) if loss is None else loss(z, y)
+
     result = FitResult()
     best_cost, best_state, waited = math.inf, copy.deepcopy(model.state_dict()), 0
     t_start = time.perf_counter()
@@ -408,10 +419,10 @@ def fit(
             with _autocast(device, settings.amp):
                 z = model(xb)
             z = z.float()
-            loss = loss_fn(z, yb.expand_as(z))
-            loss.backward()
+            batch_loss = loss_fn(z, yb)
+            batch_loss.backward()
             opt.step()
-            total += loss.item() * len(xb)
+            total += batch_loss.item() * len(xb)
             seen += len(xb)
         train_secs, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         if n_val:

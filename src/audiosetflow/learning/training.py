@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from ..config import section
 from ..errors import InputError
 from ..io import write_tsv
 from .checkpoint import save_checkpoint
 from .evaluation import plot_confusion, plot_roc_pr, plot_training_curves
+from .labelsets import ModelSettings
 from .metrics import (
     _clean,
     binary_metrics,
@@ -35,7 +37,7 @@ from .metrics import (
     mean_std,
     write_json,
 )
-from .models import AudioCNN, DenseNet
+from .models import DenseNet, make_cnn
 from .stream import DEFAULT_BUFFER, FeatureStream, part_streams
 from .trainer import ArrayBatches, FitSettings, fit, resolve_device, score
 
@@ -150,6 +152,8 @@ class TrainSettings:
     dense : DenseSettings
     seed : int
         Seed of every draw (``selection.seed``).
+    model : ModelSettings
+        The ``model:`` section (the CNN architecture).
     """
 
     epochs: int = 30
@@ -167,12 +171,18 @@ class TrainSettings:
     seeds: int = 1
     dense: DenseSettings = field(default_factory=DenseSettings)
     seed: int = 1234
+    model: ModelSettings = field(default_factory=ModelSettings)
 
     @classmethod
-    def from_config(cls, training_cfg: Mapping, *, seed: int) -> TrainSettings:
+    def from_config(
+        cls, training_cfg: Mapping, *, seed: int, model: Mapping | None = None
+    ) -> TrainSettings:
         """Build from ``config['training']`` (unknown keys ignored, missing ones from the
-        schema: :func:`audiosetflow.config.section`) and ``selection.seed``."""
-        return section(cls, training_cfg, "training", seed=int(seed))
+        schema: :func:`audiosetflow.config.section`), ``selection.seed`` and
+        ``config['model']``."""
+        return section(
+            cls, training_cfg, "training", seed=int(seed), model=ModelSettings.from_config(model)
+        )
 
     def fit_settings(self, device: torch.device | str, *, seed: int) -> FitSettings:
         """The CNN's :class:`~.trainer.FitSettings` for one seed."""
@@ -755,7 +765,8 @@ def train_cnn(
     """Fit the CNN on log-mel (+ extra channels) with early stopping on the val loss,
     streaming its inputs from the parts packed in canonical order.
 
-    The network (:class:`~.models.AudioCNN`) is built by :func:`~.trainer.fit` after seeding
+    The network (``model.arch``: :func:`~.models.make_cnn`) is built by :func:`~.trainer.fit`
+    after seeding
     and normalises its input with the train part's per-channel, per-row statistics. Every
     part is read through its packed copy (:mod:`~.pack`: records in sorted-YTID order), so
     the batches do not depend on the shards' layout: each epoch reads the train part's
@@ -797,8 +808,22 @@ def train_cnn(
     _, channels, rows, _ = packed["train"].shape
     stats = packed["train"].channel_stats()
 
-    def build() -> AudioCNN:
-        cnn = AudioCNN(rows, channels, width=settings.width, dropout=settings.dropout)
+    m = settings.model
+    if m.init:
+        (logger or log).info(
+            "%s: model.init starts the multi-label model only; this CNN starts at random", name
+        )
+
+    def build() -> nn.Module:
+        cnn = make_cnn(
+            m.arch,
+            n_labels=None,
+            n_rows=rows,
+            in_channels=channels,
+            width=settings.width,
+            cnn14_width=m.cnn14_width,
+            dropout=settings.dropout,
+        )
         return cnn.set_normalization(*stats)
 
     cnn, res = fit(

@@ -591,6 +591,26 @@ def _multilabel_html(
         f"(best epoch {ml.get('best_epoch', '?')}, sampler {h.esc(str(ml.get('sampler')))}, "
         f"mixup {ml.get('mixup')}).</p>",
     ]
+    arch, init, teacher = ml.get("arch"), ml.get("init"), ml.get("teacher")
+    extra = []
+    if arch:
+        extra.append(f"architecture {h.esc(str(arch))}, width {h.esc(str(ml.get('width')))}")
+    if isinstance(init, dict):
+        extra.append(
+            f"started from the checkpoint {h.esc(str(init.get('path')))} (head "
+            f"{h.esc(str(init.get('head')))}: {int(init.get('mapped', 0))} outputs mapped by "
+            f"MID, {int(init.get('fresh', 0))} fresh)"
+        )
+    if isinstance(teacher, dict):
+        extra.append(
+            f"distilled from the teacher predictions {h.esc(str(teacher.get('file')))}: "
+            f"{int(teacher.get('n_train_with_teacher', 0)):,} of "
+            f"{int(teacher.get('n_train', 0)):,} train clips had a teacher row (the others "
+            f"trained on their labels alone), weight {h.esc(str(teacher.get('weight')))}, "
+            f"temperature {h.esc(str(teacher.get('temperature')))}"
+        )
+    if extra:
+        out.append("<p>" + "; ".join(extra) + ".</p>")
     if plot is not None and Path(plot).exists():
         out.append(h.img(plot, "multi-label AP per label", width="100%"))
     out += [
