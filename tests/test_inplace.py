@@ -119,6 +119,33 @@ def test_keep_clips_false_reads_clips_from_the_mirror(tmp_path):
     with clip_file(clip) as path:
         assert path != clip and path.stat().st_size > 1000
     assert not path.exists()  # the temporary copy is gone afterwards
+    # the export reads it in place too: its bytes, `audiosetflow clip` and a lhotse recording
+    # (a command source) give the clip's samples
+    import io
+
+    import soundfile as sf
+    from lhotse import Recording
+
+    from audiosetflow.export.audio import clip_flac_bytes
+    from audiosetflow.export.formats import lhotse_records
+
+    y, sr = read_segment(clip)
+    data = clip_flac_bytes(root=res, split="train", ytid=clip.stem)
+    np.testing.assert_array_equal(sf.read(io.BytesIO(data), dtype="float32")[0], y)
+    out = subprocess.run([sys.executable, "-m", "audiosetflow", "clip", str(clip)],
+                         capture_output=True, check=True, timeout=120).stdout  # fmt: skip
+    np.testing.assert_array_equal(sf.read(io.BytesIO(out), dtype="float32")[0], y)
+
+    class _Clip:  # the fields lhotse_records reads
+        ytid, split, start, end, source = clip.stem, "train", 0.0, 10.0, "tar"
+        indices, mids, names = (0,), ("/m/04rlf",), ("Music",)
+        audio = type("A", (), {"sample_rate": sr, "frames": len(y), "duration": len(y) / sr})
+
+    rec = lhotse_records(_Clip, root=res)["recordings"]
+    assert rec["sources"][0]["type"] == "command"
+    loaded = Recording.from_dict(rec).load_audio()
+    np.testing.assert_allclose(loaded[0], y, atol=1e-6)
+
     # a mirror that is gone: one line naming the clip and what to do
     (tmp_path / "mirror" / "bal_train00.tar").rename(tmp_path / "moved.tar")
     try:
