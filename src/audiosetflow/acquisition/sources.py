@@ -57,6 +57,7 @@ from ..io import atomic_path
 __all__ = [
     "KINDS",
     "INDEX_COLUMNS",
+    "needs_youtube",
     "Source",
     "Entry",
     "parse_sources",
@@ -571,6 +572,23 @@ def lookup(index: str | Path | pd.DataFrame, ytids: Iterable[str]) -> dict[str, 
     for row in df.sort_values(["ytid", "source"], kind="stable").itertuples(index=False):
         out.setdefault(row.ytid, []).append(Entry(*row))
     return out
+
+
+def needs_youtube(index: str | Path | None, ytids: Iterable[str]) -> bool:
+    """Whether a shard's download job may have to ask YouTube: some of ``ytids`` has no copy
+    in the local sources' ``index`` (only those YTIDs' rows are read). Without an index yet
+    (it is built by rule index_sources before the job runs), True: the job is held back as
+    one that needs YouTube until Snakemake evaluates it again with the index there.
+
+    A YTID whose local copy turns out broken falls through to YouTube inside a job that holds
+    no ``youtube`` unit; the fetch budget (:mod:`~audiosetflow.acquisition.budget`) still
+    paces it."""
+    wanted = set(ytids)
+    if not wanted:
+        return False
+    if index is None or not Path(index).exists():
+        return True
+    return bool(wanted - set(lookup(index, wanted)))
 
 
 def media_input(locator: str) -> Path | Subfile | None:

@@ -86,6 +86,9 @@ class MultilabelSettings:
         Dropout before the output layer.
     norm_clips : int
         Train clips (a seeded sample) the input normalisation is computed from.
+    val_max_clips : int or None
+        Most validation clips scored each epoch for early stopping (a fixed seeded sample
+        of a larger val part); ``None`` or 0: all. Thresholds and test metrics use all.
 
     See Also
     --------
@@ -103,6 +106,7 @@ class MultilabelSettings:
     weight_decay: float | None = None
     dropout: float = 0.3
     norm_clips: int = 2000
+    val_max_clips: int | None = 10000
 
     def __post_init__(self) -> None:
         if self.epochs is not None and int(self.epochs) < 1:
