@@ -210,9 +210,7 @@ class Plan:
         else:
             part = self._arrow().slice(a, b - a)
             cols = [part.column(c).to_pylist() for c in ("ytid", "start", "end", "labels")]
-        return ";".join(
-            f"{y},{st:.3f},{e:.3f},{lab}" for y, st, e, lab in zip(*cols, strict=True)
-        )
+        return ";".join(f"{y},{st:.3f},{e:.3f},{lab}" for y, st, e, lab in zip(*cols, strict=True))
 
     def label(self, slug: str) -> md.Label:
         """The target label with this slug."""
