@@ -9,7 +9,13 @@ import stat
 
 import pytest
 
-from audiosetflow.cluster import NodeLimits, node_limits, parse_sinfo, slurm_configured
+from audiosetflow.cluster import (
+    NodeLimits,
+    allocation_limits,
+    node_limits,
+    parse_sinfo,
+    slurm_configured,
+)
 from audiosetflow.errors import InputError
 
 SINFO = """\
@@ -88,3 +94,11 @@ def test_sinfo_that_fails_is_one_line_saying_what_to_set(tmp_path, monkeypatch):
     # numbers for both: sinfo is not asked
     got = node_limits({"node_cpus": 2, "node_mem_mb": 1000}, env=env)
     assert (got.cpus, got.mem_mb) == (2, 1000)
+
+
+def test_inside_a_job_the_allocation_is_the_cap():
+    assert allocation_limits({}) is None
+    got = allocation_limits({"SLURM_CPUS_PER_TASK": "2", "SLURM_MEM_PER_NODE": "3000"})
+    assert (got.cpus, got.mem_mb) == (2, 3000)
+    got = allocation_limits({"SLURM_CPUS_ON_NODE": "4", "SLURM_MEM_PER_CPU": "500"})
+    assert (got.cpus, got.mem_mb) == (4, 2000)

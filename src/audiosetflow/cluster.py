@@ -11,7 +11,9 @@ threads, so that a group job that fits the node's CPUs fits its memory too).
 The size comes from the config (``cluster.node_cpus``, ``cluster.node_mem_mb``) or, with
 ``auto`` (the default) on a machine where SLURM is set up, from ``sinfo`` once, in the main
 Snakemake process: the largest node of the partition (the profile's ``slurm_partition``, or
-the cluster's default one).
+the cluster's default one). The Snakemake process that runs a job inside its SLURM allocation
+caps the same way at what the job was given (:func:`allocation_limits`), so its job steps
+(``srun``) never ask for more than the allocation holds.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["NodeLimits", "parse_sinfo", "ask_slurm", "slurm_configured", "node_limits"]
+__all__ = [
+    "NodeLimits",
+    "parse_sinfo",
+    "ask_slurm",
+    "slurm_configured",
+    "node_limits",
+    "allocation_limits",
+]
 
 #: Where SLURM's configuration is found when ``SLURM_CONF`` is not set.
 SLURM_CONF_PATHS = ("/etc/slurm/slurm.conf", "/etc/slurm-llnl/slurm.conf")
@@ -129,6 +138,26 @@ def ask_slurm(
         raise InputError(f"cluster: {exc}; {hint}") from None
     where = f"partition {partition}" if partition else "default partition"
     return NodeLimits(cpus=cpus, mem_mb=mem, source=f"sinfo, {where}")
+
+
+def allocation_limits(env: Mapping[str, str] | None = None) -> NodeLimits | None:
+    """Inside a SLURM job: the CPUs and memory it was given (``SLURM_CPUS_PER_TASK`` or
+    ``SLURM_CPUS_ON_NODE``; ``SLURM_MEM_PER_NODE``, or ``SLURM_MEM_PER_CPU`` times the CPUs),
+    so that the Snakemake process running the job asks its job steps for no more; None
+    outside SLURM."""
+    env = os.environ if env is None else env
+
+    def num(key: str) -> int | None:
+        v = env.get(key, "").split("(")[0].strip()
+        return int(v) if v.isdigit() and int(v) > 0 else None
+
+    cpus = num("SLURM_CPUS_PER_TASK") or num("SLURM_CPUS_ON_NODE")
+    if cpus is None:
+        return None
+    mem = num("SLURM_MEM_PER_NODE")
+    if mem is None and num("SLURM_MEM_PER_CPU"):
+        mem = num("SLURM_MEM_PER_CPU") * cpus
+    return NodeLimits(cpus=cpus, mem_mb=mem or 1 << 40, source="SLURM allocation")
 
 
 def node_limits(

@@ -44,8 +44,9 @@ DEMO_DIR = config["demo"]["dir"]
 # No job asks for more than one node has (audiosetflow.cluster): the size comes from
 # cluster.node_cpus / cluster.node_mem_mb, or from sinfo where SLURM is set up. CPUs are capped
 # through --cores (group jobs included), memory through each rule's mem_mb (node_mem).
-NODE = None
-if not _smk.is_job_process(workflow):
+if _smk.is_job_process(workflow):  # inside a cluster job: what the job was given
+    NODE = _cluster.allocation_limits()
+else:
     try:
         NODE = _cluster.node_limits(
             config["cluster"], partition=_smk.default_partition(workflow)
@@ -53,10 +54,11 @@ if not _smk.is_job_process(workflow):
     except InputError as _exc:
         raise WorkflowError(str(_exc)) from None
     if NODE is not None:
-        _smk.cap_cores(workflow, NODE.cpus)
         print(
             f"audiosetflow: every job fits one node: {NODE.describe()}", file=sys.stderr
         )
+if NODE is not None:
+    _smk.cap_cores(workflow, NODE.cpus)
 
 
 def node_mem(want):
