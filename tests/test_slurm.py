@@ -47,10 +47,12 @@ _spec.loader.exec_module(cluster_mod)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-# The node is smaller than what the profile's group job of two shards asks for by default
-# (2 x features.threads CPUs, 2 x 2000 MB) and than training's 8000 MB: without the workflow's
-# caps (audiosetflow.cluster) that job would stay pending for ever (PartitionConfig).
-NODE_CPUS = 1
+# The node has less memory than what the profile's group job of two shards asks for by default
+# (2 x 2000 MB) and than training's 8000 MB: without the workflow's caps (audiosetflow.cluster)
+# those jobs would stay pending for ever (PartitionConfig). Its CPUs are the machine's (a
+# 1-CPU node runs every job one after the other: the test took over 7 minutes on a loaded
+# machine); the CPU cap is checked by tests/test_cluster.py.
+NODE_CPUS = None
 NODE_MEM_MB = 2500
 INSTALL_TIMEOUT = 600  # apt-get update + install (measured: about 20 s)
 READY_TIMEOUT = 60  # per daemon (measured: 5 s at most)
@@ -321,7 +323,7 @@ def test_demo_workflow_on_slurm_with_a_killed_job_resubmitted(slurm, tmp_path):
     ), proc.stderr[-3000:]
     for r in rows:
         assert int(r["reqcpus"]) <= slurm.cpus and _mb(r["reqmem"]) <= slurm.memory_mb, r
-    assert _mb(groups[0]["reqmem"]) <= slurm.memory_mb and groups[0]["reqcpus"] == "1", groups
+    assert _mb(groups[0]["reqmem"]) <= slurm.memory_mb < 2 * 2000, groups
     # The rules' own resources reached sbatch (capped only by the node's size).
     train_cpus = min(2, slurm.cpus)  # training.threads in config.yaml
     for r in rows:
