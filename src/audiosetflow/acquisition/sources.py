@@ -588,7 +588,24 @@ def needs_youtube(index: str | Path | None, ytids: Iterable[str]) -> bool:
         return False
     if index is None or not Path(index).exists():
         return True
-    return bool(wanted - set(lookup(index, wanted)))
+    return not wanted <= _indexed_ytids(Path(index))
+
+
+_INDEXED: dict[str, tuple[tuple[int, int, int], frozenset[str]]] = {}
+
+
+def _indexed_ytids(index: Path) -> frozenset[str]:
+    """Every YTID of an index file, read once per process and file version (the main
+    Snakemake process asks for every download job: one read of the ``ytid`` column instead of
+    one filtered read per shard)."""
+    st = index.stat()
+    key = (st.st_size, st.st_mtime_ns, st.st_ino)
+    hit = _INDEXED.get(str(index))
+    if hit is None or hit[0] != key:
+        ytids = frozenset(pd.read_parquet(index, columns=["ytid"])["ytid"].astype(str))
+        _INDEXED.clear()
+        _INDEXED[str(index)] = hit = (key, ytids)
+    return hit[1]
 
 
 def media_input(locator: str) -> Path | Subfile | None:
