@@ -19,7 +19,11 @@ BENCH = REPO / "benchmarks"
 #: script -> (extra arguments, the figure its output must hold)
 CASES = {
     "bench_baselines_real.py": ([], r"now: dense +\d\.\d{3} +\d\.\d{3}"),
-    "bench_dag.py": ([], r"snakemake -n [\d.]+ s, peak \d+ MB, \d+ jobs"),
+    "bench_dag.py": (
+        [],
+        r"snakemake -n first [\d.]+ s, \d+ MB .*again [\d.]+ s, \d+ MB .*[\d,]+ jobs\n"
+        r"a job reading the stored plan: \d+ ms",
+    ),
     "bench_export.py": ([], r"webdataset +[\d.]+ kB +\d+ +[\d.]+ MB"),
     "bench_errors_page.py": ([], r"Opus previews: page [\d.]+ MB, report data: URI [\d.]+ MB"),
     "bench_ffmpeg_builds.py": ([], r"\(a\) same media, decoded by each build:"),

@@ -296,7 +296,8 @@ def trained(shards, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mlout")
     settings = TrainSettings(epochs=6, patience=3, min_epochs=3, batch_size=16, threads=2,
                              device="cpu", seed=5)  # fmt: skip
-    ml = MultilabelSettings(min_positives=5, width=8, mixup=0.2,
+    # val_max_clips below the val part's 28 clips: early stopping watches a sample of 20
+    ml = MultilabelSettings(min_positives=5, width=8, mixup=0.2, val_max_clips=20,
                             specaugment=SpecAugmentSettings(1, 8, 1, 8))  # fmt: skip
     ML.run_multilabel(_job(shards, out), settings, ml, threads=2, buffer_size=64)
     return out
@@ -309,6 +310,11 @@ def test_training_learns_and_writes_everything(trained):
     assert m["mean_auc"] > 0.8 and m["d_prime"] > 1.0
     assert m["n_labels"] == 3 and m["test_source"] == "eval" and m["n_test"] == 42
     assert m["n_train"] + m["n_val"] == 140
+    # validated each epoch on a sample of 20; the thresholds come from every val clip
+    assert m["n_val"] == 28 and m["n_val_monitored"] == 20
+    assert sum(p["n_pos_val"] for p in m["per_label"]) == sum(
+        len(_mids(int(y[1:]))) for y in _val_ytids(trained)
+    )
     assert [p["name"] for p in m["per_label"]] == ["Music", "Speech", "Vehicle"]
     for p in m["per_label"]:
         assert set(p) >= {"mid", "name", "ap", "auc", "n_pos", "f1_at_threshold", "best_f1",
@@ -335,6 +341,48 @@ def test_training_learns_and_writes_everything(trained):
     assert info["labels"][0]["threshold"] == pytest.approx(ck.thresholds[0])
     text = format_info(info)
     assert "labels        3: Music, Speech, Vehicle" in text and f"mAP {m['mAP']:.4g}" in text
+
+
+def _val_ytids(trained: Path) -> list[str]:
+    """The val part of the trained fixture (split_parts with the fixture's seed)."""
+    tab = pd.DataFrame({"ytid": [f"t{i:010d}" for i in range(140)]})
+    tab["labels"] = [",".join(_mids(i)) for i in range(140)]
+    ev = pd.DataFrame({"ytid": ["e0"], "labels": [""]})
+    return ML.split_parts(tab, ev, val_fraction=0.2, test_fraction=0.2, seed=5)["val"][
+        "ytid"
+    ].tolist()
+
+
+def test_val_sample_is_fixed_seeded_and_independent_of_row_order(shards):
+    ytids = [f"v{i:010d}" for i in range(500)]
+    a = ML.val_sample(ytids, 100, seed=3)
+    assert len(a) == 100 and (np.diff(a) > 0).all()
+    assert np.array_equal(a, ML.val_sample(ytids, 100, seed=3))
+    assert not np.array_equal(a, ML.val_sample(ytids, 100, seed=4))
+    perm = np.random.default_rng(0).permutation(500)
+    b = ML.val_sample([ytids[i] for i in perm], 100, seed=3)
+    assert {ytids[i] for i in a} == {ytids[perm[i]] for i in b}
+    assert ML.val_sample(ytids, 500, seed=3) is None and ML.val_sample(ytids, None, seed=3) is None
+    assert ML.val_sample(ytids, 0, seed=3) is None
+    # the sample's batches: every drawn clip once, index = its place in the sample
+    from audiosetflow.learning.pack import pack, pack_folder
+    from audiosetflow.learning.stream import FeatureStream, index_clips
+
+    meta = pd.read_parquet(shards / "train", columns=["ytid", "split"]).iloc[:40]
+    idx = index_clips(sorted((shards / "train").glob("*.parquet")), meta["ytid"].tolist())
+    Y = np.eye(40, 3, dtype=bool)
+    with pack_folder(shards / "x.pt") as folder:
+        packed = pack(FeatureStream(idx), folder, name="val")
+        part = ML._Part(idx, Y, meta)
+        pos = np.array([1, 2, 7, 30], dtype=np.int64)
+        seen = [
+            (p, y)
+            for _, yb, pb in ML._Sample(part, packed, pos, batch_size=3).batches()
+            for p, y in zip(pb, yb, strict=True)
+        ]
+    assert sorted(int(p) for p, _ in seen) == [0, 1, 2, 3]
+    for p, y in seen:
+        assert np.array_equal(y, Y[pos[int(p)]].astype(np.float32))
 
 
 def test_min_positives_leaves_labels_out(shards, tmp_path):

@@ -47,6 +47,13 @@ _spec.loader.exec_module(cluster_mod)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
+# The node has less memory than what the profile's group job of two shards asks for by default
+# (2 x 2000 MB) and than training's 8000 MB: without the workflow's caps (audiosetflow.cluster)
+# those jobs would stay pending for ever (PartitionConfig). Its CPUs are the machine's (a
+# 1-CPU node runs every job one after the other: the test took over 7 minutes on a loaded
+# machine); the CPU cap is checked by tests/test_cluster.py.
+NODE_CPUS = None
+NODE_MEM_MB = 2500
 INSTALL_TIMEOUT = 600  # apt-get update + install (measured: about 20 s)
 READY_TIMEOUT = 60  # per daemon (measured: 5 s at most)
 RUN_TIMEOUT = 420  # one Snakemake run through the profile (measured: under 3 minutes)
@@ -77,7 +84,11 @@ def slurm():
     t0 = time.monotonic()
     try:
         with cluster_mod.local_slurm(
-            workdir, install_timeout=INSTALL_TIMEOUT, ready_timeout=READY_TIMEOUT
+            workdir,
+            install_timeout=INSTALL_TIMEOUT,
+            ready_timeout=READY_TIMEOUT,
+            cpus=NODE_CPUS,
+            mem_mb=NODE_MEM_MB,
         ) as cluster:
             timings = ", ".join(f"{k} {v:.1f} s" for k, v in cluster.timings.items())
             _log(f"cluster up in {time.monotonic() - t0:.1f} s ({timings}); workdir {workdir}")
@@ -115,25 +126,6 @@ def _local_profile(dest: Path, cluster) -> Path:
     return dest
 
 
-def _node_limits(cluster) -> list[str]:
-    """Arguments that fit every job into the one small node, as a user with small nodes does.
-
-    ``--cores N`` caps the CPUs of any one job (a group job asks for the threads of the shards
-    it runs side by side); ``mem_mb=N`` in ``--resources`` caps the memory of any one job. On
-    this machine neither changes what the rules ask for unless the node is smaller than that
-    (training asks for 8000 MB and training.threads CPUs). The profile's own ``resources``
-    are repeated, since the command line replaces them.
-    """
-    profile_resources = yaml.safe_load(PROFILE.read_text()).get("resources", [])
-    return [
-        "--cores",
-        str(cluster.cpus),
-        "--resources",
-        *profile_resources,
-        f"mem_mb={cluster.memory_mb}",
-    ]
-
-
 def _snakemake(cluster, workdir: Path, profile: Path, *args: str, timeout: float = RUN_TIMEOUT):
     """Run Snakemake through the profile with ``timeout`` (the plugin can poll forever)."""
     cmd = [
@@ -154,7 +146,7 @@ def _snakemake(cluster, workdir: Path, profile: Path, *args: str, timeout: float
         # On a real cluster 20 s (the profile) spares the scheduler; here jobs take seconds.
         "--slurm-init-seconds-before-status-checks",
         "2",
-        *_node_limits(cluster),
+        # nothing about the node's size: the workflow asks SLURM (cluster.node_cpus: auto)
         *args,
     ]
     t0 = time.monotonic()
@@ -233,6 +225,12 @@ def _sacct(cluster, run_uuid: str) -> list[dict[str, str]]:
         "--format=JobID,State,ExitCode,Comment,Partition,Account,ReqMem,ReqCPUS",
     )
     return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines()]
+
+
+def _mb(reqmem: str) -> float:
+    """sacct's ReqMem (``2500M``, ``2G``) in MB."""
+    units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+    return float(reqmem[:-1]) * units[reqmem[-1]] if reqmem[-1] in units else float(reqmem)
 
 
 def _rules_of(comment: str) -> set[str]:
@@ -317,6 +315,15 @@ def test_demo_workflow_on_slurm_with_a_killed_job_resubmitted(slurm, tmp_path):
     assert len(shards) == len(downloads) == 2, (shards, downloads)
     assert len(groups) == 1, groups
 
+    # The workflow asked SLURM for the node's size once and capped every job at it: no job
+    # asked for more CPUs or memory than the node has (the group job of two shards included).
+    assert (
+        f"every job fits one node: {slurm.cpus} CPUs, {slurm.memory_mb} MB "
+        f"(sinfo, partition {slurm.partition})" in proc.stderr
+    ), proc.stderr[-3000:]
+    for r in rows:
+        assert int(r["reqcpus"]) <= slurm.cpus and _mb(r["reqmem"]) <= slurm.memory_mb, r
+    assert _mb(groups[0]["reqmem"]) <= slurm.memory_mb < 2 * 2000, groups
     # The rules' own resources reached sbatch (capped only by the node's size).
     train_cpus = min(2, slurm.cpus)  # training.threads in config.yaml
     for r in rows:

@@ -5,6 +5,7 @@ fallback, and clips equal to those of the same samples decoded directly."""
 from __future__ import annotations
 
 import logging
+import re
 import tarfile
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from audiosetflow.acquisition.sources import (
     build_index,
     check_audio,
     lookup,
+    needs_youtube,
     parse_sources,
 )
 from audiosetflow.audio import features as ft
@@ -322,7 +324,7 @@ def test_workflow_takes_mirror_clips_and_a_new_source_only_what_is_missing(tmp_p
     tar_src = {"kind": "tar", "paths": [str(tmp_path / "mirror" / "*.tar")]}
     with FaultServer(tmp_path / "media") as srv:
         url = srv.url_template()
-        run([tar_src, {"kind": "youtube"}])
+        first = run([tar_src, {"kind": "youtube"}])
         asked = {y for y, n in srv.requests.items() if n}
         assert asked and not asked & set(in_tar), f"mirror YTIDs requested: {asked & set(in_tar)}"
         led = pd.read_csv(tmp_path / "results/reports/download_ledger.tsv", sep="\t",
@@ -338,6 +340,15 @@ def test_workflow_takes_mirror_clips_and_a_new_source_only_what_is_missing(tmp_p
         assert int(row["clips"].iloc[0]) == len(in_tar) == int(row["features"].iloc[0])
         feats = pd.read_parquet(tmp_path / "results/features/train").set_index("ytid")
         assert (feats.loc[in_tar, "status"] == "ok").all()
+
+        # only a shard with a YTID the mirror lacks held a `youtube` unit (resources as the
+        # job ran, evaluated with the index there)
+        held = _youtube_units(first)
+        need = {(s, int(n)) for s, n in led.loc[others + [gone], ["split", "shard"]].itertuples(
+            index=False)}  # fmt: skip
+        assert held and set(held) == {(s, int(n)) for s, n in led[["split", "shard"]].itertuples(
+            index=False)}  # fmt: skip
+        assert {k for k, v in held.items() if v} == need, (held, need)
 
         assert "Nothing to be done" in run([tar_src, {"kind": "youtube"}], "-n")
 
@@ -356,6 +367,31 @@ def test_workflow_takes_mirror_clips_and_a_new_source_only_what_is_missing(tmp_p
     assert led2.loc[gone, "source"] == f"folder:{tmp_path / 'panns'}"
     same = led.index.drop(gone)
     pd.testing.assert_series_equal(led2.loc[same, "updated"], led.loc[same, "updated"])
+
+
+def _youtube_units(out: str) -> dict[tuple[str, int], int]:
+    """The `youtube` units of each download job in a Snakemake log: {(split, shard): n}."""
+    held = {}
+    for block in re.split(r"\n(?=\S*\s*(?:local)?rule \w+:)", out):
+        if not re.search(r"(?:local)?rule download:", block):
+            continue
+        wc = re.search(r"wildcards: split=(\w+), shard=(\d+)", block)
+        res = re.search(r"resources: .*?youtube=(\d+)", block)
+        if wc and res:
+            held[(wc.group(1), int(wc.group(2)))] = int(res.group(1))
+    return held
+
+
+def test_needs_youtube_reads_only_the_shard_ytids(tmp_path):
+    clips = make_clips(["inmirror001", "inmirror002"])
+    make_tar(tmp_path / "bal_train00.tar", clips)
+    src = parse_sources([{"kind": "tar", "paths": [str(tmp_path / "*.tar")]}, {"kind": "youtube"}])
+    index = tmp_path / "index.parquet"
+    build_index(src, out=index)
+    assert not needs_youtube(index, ["inmirror001", "inmirror002"])
+    assert needs_youtube(index, ["inmirror001", "notthere001"])
+    assert not needs_youtube(index, [])
+    assert needs_youtube(tmp_path / "not-built-yet.parquet", ["inmirror001"])
 
 
 def test_a_missing_source_stops_snakemake_before_any_job(tmp_path):

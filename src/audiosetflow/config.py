@@ -415,8 +415,30 @@ def _is_type(value: Any, t: str) -> bool:
     return False
 
 
+def _string_words(sub: Mapping) -> set[str] | None:
+    """The only strings a key with ``anyOf`` arms allows (each string arm an ``enum``), or
+    None when any string is allowed."""
+    words: set[str] = set()
+    for arm in sub.get("anyOf", []):
+        if "string" in _types(arm):
+            if "enum" not in arm:
+                return None
+            words |= {str(w) for w in arm["enum"]}
+    return words if sub.get("anyOf") else None
+
+
 def _coerce(value: Any, sub: Mapping, parts: list) -> Any:
     want = _types(sub)
+    scalars = want - {"string"}
+    if (
+        isinstance(value, str)
+        and "string" in want
+        and scalars
+        and scalars <= {"integer", "number", "boolean", "null"}
+        and (words := _string_words(sub)) is not None
+        and value not in words
+    ):  # e.g. node_cpus: an integer, "auto" or null; "4" from --config is the integer 4
+        return _scalar_from_string(value, scalars)
     if isinstance(value, str) and want and "string" not in want:
         if "object" in want:
             where = _path(parts)

@@ -6,9 +6,10 @@ This is what ``workflow/rules/common.smk`` asks at parse time. It has no Snakema
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import metadata as md
@@ -16,7 +17,7 @@ from .learning.labelsets import MultilabelSettings, label_counts, resolve_multil
 from .ontology import Ontology, expand_labels, load_ontology
 from .selection import assign_shards, label_quality_filter, select_segments, train_eval_overlap
 
-__all__ = ["MetadataPaths", "Plan", "metadata_paths", "make_plan", "SPLITS"]
+__all__ = ["MetadataPaths", "Plan", "metadata_paths", "make_plan", "stored_plan", "SPLITS"]
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,12 @@ def metadata_paths(config: dict) -> MetadataPaths:
     )
 
 
-@dataclass
 class Plan:
     """Labels, selected segments and shards for one config.
+
+    Made by :func:`make_plan` (the selection in memory) or read back from the store by
+    :func:`audiosetflow.planstore.load` (the selection stays in a memory-mapped Arrow file
+    until it is asked for; a job reads only its shard's rows).
 
     Attributes
     ----------
@@ -98,7 +102,8 @@ class Plan:
     dropped : list of (Label, float)
         Target labels dropped by the quality filter, with their rated-true ratio.
     selection : DataFrame
-        ``ytid, split, shard, start, end, labels`` for every selected segment.
+        ``ytid, split, shard, start, end, labels`` for every selected segment, sorted by split
+        and shard (read on first use from a stored plan).
     names : dict
         MID to display name for every class.
     messages : list of str
@@ -108,34 +113,104 @@ class Plan:
         training job leaves out those with too few clips with status ok.
     """
 
-    labels: list[md.Label]
-    dropped: list[tuple[md.Label, float]]
-    selection: pd.DataFrame
-    names: dict[str, str]
-    messages: list[str] = field(default_factory=list)
-    multilabel: list[md.Label] = field(default_factory=list)
-    _by_shard: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict, repr=False)
-    _shards: dict[str, list[int]] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._by_shard = {
-            (str(s), int(n)): g for (s, n), g in self.selection.groupby(["split", "shard"])
+    def __init__(
+        self,
+        *,
+        labels: list[md.Label],
+        dropped: list[tuple[md.Label, float]],
+        selection: pd.DataFrame | None,
+        names: dict[str, str],
+        messages: list[str] | None = None,
+        multilabel: list[md.Label] | None = None,
+        ranges: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+        store: Path | None = None,
+    ) -> None:
+        self.labels = list(labels)
+        self.dropped = list(dropped)
+        self.names = names
+        self.messages = list(messages or [])
+        self.multilabel = list(multilabel or [])
+        self._store = store
+        self._table = None
+        if selection is not None:
+            selection = _sorted_by_shard(selection)
+            ranges = _shard_ranges(selection)
+        elif ranges is None or store is None:
+            raise ValueError("Plan: give the selection, or the ranges and the stored selection")
+        self._selection = selection
+        self._ranges = ranges
+        self._where = {
+            (s, int(n)): (int(a), int(b))
+            for s, (ns, starts, stops) in ranges.items()
+            for n, a, b in zip(ns, starts, stops, strict=True)
         }
 
-        self._shards = {s: sorted(n for t, n in self._by_shard if t == s) for s in SPLITS}
+    def __repr__(self) -> str:
+        return (
+            f"Plan({len(self.labels)} labels, {len(self._where)} shards, "
+            f"{len(self.multilabel)} multi-label labels)"
+        )
+
+    @property
+    def selection(self) -> pd.DataFrame:
+        """Every selected segment (``ytid, split, shard, start, end, labels``)."""
+        if self._selection is None:
+            self._selection = _frame(self._arrow())
+        return self._selection
+
+    def _arrow(self):
+        if self._table is None:
+            from .planstore import open_table
+
+            self._table = open_table(self._store)
+        return self._table
 
     @property
     def splits(self) -> list[str]:
         """Splits that have at least one selected segment, in ``SPLITS`` order."""
-        return [s for s in SPLITS if self._shards[s]]
+        return [s for s in SPLITS if s in self._ranges and len(self._ranges[s][0])]
 
     def shards(self, split: str) -> list[int]:
         """Shard numbers of a split, ascending."""
-        return list(self._shards.get(split, []))
+        if split not in self._ranges:
+            return []
+        return [int(n) for n in self._ranges[split][0]]
+
+    def shard_ranges(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per split: the shard numbers and each shard's ``[start, stop)`` row range in the
+        selection."""
+        return dict(self._ranges)
+
+    def shard_size(self, split: str, shard: int) -> int:
+        """Segments of one shard."""
+        a, b = self._where[(split, int(shard))]
+        return b - a
 
     def shard_rows(self, split: str, shard: int) -> pd.DataFrame:
         """Segments of one shard (``ytid, split, shard, start, end, labels``)."""
-        return self._by_shard[(split, int(shard))]
+        a, b = self._where[(split, int(shard))]
+        if self._selection is not None:
+            return self._selection.iloc[a:b]
+        return _frame(self._arrow().slice(a, b - a))
+
+    def shard_ytids(self, split: str, shard: int) -> list[str]:
+        """The YTIDs of one shard, in the shard's order."""
+        a, b = self._where[(split, int(shard))]
+        if self._selection is not None:
+            return self._selection["ytid"].iloc[a:b].astype(str).tolist()
+        return self._arrow().column("ytid").slice(a, b - a).to_pylist()
+
+    def manifest(self, split: str, shard: int) -> str:
+        """One shard's segments as one compact string ``ytid,start,end,labels;...`` (the
+        download rule's parameter, :func:`audiosetflow.smk.manifest_param`)."""
+        a, b = self._where[(split, int(shard))]
+        if self._selection is not None:
+            sel = self._selection.iloc[a:b]
+            cols = [sel[c].tolist() for c in ("ytid", "start", "end", "labels")]
+        else:
+            part = self._arrow().slice(a, b - a)
+            cols = [part.column(c).to_pylist() for c in ("ytid", "start", "end", "labels")]
+        return ";".join(f"{y},{st:.3f},{e:.3f},{lab}" for y, st, e, lab in zip(*cols, strict=True))
 
     def label(self, slug: str) -> md.Label:
         """The target label with this slug."""
@@ -143,6 +218,44 @@ class Plan:
             if lab.slug == slug:
                 return lab
         raise KeyError(slug)
+
+
+def _frame(table) -> pd.DataFrame:
+    """A stored selection's rows as the frame :func:`make_plan` gives (text as ``object``)."""
+    df = table.to_pandas()
+    for c in ("ytid", "split", "labels"):
+        df[c] = df[c].astype(object)
+    return df
+
+
+def _sorted_by_shard(selection: pd.DataFrame) -> pd.DataFrame:
+    """The selection sorted by split and shard (file order kept within a shard)."""
+    split = selection["split"].astype(str).to_numpy()
+    shard = selection["shard"].to_numpy(np.int64)
+    if (
+        len(split) < 2
+        or not (
+            (split[1:] > split[:-1]) | ((split[1:] == split[:-1]) & (shard[1:] >= shard[:-1]))
+        ).all()
+    ):
+        selection = selection.sort_values(["split", "shard"], kind="stable")
+    return selection.reset_index(drop=True)
+
+
+def _shard_ranges(selection: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    split = selection["split"].astype(str).to_numpy()
+    shard = selection["shard"].to_numpy(np.int64)
+    n = len(split)
+    if n == 0:
+        return {}
+    cut = np.flatnonzero((split[1:] != split[:-1]) | (shard[1:] != shard[:-1])) + 1
+    starts = np.r_[0, cut].astype(np.int64)
+    stops = np.r_[cut, n].astype(np.int64)
+    out = {}
+    for s in dict.fromkeys(split[starts]):
+        m = split[starts] == s
+        out[str(s)] = (shard[starts[m]], starts[m], stops[m])
+    return out
 
 
 _NO_SEGMENTS_HINT = {
@@ -244,6 +357,23 @@ def make_plan(config: dict, paths: MetadataPaths) -> Plan:
         messages=messages,
         multilabel=ml_labels,
     )
+
+
+def stored_plan(config: dict, paths: MetadataPaths, folder: str | Path) -> Plan:
+    """The plan of :func:`make_plan`, read from the store in ``folder`` when it holds one for
+    this config and these metadata files, else made and stored there
+    (:mod:`audiosetflow.planstore`).
+
+    Raises
+    ------
+    audiosetflow.metadata.MetadataError, ValueError
+        As :func:`make_plan`.
+    """
+    from .planstore import load_or_make
+
+    plan, stored = load_or_make(config, paths, folder)
+    log.debug("plan %s from %s", "read" if stored else "made and stored", folder)
+    return plan
 
 
 def _multilabel_labels(

@@ -76,6 +76,31 @@ def export_project(basedir: str | Path) -> str:
     return project
 
 
+def is_job_process(workflow: Any) -> bool:
+    """True in a Snakemake process that runs jobs for another one (a cluster job, remote
+    mode), False in the main process (the one a user starts, dry runs and lint included)."""
+    return not bool(getattr(workflow, "is_main_process", True))
+
+
+def default_partition(workflow: Any) -> str | None:
+    """The ``slurm_partition`` of the default resources (a profile's ``default-resources``,
+    or ``--default-resources``), or None."""
+    dr = getattr(workflow.resource_settings, "default_resources", None)
+    if not dr or "slurm_partition" not in dr:
+        return None
+    raw = dr["slurm_partition"].raw
+    return raw.strip().strip("'\"") or None if isinstance(raw, str) else None
+
+
+def cap_cores(workflow: Any, cpus: int) -> int:
+    """Cap Snakemake's ``--cores`` at ``cpus`` (a rule's threads and what a group job sums
+    never exceed it); return the value now in force."""
+    cur = workflow.global_resources["_cores"].value
+    value = int(cpus) if cur is None else min(int(cur), int(cpus))
+    workflow.global_resources["_cores"] = value
+    return value
+
+
 def manifest_param(rows: pd.DataFrame) -> str:
     """A shard's segments as one compact string ``ytid,start,end,labels;...`` (labels keep
     their inner commas)."""

@@ -478,13 +478,22 @@ def _ok(cmd: list[str], env: dict[str, str], timeout: float = 10.0) -> subproces
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def start(workdir: Path, *, ready_timeout: float = 60.0) -> tuple[Cluster, _Daemons]:
-    """Start the cluster under ``workdir``; on any failure stop what was started and raise."""
+def start(
+    workdir: Path,
+    *,
+    ready_timeout: float = 60.0,
+    cpus: int | None = None,
+    mem_mb: int | None = None,
+) -> tuple[Cluster, _Daemons]:
+    """Start the cluster under ``workdir``; on any failure stop what was started and raise.
+
+    ``cpus`` and ``mem_mb`` declare the node's size to SLURM (default: this machine's CPUs
+    and its memory less 512 MB); a smaller node than the machine is allowed."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o755)
-    cpus = os.cpu_count() or 1
-    mem_mb = max(_real_memory_mb() - 512, 512)
+    cpus = cpus or os.cpu_count() or 1
+    mem_mb = mem_mb or max(_real_memory_mb() - 512, 512)
     ports = dict(zip(("slurmctld", "slurmd", "slurmdbd"), _free_ports(3), strict=True))
     _write_configs(workdir, ports, cpus, mem_mb)
     slurm_conf = workdir / "etc" / "slurm.conf"
@@ -701,7 +710,12 @@ def stop(cluster: Cluster, daemons: _Daemons, *, timeout: float = 15.0) -> list[
 
 @contextlib.contextmanager
 def local_slurm(
-    workdir: Path, *, install_timeout: float = 900.0, ready_timeout: float = 60.0
+    workdir: Path,
+    *,
+    install_timeout: float = 900.0,
+    ready_timeout: float = 60.0,
+    cpus: int | None = None,
+    mem_mb: int | None = None,
 ) -> Iterator[Cluster]:
     """Install (when needed), start and wait for a one-node cluster; always stop it after.
 
@@ -714,6 +728,8 @@ def local_slurm(
         Seconds allowed for apt-get update + install when packages are missing.
     ready_timeout
         Seconds allowed for each daemon to become ready.
+    cpus, mem_mb
+        The node's size as SLURM sees it (default: the machine's).
 
     Yields
     ------
@@ -722,7 +738,7 @@ def local_slurm(
         seconds for ``install``, each daemon and ``bring_up``.
     """
     t_install = install(timeout=install_timeout)
-    cluster, daemons = start(Path(workdir), ready_timeout=ready_timeout)
+    cluster, daemons = start(Path(workdir), ready_timeout=ready_timeout, cpus=cpus, mem_mb=mem_mb)
     cluster.timings["install"] = t_install
     try:
         yield cluster

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from audiosetflow import cluster as _cluster
 from audiosetflow import demo as _demo
 from audiosetflow import export as _export
 from audiosetflow import integrity as _integrity
@@ -41,6 +42,31 @@ FEATURES = LAYOUT.pattern("parquet")
 DEMO = config["demo"]["enabled"]
 DEMO_DIR = config["demo"]["dir"]
 
+# No job asks for more than one node has (audiosetflow.cluster): the size comes from
+# cluster.node_cpus / cluster.node_mem_mb, or from sinfo where SLURM is set up. CPUs are capped
+# through --cores (group jobs included), memory through each rule's mem_mb (node_mem).
+if _smk.is_job_process(workflow):  # inside a cluster job: what the job was given
+    NODE = _cluster.allocation_limits()
+else:
+    try:
+        NODE = _cluster.node_limits(
+            config["cluster"], partition=_smk.default_partition(workflow)
+        )
+    except InputError as _exc:
+        raise WorkflowError(str(_exc)) from None
+    if NODE is not None:
+        print(
+            f"audiosetflow: every job fits one node: {NODE.describe()}", file=sys.stderr
+        )
+if NODE is not None:
+    _smk.cap_cores(workflow, NODE.cpus)
+
+
+def node_mem(want):
+    """A rule's mem_mb: `want`, capped at one node's memory (per CPU times the threads)."""
+    return lambda wildcards, threads: want if NODE is None else NODE.mem(want, threads)
+
+
 if DEMO:
     # Cheap and deterministic: the demo's metadata files are written at parse time so that the
     # plan below can read them like real AudioSet files. Its media are made by rule demo_media.
@@ -59,7 +85,9 @@ if MISSING_METADATA and not PATHS.fetchable:
 PLAN = None
 if not MISSING_METADATA:
     try:
-        PLAN = _plan.make_plan(config, PATHS)
+        # Computed once per config and metadata, stored under results/plan/ and read back by
+        # every later process, cluster jobs included (audiosetflow.planstore).
+        PLAN = _plan.stored_plan(config, PATHS, f"{RES}/plan")
     except (MetadataError, ValueError) as _exc:
         raise WorkflowError(str(_exc)) from None
     for _lab, _ratio in PLAN.dropped:
@@ -102,6 +130,22 @@ def source_files():
     """Every file (and folder) of the local sources with its size and modification time (a
     param: a new, grown or replaced file reruns the index)."""
     return _sources.fingerprints(SOURCES)
+
+
+def youtube_units(wildcards, input):
+    """The `youtube` units a download job holds: 1 only when YouTube is a source and some YTID
+    of its shard has no copy in the local sources (a mirror-only shard never waits for the
+    YouTube budget). Snakemake evaluates it again once the job is ready (the index built).
+    """
+    if not YOUTUBE:
+        return 0
+    if not MIRRORS:
+        return 1
+    index = (
+        input.index if isinstance(input.index, str) else next(iter(input.index), None)
+    )
+    ytids = PLAN.shard_ytids(wildcards.split, int(wildcards.shard))
+    return int(_sources.needs_youtube(index, ytids))
 
 
 # The download settings as a param (a change reruns the download jobs), except those that only
@@ -187,7 +231,7 @@ def feature_shards(split):
 
 def manifest_rows(wildcards):
     """The shard's segments as one compact string (a param, so that a change reruns the shard)."""
-    return _smk.manifest_param(PLAN.shard_rows(wildcards.split, int(wildcards.shard)))
+    return PLAN.manifest(wildcards.split, int(wildcards.shard))
 
 
 def retry_token(wildcards):
@@ -307,8 +351,9 @@ def dropped_param(wildcards):
 
 
 # A features shard that differs from the rows and checksum its features job wrote for it (cut
-# off, rewritten) is moved aside here, one line each, so that this run rebuilds it.
-if PLAN is not None:
+# off, rewritten) is moved aside here, one line each, so that this run rebuilds it. Only in the
+# main process: a cluster job (remote mode) does not look at every shard of the run.
+if PLAN is not None and not _smk.is_job_process(workflow):
     for _line in _integrity.set_aside_damaged(
         [f for s in splits() for f in feature_shards(s)]
     ):

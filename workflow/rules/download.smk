@@ -42,8 +42,8 @@ rule download:
     conda:
         ENV
     resources:
-        youtube=1 if YOUTUBE else 0,
-        mem_mb=1000,
+        youtube=youtube_units,
+        mem_mb=node_mem(1000),
     params:
         rows=manifest_rows,
         cfg=redact_config(DOWNLOAD_CFG),

@@ -15,7 +15,7 @@ rule features:
         ENV
     threads: config["features"]["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=node_mem(2000),
     params:
         features=config["features"],
         sample_rate=config["audio"]["sample_rate"],

@@ -52,7 +52,7 @@ rule train_multilabel:
         ENV
     threads: config["training"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=node_mem(4000),
         gpu=config["training"]["gpus"],
     params:
         labels=multilabel_param,

@@ -21,7 +21,7 @@ rule dataset:
     conda:
         ENV
     resources:
-        mem_mb=2000,
+        mem_mb=node_mem(2000),
     params:
         use_eval=bool(config["metadata"].get("eval_segments")),
         label=lambda wildcards: label_info(wildcards.label),
@@ -69,7 +69,7 @@ rule train:
         ENV
     threads: config["training"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=node_mem(8000),
         gpu=config["training"]["gpus"],
     params:
         label=lambda wildcards: _smk.report_param(

@@ -13,7 +13,7 @@ rule transcode:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=node_mem(1000),
     params:
         sample_rate=config["audio"]["sample_rate"],
     script:

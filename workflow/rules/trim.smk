@@ -13,7 +13,7 @@ rule trim:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=node_mem(1000),
     params:
         clip_seconds=config["audio"]["clip_seconds"],
         keep_intermediate=config["audio"]["keep_intermediate"],

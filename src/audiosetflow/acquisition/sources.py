@@ -57,6 +57,7 @@ from ..io import atomic_path
 __all__ = [
     "KINDS",
     "INDEX_COLUMNS",
+    "needs_youtube",
     "Source",
     "Entry",
     "parse_sources",
@@ -656,6 +657,40 @@ def lookup(index: str | Path | pd.DataFrame, ytids: Iterable[str]) -> dict[str, 
     for row in df.sort_values(["ytid", "source"], kind="stable").itertuples(index=False):
         out.setdefault(row.ytid, []).append(Entry(*row))
     return out
+
+
+def needs_youtube(index: str | Path | None, ytids: Iterable[str]) -> bool:
+    """Whether a shard's download job may have to ask YouTube: some of ``ytids`` has no copy
+    in the local sources' ``index`` (only those YTIDs' rows are read). Without an index yet
+    (it is built by rule index_sources before the job runs), True: the job is held back as
+    one that needs YouTube until Snakemake evaluates it again with the index there.
+
+    A YTID whose local copy turns out broken falls through to YouTube inside a job that holds
+    no ``youtube`` unit; the fetch budget (:mod:`~audiosetflow.acquisition.budget`) still
+    paces it."""
+    wanted = set(ytids)
+    if not wanted:
+        return False
+    if index is None or not Path(index).exists():
+        return True
+    return not wanted <= _indexed_ytids(Path(index))
+
+
+_INDEXED: dict[str, tuple[tuple[int, int, int], frozenset[str]]] = {}
+
+
+def _indexed_ytids(index: Path) -> frozenset[str]:
+    """Every YTID of an index file, read once per process and file version (the main
+    Snakemake process asks for every download job: one read of the ``ytid`` column instead of
+    one filtered read per shard)."""
+    st = index.stat()
+    key = (st.st_size, st.st_mtime_ns, st.st_ino)
+    hit = _INDEXED.get(str(index))
+    if hit is None or hit[0] != key:
+        ytids = frozenset(pd.read_parquet(index, columns=["ytid"])["ytid"].astype(str))
+        _INDEXED.clear()
+        _INDEXED[str(index)] = hit = (key, ytids)
+    return hit[1]
 
 
 def media_input(locator: str) -> Path | Subfile | None:

@@ -13,8 +13,10 @@ into :class:`~audiosetflow.metadata.Label` s, most frequent first for ``all`` an
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import pandas as pd
@@ -168,6 +170,9 @@ class MultilabelSettings:
         Train clips (a seeded sample) the input normalisation is computed from.
     teacher : TeacherSettings
         Distillation from a teacher's stored predictions (off without ``path``).
+    val_max_clips : int or None
+        Most validation clips scored each epoch for early stopping (a fixed seeded sample
+        of a larger val part); ``None`` or 0: all. Thresholds and test metrics use all.
 
     See Also
     --------
@@ -186,6 +191,7 @@ class MultilabelSettings:
     dropout: float = 0.3
     norm_clips: int = 2000
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    val_max_clips: int | None = 10000
 
     def __post_init__(self) -> None:
         if self.epochs is not None and int(self.epochs) < 1:
@@ -228,17 +234,19 @@ def label_counts(labels: Iterable[Iterable[str] | str | None]) -> pd.Series:
     Series of int
         Indexed by MID.
     """
-    s = pd.Series(list(labels), dtype=object)
-    if s.empty:
+    # one pass in plain Python: a set per clip (a MID once per clip), counted in one Counter
+    # (2 million clips in seconds; pandas' groupby-unique took minutes)
+    counter = Counter(
+        chain.from_iterable(
+            {m for m in (v.split(",") if isinstance(v, str) else v) if m and isinstance(m, str)}
+            for v in labels
+            if v is not None
+        )
+    )
+    if not counter:
         return pd.Series(dtype="int64")
-    s = s.map(lambda v: v.split(",") if isinstance(v, str) else ([] if v is None else list(v)))
-    ex = s.explode().dropna()
-    ex = ex[ex != ""]
-    ex = ex.groupby(level=0).unique().explode()
-    counts = ex.value_counts()
-    counts = counts.rename_axis("mid").reset_index(name="n")
-    counts = counts.sort_values(["n", "mid"], ascending=[False, True], kind="stable")
-    return pd.Series(counts["n"].to_numpy(), index=counts["mid"].to_numpy(), dtype="int64")
+    ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    return pd.Series([n for _, n in ranked], index=[m for m, _ in ranked], dtype="int64")
 
 
 def resolve_multilabel(

@@ -386,6 +386,41 @@ def _scored(part: _Part, packed: PackedPart, *, batch_size: int = 64):
     )
 
 
+def val_sample(ytids: Sequence[str], max_clips: int | None, *, seed: int) -> np.ndarray | None:
+    """The positions of the validation clips scored each epoch (early stopping), ascending.
+
+    ``None`` (every clip) when ``max_clips`` is ``None`` or 0 or the part has no more clips;
+    else the ``max_clips`` clips of lowest keyed-hash rank of their YTIDs with ``seed``
+    (:func:`~.draw.lowest_ranked`): the same clips whatever the order of the rows.
+    """
+    from .draw import lowest_ranked
+
+    if not max_clips or len(ytids) <= int(max_clips):
+        return None
+    mask = lowest_ranked(list(ytids), int(max_clips), seed=seed, key="multilabel\x1fval-sample")
+    return np.flatnonzero(mask)
+
+
+class _Sample:
+    """A batch source over some positions of a packed part: its batches' index is the place
+    of each clip in ``positions`` (what :func:`~.trainer.score` fills in)."""
+
+    def __init__(self, part: _Part, packed: PackedPart, positions: np.ndarray, *,
+                 batch_size: int = 64):  # fmt: skip
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.src = packed.source(
+            batch_size=batch_size, positions=self.positions,
+            targets=lambda p: _dense_rows(part.Y, p).astype(np.float32),
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def batches(self, epoch: int = 0):
+        for x, y, p in self.src.batches(epoch):
+            yield x, y, np.searchsorted(self.positions, p)
+
+
 def predict_multilabel(
     model: nn.Module, part: _Part, packed: PackedPart, *, device: torch.device | str = "cpu"
 ) -> np.ndarray:
@@ -671,8 +706,20 @@ def run_multilabel(
             data["train"], packed["train"], sampler=ml.sampler, batch_size=settings.batch_size,
             seed=settings.seed, buffer=buffer_size, extra=extra,
         )  # fmt: skip
-        model, fitted = fit(build, train, _scored(data["val"], packed["val"]), settings=fs,
-                            logger=logger, name="multilabel", loss=distill)  # fmt: skip
+        # early stopping watches a fixed seeded sample of a large val part; the thresholds
+        # below and the test metrics use every clip
+        monitor = val_sample(parts["val"]["ytid"].astype(str).tolist(), ml.val_max_clips,
+                             seed=settings.seed)  # fmt: skip
+        if monitor is None:
+            val_src = _scored(data["val"], packed["val"])
+        else:
+            val_src = _Sample(data["val"], packed["val"], monitor)
+            logger.info(
+                "multilabel: validating each epoch on %d of the %d val clips "
+                "(multilabel.val_max_clips)", len(monitor), len(parts["val"]),
+            )  # fmt: skip
+        model, fitted = fit(build, train, val_src, settings=fs, logger=logger,
+                            name="multilabel", loss=distill)  # fmt: skip
         history = fitted.history
         val_s = predict_multilabel(model, data["val"], packed["val"], device=device)
         test_s = predict_multilabel(model, data["test"], packed["test"], device=device)
@@ -698,6 +745,7 @@ def run_multilabel(
         "test_source": parts["test"].attrs["test_source"],
         "n_train": len(parts["train"]),
         "n_val": len(parts["val"]),
+        "n_val_monitored": len(parts["val"]) if monitor is None else len(monitor),
         "n_test": len(parts["test"]),
         "best_epoch": best["epoch"],
         "sampler": ml.sampler,
