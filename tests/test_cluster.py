@@ -44,6 +44,11 @@ def test_memory_is_capped_per_cpu_so_that_a_group_fits_the_node():
     assert big.mem(8000, threads=2) == 8000 and big.mem(2000) == 2000
     with pytest.raises(ValueError):
         NodeLimits(cpus=0, mem_mb=10)
+    # memory known, CPUs not (node_cpus null): capped at the node's memory, no per-CPU share
+    from audiosetflow.cluster import node_limits
+
+    mem_only = node_limits({"node_cpus": None, "node_mem_mb": 64000})
+    assert mem_only.mem(8000, 4) == 8000 and mem_only.mem(100000) == 64000
 
 
 def _fake_sinfo(tmp_path, body: str) -> dict[str, str]:

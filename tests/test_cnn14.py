@@ -352,6 +352,17 @@ def test_embed_cli_writes_embeddings_the_baselines_train_on(
     assert not (tmp_path / "x.parquet").exists()
     with pytest.raises(InputError, match="no embedding for YTID"):
         read_embeddings(out, ["zzzzzzzzzzz"])
+    # shards of other feature parameters than the model's: one line naming both
+    from audiosetflow.audio.features import shard_files
+    from audiosetflow.learning.embeddings import check_shard_params
+
+    files = shard_files(small_shards / "train")
+    check_shard_params(files, ck.feature_params, model="m.pt")  # the model's own: fine
+    other = {**ck.feature_params, "hop_length": ck.feature_params["hop_length"] * 2}
+    with pytest.raises(InputError) as info:
+        check_shard_params(files, other, model="m.pt")
+    msg = str(info.value)
+    assert "\n" not in msg and str(files[0]) in msg and "hop_length" in msg and "m.pt" in msg
 
 
 def test_landing_page_says_how_many_clips_had_a_teacher(distilled):

@@ -338,6 +338,10 @@ def test_validate_does_not_share_defaults_between_configs():
         ({"download": None}, "config: download: None is not of type 'object'"),
         ({"download": {"retries": "abc", "margin": "x"}},
          "config: download.retries: 'abc' is not of type 'integer' (and 1 more problem)"),
+        ({"model": {"init": "Cnn14_mAP=0.431.pth"}},
+         "config: model.init loads a CNN14 checkpoint: set model.arch: cnn14"),
+        ({"model": {"arch": "cnn14", "freeze_trunk": True}},
+         "config: model.freeze_trunk needs model.init (a pretrained trunk)"),
     ],
 )  # fmt: skip
 def test_validate_errors_are_one_line_naming_the_key(cfg, message):

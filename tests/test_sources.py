@@ -392,6 +392,11 @@ def test_needs_youtube_reads_only_the_shard_ytids(tmp_path):
     assert needs_youtube(index, ["inmirror001", "notthere001"])
     assert not needs_youtube(index, [])
     assert needs_youtube(tmp_path / "not-built-yet.parquet", ["inmirror001"])
+    # given the keyed lookup (what a download job takes as input), the same answers
+    lookup = index.with_suffix(".sqlite")
+    assert lookup.exists()
+    assert not needs_youtube(lookup, ["inmirror001", "inmirror002"])
+    assert needs_youtube(lookup, ["inmirror001", "notthere001"])
 
 
 def test_a_missing_source_stops_snakemake_before_any_job(tmp_path):

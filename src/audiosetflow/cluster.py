@@ -40,6 +40,8 @@ __all__ = [
 #: Where SLURM's configuration is found when ``SLURM_CONF`` is not set.
 SLURM_CONF_PATHS = ("/etc/slurm/slurm.conf", "/etc/slurm-llnl/slurm.conf")
 SINFO_TIMEOUT = 30.0
+#: What stands for a limit that is not known (no cap on that resource).
+UNKNOWN = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class NodeLimits:
     def mem(self, want: int, threads: int = 1) -> int:
         """A job's memory request: ``want``, at most the node's memory and at most its
         memory per CPU times ``threads``."""
+        if self.cpus >= UNKNOWN:  # the CPUs are not known: no per-CPU share
+            return max(1, min(int(want), self.mem_mb))
         per_cpu = self.mem_mb * max(1, int(threads)) // self.cpus
         return max(1, min(int(want), self.mem_mb, per_cpu))
 
@@ -188,7 +192,7 @@ def node_limits(
                 return None
         else:
             asked = ask_slurm(partition, run=run)
-    big = 1 << 40
+    big = UNKNOWN
 
     def value(key: str, from_slurm: int | None) -> int:
         v = want[key]

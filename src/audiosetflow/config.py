@@ -593,7 +593,7 @@ def validate(config: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     validator_cls = jsonschema.validators.validator_for(_schema(), jsonschema.Draft202012Validator)
     errors = list(validator_cls(_schema()).iter_errors(config))
     if not errors:
-        return _resolve_sample_rate(config)
+        return _check_model(_resolve_sample_rate(config))
     best = jsonschema.exceptions.best_match(errors)
     text = _message(best)
     if len(text) > _MAX_MESSAGE:
@@ -601,6 +601,18 @@ def validate(config: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if len(errors) > 1:
         text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     raise ConfigError(text)
+
+
+def _check_model(config: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The ``model`` section's rules across keys (``init`` needs ``arch: cnn14``, ...), checked
+    when the workflow is parsed rather than in the training jobs hours later."""
+    from .learning.labelsets import ModelSettings
+
+    try:
+        ModelSettings.from_config(config.get("model"))
+    except ValueError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    return config
 
 
 def _resolve_sample_rate(config: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -235,8 +235,9 @@ def store(plan, folder: str | Path, key: str) -> None:
 
 
 def _prune(folder: Path) -> None:
-    """Keep the :data:`KEEP` newest plans; remove the others' files (another process that
-    has one open keeps reading it: a removed file lives on while it is open)."""
+    """Keep the :data:`KEEP` most recently stored or read plans; remove the others' files
+    (another process that has one open keeps reading it: a removed file lives on while it is
+    open)."""
     heads = sorted(folder.glob("plan-*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     for old in heads[KEEP:]:
         for f in (old, old.with_suffix(".arrow")):
@@ -255,6 +256,10 @@ def load(folder: str | Path, key: str):
     arrow = folder / f"plan-{key}.arrow"
     if not isinstance(head, dict) or head.get("format") != FORMAT or not arrow.exists():
         return None
+    try:  # in use: the newest for _prune, which keeps the KEEP most recently used plans
+        os.utime(folder / f"plan-{key}.json")
+    except OSError:
+        pass  # a read-only results folder: the plan is still read
     ranges = {
         s: tuple(np.asarray(v[k], dtype=np.int64) for k in ("shard", "start", "stop"))
         for s, v in head["shards"].items()

@@ -90,6 +90,8 @@ if not MISSING_METADATA:
         PLAN = _plan.stored_plan(config, PATHS, f"{RES}/plan")
     except (MetadataError, ValueError) as _exc:
         raise WorkflowError(str(_exc)) from None
+    except OSError as _exc:
+        raise WorkflowError(f"{RES}/plan: the plan cannot be stored or read: {_exc}") from None
     for _lab, _ratio in PLAN.dropped:
         print(
             f"audiosetflow: label {_lab.name} dropped: rated-true ratio {_ratio:.2f} < "
@@ -141,11 +143,9 @@ def youtube_units(wildcards, input):
         return 0
     if not MIRRORS:
         return 1
-    index = (
-        input.index if isinstance(input.index, str) else next(iter(input.index), None)
-    )
+    # the Parquet index (made by the same rule as the job's keyed lookup, input.index)
     ytids = PLAN.shard_ytids(wildcards.split, int(wildcards.shard))
-    return int(_sources.needs_youtube(index, ytids))
+    return int(_sources.needs_youtube(SOURCE_INDEX, ytids))
 
 
 # The download settings as a param (a change reruns the download jobs), except those that only
@@ -343,6 +343,13 @@ def report_config(*keys):
     for k in keys:
         cfg = cfg[k]
     return _smk.report_param(redact_config(cfg))
+
+
+def label_model_param():
+    """The `model` keys a per-label CNN uses (its architecture; `init`, `init_head` and
+    `freeze_trunk` start the multi-label model only, so changing them reruns no per-label job)."""
+    m = config["model"]
+    return _smk.report_param({"arch": m["arch"], "cnn14_width": m["cnn14_width"]})
 
 
 def dropped_param(wildcards):

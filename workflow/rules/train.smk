@@ -76,7 +76,7 @@ rule train:
             {"slug": wildcards.label, **label_info(wildcards.label)}
         ),
         training=report_config("training"),
-        model=report_config("model"),
+        model=label_model_param(),
         features=report_config("features"),
         sample_rate=config["audio"]["sample_rate"],
         clip_seconds=config["audio"]["clip_seconds"],

@@ -671,6 +671,8 @@ def needs_youtube(index: str | Path | None, ytids: Iterable[str]) -> bool:
     wanted = set(ytids)
     if not wanted:
         return False
+    if index is not None and Path(index).suffix == ".sqlite":  # the keyed lookup: its rows
+        index = Path(index).with_suffix(".parquet")  # are those of the Parquet index beside it
     if index is None or not Path(index).exists():
         return True
     return not wanted <= _indexed_ytids(Path(index))

@@ -11,7 +11,7 @@ the baselines' fitting functions (:func:`~.training.fit_logreg`, the dense netwo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,30 @@ from ..io import atomic_path
 from .checkpoint import load_checkpoint
 
 __all__ = ["write_embeddings", "read_embeddings"]
+
+
+def check_shard_params(
+    files: Sequence[str | Path], feature_params: Mapping, *, model: str | Path
+) -> None:
+    """Refuse shards computed with other feature parameters than the checkpoint's (another
+    front-end, other mel bands): one line naming the first shard and the differences.
+
+    Raises
+    ------
+    audiosetflow.errors.InputError
+    """
+    from ..audio.features import FeatureParams, shard_params
+
+    try:
+        have = shard_params(files).to_dict()
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    want = FeatureParams(**feature_params).to_dict()
+    diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if diff:
+        shown = ", ".join(f"{k} {have.get(k)!r} (model: {want.get(k)!r})" for k in diff[:4])
+        raise InputError(f"{files[0]}: features computed with other parameters than {model}'s: "
+                         f"{shown}; embed shards made with the model's features")  # fmt: skip
 
 
 @torch.no_grad()
@@ -69,6 +93,7 @@ def write_embeddings(
     from ..audio.features import shard_files
 
     files = shard_files(features)
+    check_shard_params(files, ck.feature_params, model=model)
     idx = index_clips(files, table["ytid"].tolist())
     stream = FeatureStream(idx, extra_channels=ck.extra_channels, batch_size=batch_size)
     split = dict(zip(table["ytid"], table["split"], strict=True))

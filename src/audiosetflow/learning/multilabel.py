@@ -666,6 +666,12 @@ def run_multilabel(
                 return model.set_normalization(*stats)
             from .pretrained import freeze_trunk, init_from_panns
 
+            if job.params.frontend != "panns":
+                logger.warning(
+                    "multilabel: model.init is a PANNs checkpoint but the features come from "
+                    "the %s front-end, not the log-mel it was trained on: set "
+                    "features.frontend: panns", job.params.frontend,
+                )  # fmt: skip
             init_info.update(
                 init_from_panns(
                     model,
