@@ -91,7 +91,9 @@ if not MISSING_METADATA:
     except (MetadataError, ValueError) as _exc:
         raise WorkflowError(str(_exc)) from None
     except OSError as _exc:
-        raise WorkflowError(f"{RES}/plan: the plan cannot be stored or read: {_exc}") from None
+        raise WorkflowError(
+            f"{RES}/plan: the plan cannot be stored or read: {_exc}"
+        ) from None
     for _lab, _ratio in PLAN.dropped:
         print(
             f"audiosetflow: label {_lab.name} dropped: rated-true ratio {_ratio:.2f} < "
@@ -347,7 +349,8 @@ def report_config(*keys):
 
 def label_model_param():
     """The `model` keys a per-label CNN uses (its architecture; `init`, `init_head` and
-    `freeze_trunk` start the multi-label model only, so changing them reruns no per-label job)."""
+    `freeze_trunk` start the multi-label model only, so changing them reruns no per-label job).
+    """
     m = config["model"]
     return _smk.report_param({"arch": m["arch"], "cnn14_width": m["cnn14_width"]})
 
