@@ -57,4 +57,4 @@ def test_license_is_mit_and_ships_in_sdist_and_wheel(dists):
     base = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     assert not [r for r in base if r.startswith(("snakemake", "yt-dlp", "librosa", "matplotlib"))]
     assert any(r.startswith("torch") for r in base)
-    assert set(meta.get_all("Provides-Extra")) == {"train", "workflow", "test", "export"}
+    assert set(meta.get_all("Provides-Extra")) == {"train", "workflow", "test", "export", "hdf5"}
