@@ -43,7 +43,7 @@ GIB = 1 << 30
 def _declared_mem_mb() -> int:
     text = (ROOT / "workflow" / "rules" / "download.smk").read_text()
     rule = text[text.index("rule download:") :]
-    return int(re.search(r"mem_mb=(\d+)", rule).group(1))
+    return int(re.search(r"mem_mb=(?:node_mem\()?(\d+)", rule).group(1))
 
 
 def _wav_header(data_bytes: int, *, sample_rate: int = 16_000) -> bytes:
