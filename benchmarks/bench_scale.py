@@ -156,12 +156,35 @@ def config(root: Path, *, shard_size: int, keep_clips: bool, tiny: bool) -> Path
     return path
 
 
-def snakemake(root: Path, cfg: Path, cores: int, *targets: str) -> float:
-    """Run Snakemake in ``root``; its wall seconds (the log goes to ``root/snakemake-*.log``)."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+# Runs Snakemake in this process and writes, at exit, the CPU seconds (user + system) of the
+# Snakemake process itself, without its jobs: what scheduling and bookkeeping take from the
+# cores the jobs run on.
+_CHILD = r"""
+import atexit, resource, sys
+out = sys.argv[1]
+def _cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    open(out, "w").write(f"{r.ru_utime + r.ru_stime:.3f}")
+atexit.register(_cpu)
+sys.argv = ["snakemake", *sys.argv[2:]]
+from snakemake.cli import main
+main()
+"""
+
+
+def snakemake(
+    root: Path, cfg: Path, cores: int, *targets: str, scheduler: str | None = None
+) -> tuple[float, float]:
+    """Run Snakemake in ``root``: its wall seconds and the CPU seconds of the Snakemake process
+    itself (the log goes to ``root/snakemake-*.log``)."""
+    n = len(list(root.glob("snakemake-*.log")))
+    cpu_file = root / f"snakemake-{n}.cpu"
+    cmd = [sys.executable, "-c", _CHILD, str(cpu_file), "--snakefile", str(REPO / "Snakefile"),
            "--directory", str(root), "--configfile", str(REPO / "config.yaml"), str(cfg),
            "--cores", str(cores), *targets]  # fmt: skip
-    log = root / f"snakemake-{len(list(root.glob('snakemake-*.log')))}.log"
+    if scheduler:
+        cmd += ["--scheduler", scheduler]
+    log = root / f"snakemake-{n}.log"
     t = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT, check=False)
@@ -169,7 +192,11 @@ def snakemake(root: Path, cfg: Path, cores: int, *targets: str) -> float:
     if proc.returncode != 0:
         sys.exit(f"snakemake failed (exit {proc.returncode}); see {log}:\n"
                  + log.read_text()[-3000:])  # fmt: skip
-    return wall
+    try:
+        cpu = float(cpu_file.read_text())
+    except (OSError, ValueError):
+        cpu = float("nan")
+    return wall, cpu
 
 
 def rule_table(res: Path, clips: int) -> pd.DataFrame:
@@ -215,6 +242,8 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, help="work here and keep it (default: a temp folder)")
     ap.add_argument("--features-only", action="store_true", help="stop at the features")
     ap.add_argument("--tiny", action="store_true", help="CI size: 16 clips, to the features")
+    ap.add_argument("--scheduler", choices=["greedy", "ilp"],
+                    help="Snakemake's --scheduler (default: Snakemake's own, ilp)")  # fmt: skip
     args = ap.parse_args()
     if args.tiny:
         args.clips, args.shard_size, args.features_only = 16, 16, True
@@ -230,17 +259,21 @@ def main() -> None:
               f"{time.perf_counter() - t:.0f} s")  # fmt: skip
         cfg = config(root, shard_size=args.shard_size, keep_clips=args.keep_clips == "true",
                      tiny=args.tiny)  # fmt: skip
-        w1 = snakemake(root, cfg, args.cores, "results/reports/availability.tsv")
+        w1, c1 = snakemake(root, cfg, args.cores, "results/reports/availability.tsv",
+                           scheduler=args.scheduler)  # fmt: skip
         res = root / "results"
         meta = pd.read_parquet(res / "features", columns=["ytid", "status"])
         ok = int((meta["status"] == "ok").sum())
         print(f"mirror to features: {w1:.1f} s wall, {ok} clips with features of "
               f"{len(meta)} selected, {ok / w1:.1f} clips/s on {args.cores} cores "
-              f"(keep_clips {args.keep_clips}, shard_size {args.shard_size})")  # fmt: skip
+              f"(keep_clips {args.keep_clips}, shard_size {args.shard_size}); the Snakemake "
+              f"process itself used {c1:.1f} s of CPU (scheduler "
+              f"{args.scheduler or 'ilp'})")  # fmt: skip
         w2 = 0.0
         if not args.features_only:
-            w2 = snakemake(root, cfg, args.cores)
-            print(f"features to report: {w2:.1f} s wall; whole run {w1 + w2:.1f} s")
+            w2, c2 = snakemake(root, cfg, args.cores, scheduler=args.scheduler)
+            print(f"features to report: {w2:.1f} s wall (Snakemake itself {c2:.1f} s of CPU); "
+                  f"whole run {w1 + w2:.1f} s")  # fmt: skip
         table = rule_table(res, len(meta))
         with pd.option_context("display.width", 120, "display.float_format", "{:.1f}".format):
             print("per rule (job_s: seconds summed over jobs; rss in MB, per job):")
