@@ -12,7 +12,7 @@ and how long a job takes to read the stored plan back.
    stored plan and one shard's rows (goal: well under a second).
 
 Usage: python benchmarks/bench_dag.py [--metadata ../shared/audioset] [--rows 2041789]
-       [--cprofile DIR] [--tiny]
+       [--cprofile DIR] [--shard-size N] [--big-only] [--tiny]
 Prints wall time, peak memory (VmHWM of the snakemake process) and the job count of each run;
 with --cprofile, the functions the first and second big runs spend their time in.
 """
@@ -157,6 +157,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=FULL_ROWS)
     ap.add_argument("--cprofile", default="", help="folder for cProfile dumps of the big runs")
     ap.add_argument("--tiny", action="store_true", help="CI size: just enough to run")
+    ap.add_argument("--shard-size", type=int, help="shard_size of the big runs (default: config's)")
+    ap.add_argument("--big-only", action="store_true", help="skip the real-metadata runs")
     args = ap.parse_args()
     meta = Path(args.metadata).resolve()
     os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -165,7 +167,7 @@ def main() -> None:
         prof_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if not args.tiny:
+        if not (args.tiny or args.big_only):
             w1 = tmp / "real"
             w1.mkdir()
             cfg1 = (
@@ -196,8 +198,12 @@ def main() -> None:
             f"metadata:\n  dir: {w2}\n  train_segments: big_train_segments.csv\n"
             f"  eval_segments: {evals}\n  qa_counts: ''\n"
         )
+        if args.shard_size:
+            cfg2 += f"shard_size: {args.shard_size}\n"
         what = f"{rows:,}-row train" + ("" if args.tiny else " + real eval") + \
             ", default config (multilabel.labels: all)"  # fmt: skip
+        if args.shard_size:
+            what += f", shard_size {args.shard_size}"
         runs = {}
         for name in ("first", "again", "touched"):
             if name == "touched":
