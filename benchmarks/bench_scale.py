@@ -18,7 +18,9 @@ and short training (a few epochs: this measures the workflow, not the models). T
 mirror to features (target ``results/reports/availability.tsv``), then the rest up to the
 HTML report (the default target). It prints
 
-* wall time of each run, and clips/s of the first (mirror to features);
+* wall time of each run, clips/s of the first (mirror to features), and the CPU seconds of
+  the Snakemake process itself (its scheduling and bookkeeping; ``--scheduler`` picks
+  Snakemake's scheduler, ``greedy`` as the profiles set or ``ilp``, Snakemake's default);
 * per rule, from Snakemake's benchmark files: jobs, job-seconds, clips per job-second (shard
   rules), and the largest and median peak RSS of a job (``max_rss``);
 * disk per clip: ``results/audio`` and all of ``results/`` divided by the clips with
@@ -29,6 +31,7 @@ Peak RSS of a shard job must not grow with ``--clips`` (compare ``--clips 200`` 
 Usage::
 
     .venv/bin/python benchmarks/bench_scale.py --clips 2000 [--cores 2] [--keep-clips false]
+        [--shard-size 250] [--scheduler greedy|ilp] [--features-only] [--dir DIR]
     .venv/bin/python benchmarks/bench_scale.py --tiny
 """
 
