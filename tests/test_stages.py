@@ -233,11 +233,15 @@ def test_kill_9_mid_transcode_then_rerun_cleans_up(tmp_path):
         stdout=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     assert proc.stdout.readline().strip() == b"start"
+    # Freeze the process group, look, and kill only while temporaries and finished windows
+    # are both there: a frozen group renames nothing between the look and the kill.
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGSTOP)
         entries = list(shard.pcm_dir.glob(".*.tmp*")) if shard.pcm_dir.exists() else []
         if entries and list(shard.pcm_dir.glob("kill*.wav")):
             break
+        os.killpg(proc.pid, signal.SIGCONT)
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)  # python and its ffmpeg child, mid-batch
     proc.wait()
