@@ -219,3 +219,45 @@ def test_labels_given_as_comma_separated_strings(tmp_path) -> None:
     write_shard(tmp_path / "shard-0000.parquet", meta=meta, features=feats, params=PARAMS)
     _, m = load_split(tmp_path, feature="rolloff")
     assert m["labels"].tolist() == [["/m/a", "/m/b"], ["/m/c"]]
+
+
+@pytest.mark.parametrize("case", ["uniform", "lengths_change_after_the_first_group", "none_ok"])
+def test_shard_writer_a_row_group_at_a_time_writes_the_same_file(tmp_path, case) -> None:
+    """ShardWriter fed one row group at a time (the features stage) writes the very bytes
+    write_shard writes from all rows at once, also when the clips' lengths change after the
+    first row group (the schema then records no n_frames) and when no clip has features."""
+    import hashlib
+
+    from audiosetflow.audio.features import ShardWriter
+
+    n = 70
+    failed = set(range(n)) if case == "none_ok" else {2, 65}
+    meta, feats = _shard(n, failed)
+    if case == "lengths_change_after_the_first_group":
+        feats[66] = compute(_clip(66, seconds=1.5), params=PARAMS)
+    whole, grouped = tmp_path / "whole.parquet", tmp_path / "grouped.parquet"
+    write_shard(whole, meta=meta, features=feats, params=PARAMS, row_group_size=16)
+    with ShardWriter(grouped, params=PARAMS, row_group_size=16) as writer:
+        for i in range(0, n, 16):
+            writer.add(
+                meta=meta.iloc[i : i + 16].reset_index(drop=True), features=feats[i : i + 16]
+            )
+    assert (
+        hashlib.sha256(grouped.read_bytes()).digest() == hashlib.sha256(whole.read_bytes()).digest()
+    )
+    shape = json.loads(pq.read_schema(grouped).metadata[b"audiosetflow.frontend"])["log_mel_shape"]
+    n_frames = {f["log_mel"].shape[1] for f in feats if f is not None}
+    assert shape[1] == (n_frames.pop() if len(n_frames) == 1 else None)
+    assert pq.ParquetFile(grouped).metadata.num_row_groups == 5
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_shard_writer_leaves_nothing_when_the_block_fails(tmp_path) -> None:
+    from audiosetflow.audio.features import ShardWriter
+
+    meta, feats = _shard(20)
+    out = tmp_path / "shard.parquet"
+    with pytest.raises(RuntimeError, match="stop"), ShardWriter(out, params=PARAMS) as writer:
+        writer.add(meta=meta, features=feats)
+        raise RuntimeError("stop")
+    assert list(tmp_path.iterdir()) == []

@@ -22,7 +22,7 @@ from audiosetflow.audio.transcode import run_transcode
 from audiosetflow.audio.trim import run_trim
 from audiosetflow.errors import MachineError, machine_error
 from audiosetflow.reporting.aggregate import aggregate, availability
-from audiosetflow.shard import Layout, ShardTable, Status
+from audiosetflow.shard import Layout, ShardLayout, ShardTable, Status
 from audiosetflow.smk import manifest_from_param, manifest_param, next_retry_token, stage_job
 from audiosetflow.tools import ffmpeg_exe
 
@@ -199,6 +199,47 @@ def test_short_segment_is_padded_and_flagged(tmp_path):
     row = t.row("shortclip01")
     assert row["trim_status"] == "ok" and row["short"] and row["duration"] == pytest.approx(7.5)
     assert sf.info(str(shard.clip("shortclip01"))).frames == 10 * SR
+
+
+def _trimmed_copies(tmp_path: Path, n: int) -> ShardLayout:
+    """A shard of ``n`` YTIDs whose trim is done: one real clip, its FLAC copied n times."""
+    shard, _ = _shard(tmp_path, ["memclip0000"])
+    one = _run_all(shard)
+    ytids = [f"memclip{k:04d}" for k in range(n)]
+    table = ShardTable(one.df.iloc[[0] * n].assign(ytid=ytids).reset_index(drop=True))
+    clip, duration = shard.clip("memclip0000"), shard.clip("memclip0000").with_suffix(".duration")
+    for y in ytids[1:]:
+        shard.clip(y).write_bytes(clip.read_bytes())
+        shard.clip(y).with_suffix(".duration").write_bytes(duration.read_bytes())
+    for y in ytids:
+        table.set("features", y, Status.PENDING)
+    table.save(shard, shard.table("trim"))
+    return shard
+
+
+def test_features_stage_memory_does_not_grow_with_the_shard(tmp_path):
+    """The features stage holds one row group of features (64 clips), not the shard's: its
+    peak allocation for 384 clips is within 7 MB of that for 64 (holding every clip's
+    features, as it once did, added 181 MB)."""
+    import tracemalloc
+
+    params = FeatureParams(sample_rate=SR)  # full size: ~0.25 MB of features a clip
+    peaks = {}
+    for n in (64, 384):
+        shard = _trimmed_copies(tmp_path / str(n), n)
+        tracemalloc.start()
+        try:
+            t = _features(shard, params=params)
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert len(t.passed("features")) == n
+        rows = pq.ParquetFile(shard.parquet).metadata
+        assert rows.num_rows == n
+        assert [rows.row_group(i).num_rows for i in range(rows.num_row_groups)] == [64] * (n // 64)
+    one_clip = 128 * 431 * 4  # the log-mel of one clip alone
+    grown = {k: f"{v / 1e6:.1f} MB" for k, v in peaks.items()}
+    assert peaks[384] < peaks[64] + 32 * one_clip, grown
 
 
 _KILLED_TRANSCODE = """

@@ -30,6 +30,7 @@ import functools
 import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ __all__ = [
     "summarize",
     "summary_columns",
     "write_shard",
+    "ShardWriter",
     "read_params",
     "shard_files",
     "shard_params",
@@ -100,6 +102,8 @@ META_COLUMNS: tuple[str, ...] = (
 )
 
 _KV_PREFIX = "audiosetflow."
+#: Clips per row group of a features shard (the features stage holds one row group at a time).
+_ROW_GROUP = 64
 
 # Amplitude floor and reference of librosa.power_to_db (its defaults).
 _AMIN = 1e-10
@@ -672,7 +676,7 @@ def write_shard(
     compression_level: int = 3,
     row_group_size: int = 64,
 ) -> None:
-    """Write one Parquet shard (one row per clip) atomically.
+    """Write one Parquet shard (one row per clip) atomically, from rows held in memory.
 
     Parameters
     ----------
@@ -697,11 +701,171 @@ def write_shard(
     ValueError
         If ``features`` and ``meta`` differ in length, a column is missing, or a feature has
         the wrong shape.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    features = list(features)
+    See Also
+    --------
+    ShardWriter : the same file written a row group at a time (memory bounded by a row
+        group, not by the shard).
+    """
+    with ShardWriter(path, params=params, compression_level=compression_level,
+                     row_group_size=row_group_size) as writer:  # fmt: skip
+        writer.add(meta=meta, features=features)
+
+
+class ShardWriter:
+    """Write one Parquet shard row group by row group, atomically; a context manager.
+
+    The file is written under a temporary name in the same folder and, when the ``with``
+    block ends without an exception, sealed (:func:`audiosetflow.integrity.write_seal`) and
+    renamed into place; on an exception the temporary file is removed and nothing is left
+    under ``path``. Memory is bounded by what one :meth:`add` is given, not by the shard: the
+    features stage adds one row group (``row_group_size`` clips) at a time. The file is the
+    same, byte for byte, as :func:`write_shard` writes from the same rows.
+
+    Parameters
+    ----------
+    path : path
+        Output file (``.../shard-NNNN.parquet``).
+    params : FeatureParams
+        The parameters the features were computed with (stored in the file).
+    compression_level : int
+        zstd level.
+    row_group_size : int
+        Clips per row group, >= 1.
+
+    See Also
+    --------
+    write_shard : the whole shard from rows held in memory.
+    run_features : the features stage, which writes through this class.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        params: FeatureParams,
+        compression_level: int = 3,
+        row_group_size: int = 64,
+    ) -> None:
+        self.path = Path(path)
+        self.params = params
+        self.compression_level = int(compression_level)
+        self.row_group_size = max(1, int(row_group_size))
+        self.rows = 0
+        self._atomic = None
+        self._tmp: Path | None = None
+        self._writer = None
+        self._declared: int | None = None  # the n_frames in the schema the file was opened with
+        self._frames: set[int] = set()  # every n_frames of a clip with features
+        self._held: list = []  # tables of clips without features, before the file is opened
+
+    def __enter__(self) -> ShardWriter:
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        return self
+
+    def _options(self) -> dict:
+        return {
+            "compression": "zstd",
+            "compression_level": self.compression_level,
+            "use_dictionary": ["split", "status", "labels.list.element",
+                               "label_names.list.element"],
+            "use_byte_stream_split": [f"{name}.list.element" for name in FRAME_FEATURES],
+            "write_statistics": ["ytid", "split", "status"],
+        }  # fmt: skip
+
+    def _open(self, target: Path, n_frames: int | None):
+        import pyarrow.parquet as pq
+
+        schema = _arrow_schema(self.params, n_frames=n_frames)
+        return pq.ParquetWriter(str(target), schema, **self._options())
+
+    def add(self, *, meta: pd.DataFrame, features: Sequence[dict[str, np.ndarray] | None]) -> None:
+        """Append rows: ``meta`` and ``features`` as for :func:`write_shard`.
+
+        Raises
+        ------
+        ValueError
+            If ``features`` and ``meta`` differ in length, a column is missing, or a
+            feature has the wrong shape.
+        """
+        table, frames = _rows_table(meta, list(features), self.params)
+        self.rows += table.num_rows
+        if not frames and self._writer is None:
+            self._held.append(table)  # the schema waits for the first clip with features
+            return
+        self._frames |= frames
+        if self._writer is None:
+            self._declared = next(iter(frames)) if len(frames) == 1 else None
+            self._writer = self._open(self._tmp, self._declared)
+            for held in self._held:
+                self._write(self._writer, held)
+            self._held.clear()
+        self._write(self._writer, table)
+
+    def _write(self, writer, table) -> None:
+        writer.write_table(table.cast(writer.schema), row_group_size=self.row_group_size)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None:
+                self._finish()
+        except BaseException as err:
+            self._close_quietly()
+            self._atomic.__exit__(type(err), err, err.__traceback__)
+            raise
+        if exc_type is not None:
+            self._close_quietly()
+            return bool(self._atomic.__exit__(exc_type, exc, tb))
+        self._atomic.__exit__(None, None, None)
+        return False
+
+    def _close_quietly(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # the temporary file goes anyway
+                pass
+            self._writer = None
+
+    def _finish(self) -> None:
+        import pyarrow.parquet as pq
+
+        if self._writer is None:  # no clip has features: the schema records no n_frames
+            self._writer = self._open(self._tmp, None)
+            for held in self._held:
+                self._write(self._writer, held)
+            self._held.clear()
+        self._writer.close()
+        self._writer = None
+        uniform = next(iter(self._frames)) if len(self._frames) == 1 else None
+        if uniform != self._declared:
+            # clips of several lengths after the first row group: the schema said one
+            # n_frames, so the file is written again (a row group at a time) saying none
+            again = self._tmp.with_name(self._tmp.name + ".again")
+            try:
+                src = pq.ParquetFile(str(self._tmp))
+                writer = self._open(again, uniform)
+                try:
+                    for i in range(src.num_row_groups):
+                        self._write(writer, src.read_row_group(i))
+                finally:
+                    writer.close()
+                os.replace(again, self._tmp)
+            finally:
+                again.unlink(missing_ok=True)
+        # the rows and checksum of exactly this file, beside the shard's record, before the
+        # file takes its name (a reader checks the shard against it: audiosetflow.integrity)
+        write_seal(self._tmp, final=self.path, rows=self.rows)
+
+
+def _rows_table(
+    meta: pd.DataFrame, features: list[dict[str, np.ndarray] | None], params: FeatureParams
+):
+    """The Arrow table of some rows of a shard (schema without metadata) and the set of
+    ``n_frames`` of its clips with features."""
+    import pyarrow as pa
+
     n = len(meta)
     if len(features) != n:
         raise ValueError(f"{n} metadata rows but {len(features)} feature dicts")
@@ -723,8 +887,7 @@ def write_shard(
                 )
             t = a.shape[1]
         n_frames[i] = t
-    frames_seen = {int(n_frames[i]) for i in ok}
-    schema = _arrow_schema(params, n_frames=frames_seen.pop() if len(frames_seen) == 1 else None)
+    schema = _arrow_schema(params)
     valid = np.zeros(n, dtype=bool)
     valid[ok] = True
     invalid = ~valid
@@ -758,21 +921,7 @@ def write_shard(
             pa.array(offsets), pa.array(values), mask=pa.array(invalid), type=pa.list_(pa.float32())
         )
     table = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
-    float_leaves = [f"{name}.list.element" for name in FRAME_FEATURES]
-    with atomic_path(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            compression_level=compression_level,
-            row_group_size=max(1, row_group_size),
-            use_dictionary=["split", "status", "labels.list.element", "label_names.list.element"],
-            use_byte_stream_split=float_leaves,
-            write_statistics=["ytid", "split", "status"],
-        )
-        # the rows and checksum of exactly this file, beside the shard's record, before the
-        # file takes its name (a reader checks the shard against it: audiosetflow.integrity)
-        write_seal(tmp, final=path, rows=n)
+    return table, {int(n_frames[i]) for i in ok}
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -1047,7 +1196,6 @@ def run_features(
     compute : the features of one waveform.
     load_split, load_summary, load_meta : reading the shards back.
     """
-    import soundfile as sf
     from threadpoolctl import threadpool_limits
 
     from .frontends import resample
@@ -1059,40 +1207,52 @@ def run_features(
         if run.interrupted:  # a killed run may have left a half-written shard
             shard.clean_temporaries(Path(out).parent, [Path(out).name])
         todo = set(run.todo)
-        feats: list[dict[str, np.ndarray] | None] = []
-        for ytid in run.table.ytids:
-            f = None
-            if ytid in todo:
-                run.in_flight[:] = [ytid]
-                if not clip_exists(shard.clip(ytid)):
-                    run.record(ytid, Status.TRANSIENT, "clip missing (rerun: --forcerun trim)")
-                    feats.append(None)
-                    continue
-                try:
-                    y, sr = read_segment(shard.clip(ytid))
-                    if sr != params.sample_rate:
-                        if params.frontend == "librosa" or sr < params.sample_rate:
-                            raise ValueError(
-                                f"clip sample rate {sr} Hz, the {params.frontend} front-end "
-                                f"computes at {params.sample_rate} Hz (rerun: --forcerun "
-                                "transcode)"
-                            )
-                        y = resample(y, sr_in=sr, sr_out=params.sample_rate)
-                    f = compute(y, params=params)
-                    run.record(ytid, Status.OK)
-                except (sf.LibsndfileError, AudioError, ValueError, OSError) as exc:
-                    if machine_error(exc) is not None:
-                        raise
-                    run.record(ytid, Status.PERMANENT, str(exc))
-            feats.append(f)
-        run.in_flight.clear()
-        write_shard(out, meta=_shard_meta(run.table, names), features=feats, params=params)
+        ytids = run.table.ytids
+        step = _ROW_GROUP
+        # one row group at a time: memory holds the features of one row group, not the shard
+        with ShardWriter(out, params=params, row_group_size=step) as writer:
+            for i in range(0, len(ytids), step):
+                chunk = ytids[i : i + step]
+                feats = [
+                    _features_of(run, shard, ytid, params, resample) if ytid in todo else None
+                    for ytid in chunk
+                ]
+                run.in_flight.clear()
+                writer.add(meta=_shard_meta(run.table, names, chunk), features=feats)
         if not keep_clips:
             n = drop_clips(run.table, shard=shard, clip_seconds=clip_seconds)
             if n:
                 msg = "[features %s] %d clips read in place from a mirror are not kept"
                 (logger or log).info(msg + " (audio.keep_clips: false)", shard.name, n)
     return run.table
+
+
+def _features_of(run, shard: ShardLayout, ytid: str, params: FeatureParams, resample):
+    """The features of one clip of the features stage (recorded in ``run``), or ``None``."""
+    import soundfile as sf
+
+    run.in_flight[:] = [ytid]
+    if not clip_exists(shard.clip(ytid)):
+        run.record(ytid, Status.TRANSIENT, "clip missing (rerun: --forcerun trim)")
+        return None
+    try:
+        y, sr = read_segment(shard.clip(ytid))
+        if sr != params.sample_rate:
+            if params.frontend == "librosa" or sr < params.sample_rate:
+                raise ValueError(
+                    f"clip sample rate {sr} Hz, the {params.frontend} front-end "
+                    f"computes at {params.sample_rate} Hz (rerun: --forcerun "
+                    "transcode)"
+                )
+            y = resample(y, sr_in=sr, sr_out=params.sample_rate)
+        f = compute(y, params=params)
+    except (sf.LibsndfileError, AudioError, ValueError, OSError) as exc:
+        if machine_error(exc) is not None:
+            raise
+        run.record(ytid, Status.PERMANENT, str(exc))
+        return None
+    run.record(ytid, Status.OK)
+    return f
 
 
 def drop_clips(table: ShardTable, *, shard: ShardLayout, clip_seconds: float) -> int:
@@ -1118,10 +1278,13 @@ def drop_clips(table: ShardTable, *, shard: ShardLayout, clip_seconds: float) ->
     return n
 
 
-def _shard_meta(table: ShardTable, names: Mapping[str, str]) -> pd.DataFrame:
-    """The metadata columns of a Parquet shard from a shard table."""
+def _shard_meta(
+    table: ShardTable, names: Mapping[str, str], ytids: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The metadata columns of a Parquet shard from a shard table (of ``ytids``, default
+    all of the table's, in that order)."""
     rows = []
-    for ytid in table.ytids:
+    for ytid in table.ytids if ytids is None else ytids:
         r = table.row(ytid)
         mids = [m for m in str(r["labels"]).split(",") if m]
         status, reason = table.first_failure(ytid)
