@@ -37,9 +37,14 @@ clip ~2.5, ``compute`` ~6.3, Parquet ~1.9). Removed: pandas ``.loc`` writes of t
 (1.4 ms per YTID and stage), the ffmpeg start of a batch of 20 (now 50, a bad batch halved),
 the route check of every transcode job (0.35 s, now remembered per binary).
 
+``--keep-clips false`` (with ``--subfile`` or ``--sources``) runs the stages as
+``audio.keep_clips: false`` does: the trim stage writes no clip FLAC, and the features stage
+cuts each clip from its window in memory (each clip decoded once, no FLAC encoded or decoded).
+
 Usage::
 
     .venv/bin/python benchmarks/bench_mirror.py [--clips 240] [--procs 2] [--subfile]
+        [--sources] [--keep-clips false]
 """
 
 from __future__ import annotations
@@ -145,7 +150,7 @@ def run_shard(args) -> tuple[int, float, dict[str, float]]:
     from audiosetflow.audio.trim import run_trim
     from audiosetflow.shard import Layout, ShardTable, Status
 
-    members, tar, root, k, p, subfile, batch = args
+    members, tar, root, k, p, subfile, batch, keep_clips = args
     sources = subfile == "sources"
     c0 = _cpu()
     stages: dict[str, float] = {}
@@ -191,21 +196,22 @@ def run_shard(args) -> tuple[int, float, dict[str, float]]:
                   sample_rate=p.sample_rate, batch=batch, logger=quiet)  # fmt: skip
     stages["transcode"], c = _cpu() - c, _cpu()
     run_trim(shard.table("transcode"), shard=shard, out=shard.table("trim"), clip_seconds=CLIP,
-             logger=quiet)  # fmt: skip
+             keep_clips=keep_clips, logger=quiet)  # fmt: skip
     stages["trim"], c = _cpu() - c, _cpu()
     done = run_features(shard.table("trim"), shard=shard, out=shard.parquet,
                         out_table=shard.table("features"), params=p,
-                        names={MID: "Music"}, logger=quiet)  # fmt: skip
+                        names={MID: "Music"}, keep_clips=keep_clips, clip_seconds=CLIP,
+                        logger=quiet)  # fmt: skip
     assert done.passed("features") == ytids, done.status("features").tolist()
     stages["features"] = _cpu() - c
     return len(members), _cpu() - c0, stages
 
 
-def run_all(members, tar, root, p, *, procs, shard_size, subfile, batch):
+def run_all(members, tar, root, p, *, procs, shard_size, subfile, batch, keep_clips=True):
     """All shards, ``procs`` processes: (clips/s wall, CPU ms per clip by stage, load avg)."""
     ft._bank.cache_clear()  # each worker builds its filter banks, as a pipeline job does
     shards = [members[lo : lo + shard_size] for lo in range(0, len(members), shard_size)]
-    tasks = [(s, tar, root, k, p, subfile, batch) for k, s in enumerate(shards)]
+    tasks = [(s, tar, root, k, p, subfile, batch, keep_clips) for k, s in enumerate(shards)]
     t0 = time.perf_counter()
     if subfile == "sources":  # the index_sources rule, once for the whole run
         from audiosetflow.acquisition.sources import build_index, parse_sources
@@ -266,13 +272,13 @@ def job_overhead(shard_size: int) -> None:
           + f"; {total / shard_size * 1e3:.1f} ms/clip at shard_size {shard_size}")  # fmt: skip
 
 
-def profile_one(members, tar, root, p, subfile, batch) -> None:
+def profile_one(members, tar, root, p, subfile, batch, keep_clips) -> None:
     import cProfile
     import pstats
 
     prof = cProfile.Profile()
     prof.enable()
-    run_shard((members, tar, root, 9999, p, subfile, batch))
+    run_shard((members, tar, root, 9999, p, subfile, batch, keep_clips))
     prof.disable()
     st = pstats.Stats(prof)
     print("--- cProfile, one shard in this process (ffmpeg's own time not included) ---")
@@ -293,6 +299,11 @@ def main() -> None:
         "--sources", action="store_true",
         help="the download stage over a tar source (index, check), then in place",
     )  # fmt: skip
+    ap.add_argument(
+        "--keep-clips", choices=["true", "false"], default="true",
+        help="audio.keep_clips; false with --subfile or --sources: no clip FLAC, each clip "
+        "cut from its window in memory by the features stage (decode once)",
+    )  # fmt: skip
     ap.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     ap.add_argument("--tiny", action="store_true", help="CI size: just enough to run")
     ap.add_argument("--profile", type=int, default=0, help="cProfile one shard of this many")
@@ -304,6 +315,9 @@ def main() -> None:
         args.clips, args.procs, args.shard_size = 4, 1, 4
     if args.sources:
         args.subfile = "sources"
+    keep_clips = args.keep_clips == "true"
+    if not keep_clips and not args.subfile:
+        ap.error("--keep-clips false needs --subfile or --sources (clips read in place)")
     from audiosetflow.audio import codec
 
     args.batch = args.batch or getattr(codec, "DEFAULT_BATCH", 20)
@@ -332,13 +346,14 @@ def main() -> None:
                  True: "subfile (tar read in place)"}  # fmt: skip
         mode = modes.get(args.subfile, "members extracted first")
         print(f"pipeline: {mode}; {args.procs} processes, shards of {size}, transcode batch "
-              f"{args.batch}, audio.sample_rate {SR}; cores: {os.cpu_count()}")  # fmt: skip
+              f"{args.batch}, audio.sample_rate {SR}, audio.keep_clips {args.keep_clips}; "
+              f"cores: {os.cpu_count()}")  # fmt: skip
         runs = []
         for r in range(args.repeat):
             before = os.getloadavg()[0]
             rate, stages, after = run_all(members, tar, work / f"run{r}", p, procs=args.procs,
                                           shard_size=size, subfile=args.subfile,
-                                          batch=args.batch)  # fmt: skip
+                                          batch=args.batch, keep_clips=keep_clips)  # fmt: skip
             runs.append((rate, stages))
             print(f"  run {r}: {rate:6.1f} clips/s (goal >= 60); CPU ms/clip: "
                   + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
@@ -357,7 +372,8 @@ def main() -> None:
         print(f"best: {best[0]:.1f} clips/s")
         job_overhead(250)
         if args.profile:
-            profile_one(members[: args.profile], tar, work / "prof", p, args.subfile, args.batch)
+            profile_one(members[: args.profile], tar, work / "prof", p, args.subfile, args.batch,
+                        keep_clips)  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

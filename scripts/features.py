@@ -18,6 +18,7 @@ with stage_job("features", log):
         names=snakemake.params.names,
         threads=snakemake.threads,
         keep_clips=snakemake.params.keep_clips,
+        keep_intermediate=snakemake.params.keep_intermediate,
         clip_seconds=snakemake.params.clip_seconds,
         logger=log,
     )

@@ -13,5 +13,6 @@ with stage_job("trim", log):
         out=snakemake.output.table,
         clip_seconds=snakemake.params.clip_seconds,
         keep_intermediate=snakemake.params.keep_intermediate,
+        keep_clips=snakemake.params.keep_clips,
         logger=log,
     )

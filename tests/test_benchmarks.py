@@ -35,7 +35,7 @@ CASES = {
     "bench_features.py": ([], r"\(c3\) the workflow's .* stages: +[\d.]+ clips/s"),
     "bench_index.py": ([], r"lookup per job: parquet [\d.]+ ms -> sqlite [\d.]+ ms"),
     "bench_scale.py": ([], r"mirror to features: [\d.]+ s wall, 16 clips with features"),
-    "bench_mirror.py": ([], r"best: [\d.]+ clips/s"),
+    "bench_mirror.py": (["--sources", "--keep-clips", "false"], r"best: [\d.]+ clips/s"),
     "bench_models.py": ([], r"demo +mAP +\d+ +[\d.]+ +[\d.]+"),
     "bench_multilabel.py": ([], r"width +4: training +\d+ clips/s"),
     "bench_predict.py": ([], r"0:01:30 +\d+ +\d+ MiB"),

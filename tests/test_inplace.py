@@ -155,3 +155,76 @@ def test_keep_clips_false_reads_clips_from_the_mirror(tmp_path):
     else:  # pragma: no cover
         raise AssertionError("read_segment read a clip whose mirror is gone")
     assert source_record(clip).exists()
+
+
+def _in_place_shard(root: Path, media: dict[str, Path], *, start: float, end: float):
+    """A shard whose download stage found every YTID in place in a folder mirror."""
+    from audiosetflow.shard import Layout, ShardTable, Status
+
+    shard = Layout(root).shard("train", 0)
+    man = pd.DataFrame({"ytid": list(media), "split": "train", "shard": 0, "start": start,
+                        "end": end, "labels": "/m/x"})  # fmt: skip
+    table = ShardTable.from_manifest(man)
+    for y, path in media.items():
+        table.set("download", y, Status.OK, media=f"file:{path}")
+    table.save(shard, shard.table("download"))
+    return shard
+
+
+def test_decode_once_gives_the_features_of_the_kept_clips(tmp_path):
+    """keep_clips false: the trim stage writes no FLAC (only the .duration and .source
+    records) and keeps the window; the features stage cuts each clip from it in memory, then
+    deletes it. The shard is the same, byte for byte, as with keep_clips true; a rerun of the
+    features (windows gone) reads the mirror and writes it again the same; keep_intermediate
+    keeps the windows."""
+    from audiosetflow.audio.features import FeatureParams, run_features
+    from audiosetflow.audio.transcode import run_transcode
+    from audiosetflow.audio.trim import run_trim
+
+    ids = ["-inplace0001", "_inplace0002", "inplace00003"]
+    media = {}
+    import soundfile as sf
+
+    for y, (samples, sr) in make_clips(ids, seconds=8.0).items():  # short: padded and flagged
+        media[y] = tmp_path / "mirror" / f"{y}.flac"
+        media[y].parent.mkdir(exist_ok=True)
+        sf.write(str(media[y]), samples, sr)
+    params = FeatureParams(sample_rate=16000, n_mels=40, n_fft=512, hop_length=256)
+
+    def run(name: str, keep_clips: bool, keep_intermediate: bool = False):
+        shard = _in_place_shard(tmp_path / name, media, start=0.0, end=10.0)
+        run_transcode(shard.table("download"), shard=shard, out=shard.table("transcode"),
+                      sample_rate=16000)  # fmt: skip
+        trimmed = run_trim(shard.table("transcode"), shard=shard, out=shard.table("trim"),
+                           clip_seconds=10.0, keep_clips=keep_clips,
+                           keep_intermediate=keep_intermediate)  # fmt: skip
+        windows = sorted(p.name for p in shard.pcm_dir.iterdir())
+        flacs = sorted(p.name for p in shard.clips_dir.glob("*.flac"))
+        run_features(shard.table("trim"), shard=shard, out=shard.parquet,
+                     out_table=shard.table("features"), params=params, names={},
+                     keep_clips=keep_clips, keep_intermediate=keep_intermediate)  # fmt: skip
+        return shard, trimmed, windows, flacs
+
+    kept, kept_trim, kept_windows, kept_flacs = run("kept", True)
+    once, once_trim, once_windows, once_flacs = run("once", False)
+    assert kept_flacs == [f"{y}.flac" for y in sorted(ids)] and kept_windows == []
+    assert once_flacs == [] and once_windows == [f"{y}.wav" for y in sorted(ids)]
+    for col in ("trim_status", "duration", "short"):
+        assert once_trim.df[col].tolist() == kept_trim.df[col].tolist(), col
+    assert once_trim.df["short"].all() and once_trim.passed("trim") == sorted(ids)
+    assert once.parquet.read_bytes() == kept.parquet.read_bytes()
+    assert list(once.pcm_dir.iterdir()) == []  # the windows went with the features
+    assert sorted(p.name for p in once.clips_dir.iterdir()) == sorted(
+        f"{y}{s}" for y in ids for s in (".duration", ".source")
+    )
+    # the features again, with no window left: cut from the mirror, the same file
+    before = once.parquet.read_bytes()
+    once.parquet.unlink()
+    run_features(once.table("trim"), shard=once, out=once.parquet,
+                 out_table=once.table("features"), params=params, names={},
+                 keep_clips=False)  # fmt: skip
+    assert once.parquet.read_bytes() == before
+    # keep_intermediate: the windows stay
+    inter, *_ = run("inter", False, keep_intermediate=True)
+    assert sorted(p.name for p in inter.pcm_dir.iterdir()) == [f"{y}.wav" for y in sorted(ids)]
+    assert inter.parquet.read_bytes() == before

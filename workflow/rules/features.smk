@@ -20,6 +20,7 @@ rule features:
         features=config["features"],
         sample_rate=config["audio"]["sample_rate"],
         keep_clips=config["audio"]["keep_clips"],
+        keep_intermediate=config["audio"]["keep_intermediate"],
         clip_seconds=config["audio"]["clip_seconds"],
         names=lambda wildcards: dict(PLAN.names),
     script:

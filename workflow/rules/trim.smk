@@ -17,5 +17,6 @@ rule trim:
     params:
         clip_seconds=config["audio"]["clip_seconds"],
         keep_intermediate=config["audio"]["keep_intermediate"],
+        keep_clips=config["audio"]["keep_clips"],
     script:
         "../../scripts/trim.py"

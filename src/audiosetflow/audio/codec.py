@@ -41,6 +41,8 @@ __all__ = [
     "transcode",
     "transcode_many",
     "trim",
+    "cut",
+    "cut_length",
     "load_clip",
     "TrimResult",
 ]
@@ -502,6 +504,103 @@ class TrimResult:
     short: bool
 
 
+def cut(
+    window: str | Path,
+    *,
+    offset: float,
+    start: float,
+    end: float,
+    clip_seconds: float = 10.0,
+) -> tuple[np.ndarray, int, TrimResult]:
+    """The samples of exactly ``[start, end)`` (source seconds) of a transcoded window, in
+    memory: what :func:`trim` writes.
+
+    Parameters
+    ----------
+    window : str or Path
+        Mono FLAC/WAV whose first sample is at ``offset`` seconds of the source.
+    offset, start, end : float
+        Seconds in source time.
+    clip_seconds : float
+        Minimum clip length; shorter clips are zero-padded at the end and flagged.
+
+    Returns
+    -------
+    samples : ndarray, shape (max(round((end - start) * sr), round(clip_seconds * sr)),)
+        int16 (the window's very samples) when the window is mono 16-bit PCM, else float32
+        (the channels' mean; :func:`trim` stores it as 16-bit).
+    sr : int
+        The window's sample rate.
+    result : TrimResult
+
+    Raises
+    ------
+    AudioError
+        The window starts after the segment.
+
+    See Also
+    --------
+    trim : the same samples as a FLAC file.
+    cut_length : the result alone, from the window's header.
+    """
+    with sf.SoundFile(str(window)) as f:
+        sr, n_window = f.samplerate, f.frames
+        first, want = _cut_bounds(window, sr, offset=offset, start=start, end=end)
+        if f.channels == 1 and f.subtype == "PCM_16":
+            # only the segment, as integers: the very samples of the window
+            n_seg = max(0, min(want, n_window - first))
+            if n_seg:
+                f.seek(first)
+            seg = f.read(n_seg, dtype="int16")
+        else:
+            y = f.read(dtype="float32", always_2d=True).mean(axis=1, dtype=np.float32)
+            seg = y[first : first + want]
+    n_out = max(want, int(round(clip_seconds * sr)))
+    short = len(seg) < n_out
+    duration = len(seg) / sr
+    if short:
+        seg = np.concatenate([seg, np.zeros(n_out - len(seg), dtype=seg.dtype)])
+    return seg, int(sr), TrimResult(duration=duration, short=short)
+
+
+def _cut_bounds(window, sr: int, *, offset: float, start: float, end: float) -> tuple[int, int]:
+    """The first sample of the segment in the window and the segment's length in samples."""
+    first = int(round((start - offset) * sr))
+    want = int(round((end - start) * sr))
+    if first < 0:
+        raise AudioError(
+            f"{window}: window starts at {offset:.3f} s, after the segment start {start:.3f} s"
+        )
+    return first, want
+
+
+def cut_length(
+    window: str | Path,
+    *,
+    offset: float,
+    start: float,
+    end: float,
+    clip_seconds: float = 10.0,
+) -> TrimResult | None:
+    """What :func:`cut` would return as its result, read from the window's header alone (no
+    sample is decoded); ``None`` when the window is not mono 16-bit PCM (whose samples
+    :func:`cut` returns as they are).
+
+    Raises
+    ------
+    AudioError
+        The window starts after the segment.
+    """
+    info = sf.info(str(window))
+    if info.channels != 1 or info.subtype != "PCM_16":
+        return None
+    sr = int(info.samplerate)
+    first, want = _cut_bounds(window, sr, offset=offset, start=start, end=end)
+    n_seg = max(0, min(want, info.frames - first))
+    n_out = max(want, int(round(clip_seconds * sr)))
+    return TrimResult(duration=n_seg / sr, short=n_seg < n_out)
+
+
 def trim(
     window: str | Path,
     dst: str | Path,
@@ -528,34 +627,17 @@ def trim(
     Returns
     -------
     TrimResult
+
+    See Also
+    --------
+    cut : the same samples in memory.
     """
-    with sf.SoundFile(str(window)) as f:
-        sr, n_window = f.samplerate, f.frames
-        first = int(round((start - offset) * sr))
-        want = int(round((end - start) * sr))
-        if first < 0:
-            raise AudioError(
-                f"{window}: window starts at {offset:.3f} s, after the segment start {start:.3f} s"
-            )
-        if f.channels == 1 and f.subtype == "PCM_16":
-            # only the segment, as integers: the very samples of the window
-            n_seg = max(0, min(want, n_window - first))
-            if n_seg:
-                f.seek(first)
-            seg = f.read(n_seg, dtype="int16")
-        else:
-            y = f.read(dtype="float32", always_2d=True).mean(axis=1, dtype=np.float32)
-            seg = y[first : first + want]
-    n_out = max(want, int(round(clip_seconds * sr)))
-    short = len(seg) < n_out
-    duration = len(seg) / sr
-    if short:
-        seg = np.concatenate([seg, np.zeros(n_out - len(seg), dtype=seg.dtype)])
+    seg, sr, result = cut(window, offset=offset, start=start, end=end, clip_seconds=clip_seconds)
     buf = io.BytesIO()
     sf.write(buf, seg, sr, subtype="PCM_16", format="FLAC")
     with atomic_path(dst) as tmp:
         tmp.write_bytes(buf.getvalue())  # Python's own write: a full disk is an OSError (ENOSPC)
-    return TrimResult(duration=duration, short=short)
+    return result
 
 
 def load_clip(

@@ -1147,6 +1147,7 @@ def run_features(
     threads: int = 1,
     keep_clips: bool = True,
     clip_seconds: float = 10.0,
+    keep_intermediate: bool = False,
     logger: logging.Logger | None = None,
 ) -> ShardTable:
     """Compute the features of every trimmed clip of a shard and write one Parquet shard.
@@ -1172,12 +1173,16 @@ def run_features(
     threads : int
         BLAS/OpenMP threads (threadpoolctl), >= 1.
     keep_clips : bool
-        ``audio.keep_clips``: ``False`` deletes the FLAC of every clip read in place from a
-        mirror once the shard's features are written, leaving a ``{ytid}.source`` record
-        (:mod:`audiosetflow.audio.inplace`); a clip not kept is read from the mirror again
-        where its features are computed again.
+        ``audio.keep_clips``: ``False`` keeps no FLAC of a clip read in place from a mirror:
+        the trim stage wrote none (the clip is cut here from its window, in memory) or, for a
+        clip trimmed while the setting was ``true``, it is deleted once the shard's features
+        are written, leaving a ``{ytid}.source`` record (:mod:`audiosetflow.audio.inplace`).
+        The windows of such clips are deleted then too. A clip not kept is read from the
+        mirror again where its features are computed again.
     clip_seconds : float
         ``audio.clip_seconds``, recorded with a clip that is not kept.
+    keep_intermediate : bool
+        ``audio.keep_intermediate``: keep the windows of clips not kept.
     logger : logging.Logger, optional
 
     Returns
@@ -1220,7 +1225,8 @@ def run_features(
                 run.in_flight.clear()
                 writer.add(meta=_shard_meta(run.table, names, chunk), features=feats)
         if not keep_clips:
-            n = drop_clips(run.table, shard=shard, clip_seconds=clip_seconds)
+            n = drop_clips(run.table, shard=shard, clip_seconds=clip_seconds,
+                           keep_intermediate=keep_intermediate)  # fmt: skip
             if n:
                 msg = "[features %s] %d clips read in place from a mirror are not kept"
                 (logger or log).info(msg + " (audio.keep_clips: false)", shard.name, n)
@@ -1236,7 +1242,7 @@ def _features_of(run, shard: ShardLayout, ytid: str, params: FeatureParams, resa
         run.record(ytid, Status.TRANSIENT, "clip missing (rerun: --forcerun trim)")
         return None
     try:
-        y, sr = read_segment(shard.clip(ytid))
+        y, sr = read_segment(shard.clip(ytid), window=shard.window(ytid))
         if sr != params.sample_rate:
             if params.frontend == "librosa" or sr < params.sample_rate:
                 raise ValueError(
@@ -1255,26 +1261,34 @@ def _features_of(run, shard: ShardLayout, ytid: str, params: FeatureParams, resa
     return f
 
 
-def drop_clips(table: ShardTable, *, shard: ShardLayout, clip_seconds: float) -> int:
-    """Delete the FLAC of every clip of ``table`` with features that was read in place from
-    a mirror, after recording where it lives (:func:`audiosetflow.audio.inplace.read_segment`
-    reads it from there); returns how many were deleted."""
+def drop_clips(
+    table: ShardTable, *, shard: ShardLayout, clip_seconds: float, keep_intermediate: bool = False
+) -> int:
+    """Keep no copy of the clips of ``table`` read in place from a mirror: delete the FLAC of
+    every such clip with features, after recording where it lives
+    (:func:`audiosetflow.audio.inplace.read_segment` reads it from there), and, unless
+    ``keep_intermediate``, the window of every such clip not kept; returns how many clips
+    with features are not kept."""
+    import soundfile as sf
+
     n = 0
     for ytid in table.ytids:
         row = table.row(ytid)
+        if not is_in_place(str(row["media"])):
+            continue
         clip = shard.clip(ytid)
-        if row["features_status"] != Status.OK.value or not is_in_place(str(row["media"])):
+        ok = row["features_status"] == Status.OK.value
+        if ok and clip.exists():
+            rec = InPlace(str(row["media"]), shard.offset(ytid), float(row["start"]),
+                          float(row["end"]), int(sf.info(str(clip)).samplerate),
+                          float(clip_seconds))  # fmt: skip
+            write_source_record(clip, rec)  # first the record, then the clip goes
+            clip.unlink()
+        if clip.exists() or not clip_exists(clip):  # kept, or never cut (trim failed)
             continue
-        if not clip.exists():
-            continue
-        import soundfile as sf
-
-        rec = InPlace(str(row["media"]), shard.offset(ytid), float(row["start"]),
-                      float(row["end"]), int(sf.info(str(clip)).samplerate),
-                      float(clip_seconds))  # fmt: skip
-        write_source_record(clip, rec)  # first the record, then the clip goes
-        clip.unlink()
-        n += 1
+        n += ok
+        if not keep_intermediate and (window := shard.window(ytid)) is not None:
+            window.unlink(missing_ok=True)  # the clip is cut again from the mirror if need be
     return n
 
 

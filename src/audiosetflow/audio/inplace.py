@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_write_text
-from .codec import AudioError, transcode, trim
+from .codec import AudioError, cut, transcode, trim
 
 __all__ = [
     "SOURCE_SUFFIX",
@@ -143,7 +143,7 @@ def _remake(rec: InPlace, clip: Path, dst: Path) -> None:
              clip_seconds=rec.clip_seconds)  # fmt: skip
 
 
-def read_segment(clip: str | Path) -> tuple[np.ndarray, int]:
+def read_segment(clip: str | Path, *, window: str | Path | None = None) -> tuple[np.ndarray, int]:
     """The samples of a clip (mono float32) and their rate, whether it was kept or not.
 
     Parameters
@@ -151,11 +151,18 @@ def read_segment(clip: str | Path) -> tuple[np.ndarray, int]:
     clip : str or Path
         The clip's path, ``results/audio/clips/{split}/{ytid}.flac``
         (:meth:`audiosetflow.shard.Layout.clip`), present or not.
+    window : str or Path, optional
+        The clip's transcoded window, where it is still there (the features stage, with
+        ``audio.keep_clips: false``): a clip not kept is then cut from it in memory, exactly as
+        the trim stage cuts it (:func:`audiosetflow.audio.codec.cut`), instead of being made
+        again from the mirror. Ignored when the clip is kept or the window was made at another
+        sample rate than the clip's record says.
 
     Returns
     -------
     y : ndarray of float32
-        The clip's samples: those of the kept FLAC, or the same ones cut again from the mirror.
+        The clip's samples: those of the kept FLAC, or the same ones cut again from the
+        window or the mirror (16-bit samples over 32768, as a FLAC reads).
     sr : int
 
     Raises
@@ -167,9 +174,34 @@ def read_segment(clip: str | Path) -> tuple[np.ndarray, int]:
     """
     import soundfile as sf
 
+    clip = Path(clip)
+    if window is not None and not clip.is_file():
+        got = _cut_from_window(clip, Path(window))
+        if got is not None:
+            return got
     with clip_file(clip) as path:
         y, sr = sf.read(str(path), dtype="float32")
     return y, int(sr)
+
+
+def _cut_from_window(clip: Path, window: Path) -> tuple[np.ndarray, int] | None:
+    """The samples of a clip not kept, cut from its window; ``None`` where the record or a
+    matching mono 16-bit window is not there."""
+    import soundfile as sf
+
+    rec = read_source_record(clip)
+    if rec is None:
+        return None
+    try:
+        info = sf.info(str(window))
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None  # e.g. deleted meanwhile: the mirror has it
+    if info.samplerate != rec.sample_rate or info.channels != 1 or info.subtype != "PCM_16":
+        return None
+    seg, sr, _ = cut(window, offset=rec.offset, start=rec.start, end=rec.end,
+                     clip_seconds=rec.clip_seconds)  # fmt: skip
+    # what soundfile reads from a 16-bit FLAC as float32: the integer over 2 ** 15
+    return seg.astype(np.float32) / np.float32(32768.0), sr
 
 
 @contextlib.contextmanager
