@@ -12,7 +12,7 @@ and how long a job takes to read the stored plan back.
    stored plan and one shard's rows (goal: well under a second).
 
 Usage: python benchmarks/bench_dag.py [--metadata ../shared/audioset] [--rows 2041789]
-       [--cprofile DIR] [--shard-size N] [--big-only] [--tiny]
+       [--cprofile DIR] [--shard-size N] [--max-shards N] [--big-only] [--tiny]
 Prints wall time, peak memory (VmHWM of the snakemake process) and the job count of each run;
 with --cprofile, the functions the first and second big runs spend their time in.
 """
@@ -158,6 +158,8 @@ def main() -> None:
     ap.add_argument("--cprofile", default="", help="folder for cProfile dumps of the big runs")
     ap.add_argument("--tiny", action="store_true", help="CI size: just enough to run")
     ap.add_argument("--shard-size", type=int, help="shard_size of the big runs (default: config's)")
+    ap.add_argument("--max-shards", type=int, help="max_shards of the big runs, 0: no cap "
+                    "(default: config's)")  # fmt: skip
     ap.add_argument("--big-only", action="store_true", help="skip the real-metadata runs")
     args = ap.parse_args()
     meta = Path(args.metadata).resolve()
@@ -200,10 +202,14 @@ def main() -> None:
         )
         if args.shard_size:
             cfg2 += f"shard_size: {args.shard_size}\n"
+        if args.max_shards is not None:
+            cfg2 += f"max_shards: {args.max_shards or 'null'}\n"
         what = f"{rows:,}-row train" + ("" if args.tiny else " + real eval") + \
             ", default config (multilabel.labels: all)"  # fmt: skip
         if args.shard_size:
             what += f", shard_size {args.shard_size}"
+        if args.max_shards is not None:
+            what += f", max_shards {args.max_shards or 'null'}"
         runs = {}
         for name in ("first", "again", "touched"):
             if name == "touched":

@@ -13,6 +13,7 @@ from audiosetflow.selection import (
     jump_hash,
     label_quality_filter,
     select_segments,
+    shard_count,
     train_eval_overlap,
     ytid_hash64,
 )
@@ -71,6 +72,29 @@ def test_growing_selection_keeps_shards():
     assert changed.mean() < 0.25
     sizes = big.groupby("shard").size()
     assert sizes.min() > 50 and sizes.max() < 150
+
+
+def test_max_shards_caps_the_shards_of_a_large_split():
+    """Past shard_size x max_shards segments a split gets max_shards larger shards; a split
+    under the cap is sharded as without it; growing past the cap moves no segment."""
+    seg = _segments(1000, 4)
+    train = seg.iloc[:900].assign(split="train")
+    evals = seg.iloc[900:].assign(split="eval")  # 100 segments: 4 shards of 25, under the cap
+    both = pd.concat([train, evals])
+    capped = assign_shards(both, shard_size=25, max_shards=8)
+    free = assign_shards(both, shard_size=25)
+    sizes = capped[capped["split"] == "train"].groupby("shard").size()
+    assert list(sizes.index) == list(range(8)) and sizes.min() > 80 and sizes.max() < 150
+    assert free[free["split"] == "train"]["shard"].nunique() == 36
+    pd.testing.assert_frame_equal(capped[capped["split"] == "eval"], free[free["split"] == "eval"])
+    more = assign_shards(seg.iloc[:990].assign(split="train"), shard_size=25, max_shards=8)
+    merged = capped[capped["split"] == "train"].merge(more, on="ytid", suffixes=("_a", "_b"))
+    assert len(merged) == 900 and (merged["shard_a"] == merged["shard_b"]).all()
+    assert shard_count(900, shard_size=25, max_shards=8) == 8
+    assert shard_count(0, shard_size=25, max_shards=8) == 1
+    assert shard_count(100, shard_size=25, max_shards=None) == 4
+    with pytest.raises(ValueError, match="max_shards"):
+        assign_shards(both, shard_size=25, max_shards=0)
 
 
 def test_quality_filter():

@@ -181,6 +181,14 @@ class Plan:
         selection."""
         return dict(self._ranges)
 
+    def clips_per_shard(self, split: str) -> int:
+        """Segments per shard of a split, on average (rounded up; 0 for an empty split):
+        ``shard_size``, or more where ``max_shards`` caps the split's shards."""
+        if split not in self._ranges or not len(self._ranges[split][0]):
+            return 0
+        _, starts, stops = self._ranges[split]
+        return -(-int((stops - starts).sum()) // len(starts))
+
     def shard_size(self, split: str, shard: int) -> int:
         """Segments of one shard."""
         a, b = self._where[(split, int(shard))]
@@ -347,7 +355,12 @@ def make_plan(config: dict, paths: MetadataPaths) -> Plan:
         select_all=bool(ml_labels) and ml.kind == "all",
         ontology=ontology,
     )
-    selection = assign_shards(selection, shard_size=int(config["shard_size"]))
+    cap = config.get("max_shards")
+    selection = assign_shards(
+        selection,
+        shard_size=int(config["shard_size"]),
+        max_shards=None if cap is None else int(cap),
+    )
     names = dict(zip(classes["mid"], classes["display_name"], strict=True))
     return Plan(
         labels=kept,

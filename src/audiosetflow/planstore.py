@@ -62,6 +62,7 @@ PLAN_KEYS = (
     "label_quality",
     "selection",
     "shard_size",
+    "max_shards",
     "metadata",
     "demo",
     "multilabel.enabled",

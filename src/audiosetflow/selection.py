@@ -33,6 +33,7 @@ __all__ = [
     "label_quality_filter",
     "train_eval_overlap",
     "assign_shards",
+    "shard_count",
     "ytid_hash64",
     "jump_hash",
 ]
@@ -226,19 +227,45 @@ def jump_hash(keys: np.ndarray, n_buckets: int) -> np.ndarray:
     return b
 
 
-def assign_shards(selection: pd.DataFrame, *, shard_size: int) -> pd.DataFrame:
-    """Add a ``shard`` column: per split, ``ceil(n / shard_size)`` shards by jump hashing.
+def shard_count(n: int, *, shard_size: int, max_shards: int | None = None) -> int:
+    """Shards of a split of ``n`` segments: ``ceil(n / shard_size)``, at least 1 and at most
+    ``max_shards`` (``None``: no cap), where larger shards then hold the segments."""
+    count = max(1, math.ceil(n / shard_size))
+    return count if max_shards is None else min(count, int(max_shards))
 
-    Returns a new frame sorted by split, shard and file order, with columns
-    ``ytid, split, shard, start, end, labels``.
+
+def assign_shards(
+    selection: pd.DataFrame, *, shard_size: int, max_shards: int | None = None
+) -> pd.DataFrame:
+    """Add a ``shard`` column: per split, :func:`shard_count` shards by jump hashing.
+
+    Parameters
+    ----------
+    selection : DataFrame
+        The selected segments (``ytid, split, start, end, labels``).
+    shard_size : int
+        Segments per shard, >= 1.
+    max_shards : int, optional
+        At most this many shards per split (>= 1): a split of more than
+        ``shard_size * max_shards`` segments gets ``max_shards`` larger shards, so that the
+        number of Snakemake jobs, and the time Snakemake takes to plan them, stay bounded
+        however large the metadata.
+
+    Returns
+    -------
+    DataFrame
+        A new frame sorted by split, shard and file order, with columns
+        ``ytid, split, shard, start, end, labels``.
     """
     if shard_size < 1:
         raise ValueError("shard_size must be >= 1")
+    if max_shards is not None and max_shards < 1:
+        raise ValueError("max_shards must be >= 1")
     out = selection.copy()
     out["shard"] = np.zeros(len(out), dtype=np.int64)
     for split, idx in out.groupby("split", sort=False).groups.items():
         n = len(idx)
-        n_shards = max(1, math.ceil(n / shard_size))
+        n_shards = shard_count(n, shard_size=shard_size, max_shards=max_shards)
         keys = ytid_hash64(out.loc[idx, "ytid"].tolist())
         out.loc[idx, "shard"] = jump_hash(keys, n_shards)
         del split

@@ -381,7 +381,7 @@ def export_parts(split):
     """The export parts of a split, by name: the workflow shards each holds."""
     groups = _export.part_groups(
         PLAN.shards(split),
-        shard_size=int(config["shard_size"]),
+        shard_size=PLAN.clips_per_shard(split),
         clips_per_part=int(EXPORT_CFG["clips_per_part"]),
     )
     return {_export.part_name(i): g for i, g in enumerate(groups)}

@@ -44,7 +44,8 @@ def part_groups(shards: Sequence[int], *, shard_size: int, clips_per_part: int) 
     shards : sequence of int
         The split's workflow shards, in order.
     shard_size : int
-        YTIDs per workflow shard (config ``shard_size``).
+        YTIDs per workflow shard (config ``shard_size``, or more where ``max_shards`` caps
+        the split's shards: :meth:`audiosetflow.plan.Plan.clips_per_shard`).
     clips_per_part : int
         About how many selected YTIDs a part should hold (config ``export.clips_per_part``).
 

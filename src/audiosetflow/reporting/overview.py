@@ -237,6 +237,7 @@ def config_table(config: Mapping, metrics: Sequence[Mapping] = ()) -> pd.DataFra
         if k in sel:
             rows.append(("selection", k, _fmt_value(sel[k])))
     rows.append(("selection", "shard_size", _fmt_value(config.get("shard_size"))))
+    rows.append(("selection", "max_shards", _fmt_value(config.get("max_shards"))))
     for k in ("sample_rate", "clip_seconds"):
         if k in audio:
             rows.append(("audio", k, _fmt_value(audio[k])))
