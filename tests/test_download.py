@@ -268,6 +268,28 @@ def test_section_download_ok(tmp_path, server, ffmpeg_build):
     assert not [p for p in (out(tmp_path)).iterdir() if p.name.startswith(".")]
 
 
+def test_cookies_file_is_never_written_and_its_path_is_never_told(tmp_path, server, sleeps):
+    """yt-dlp writes its cookie jar back to its cookiefile on close: it gets a private copy,
+    so the user's file is never rewritten (parallel jobs once raced on it and one read it
+    half-written) and a reason quoting the cookiefile names no path of the user's."""
+    secret = tmp_path / "secret" / "cookies-s3cretPart.txt"
+    secret.parent.mkdir()
+    text = "# Netscape HTTP Cookie File\n.127.0.0.1\tTRUE\t/\tFALSE\t2147483647\tSID\tv1\n"
+    secret.write_text(text)
+    os.utime(secret, ns=(1, 1))
+    cfg = make_cfg(server.url_template(), retries=0, cookies=str(secret))
+    led = by_ytid(run(tmp_path / "a", manifest(["ok_a", "e401_b"]), cfg))
+    assert led["ok_a"]["status"] == "ok" and led["e401_b"]["status"] == "auth"
+    assert secret.read_text() == text and secret.stat().st_mtime_ns == 1
+    assert not list((tmp_path / "a").rglob("cookies*"))  # the copy went with its attempt
+    # a cookies file yt-dlp cannot read: its reason says so without the path
+    secret.write_text("not a cookies file\n")
+    led = by_ytid(run(tmp_path / "b", manifest(["ok_a"]), cfg))
+    assert led["ok_a"]["status"] != "ok"
+    assert "s3cretPart" not in led["ok_a"]["reason"] and "[redacted]" in led["ok_a"]["reason"]
+    assert "s3cretPart" not in "".join(p.read_text() for p in (tmp_path / "b").rglob("*.tsv"))
+
+
 def _section_lag(tmp_path, server, media_dir, ext: str, sr: int = 16000) -> tuple[float, int]:
     """Download a section of default.{ext}; return its offset and how many samples (at ``sr``)
     its content lies after the place the offset says (0: sample i of the section is sample

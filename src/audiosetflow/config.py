@@ -50,6 +50,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import os
 import re
 import types
 import typing
@@ -69,6 +70,7 @@ __all__ = [
     "REDACTED",
     "redact_config",
     "redact_text",
+    "register_secrets",
     "restore_secrets",
 ]
 
@@ -678,10 +680,47 @@ def _secret_key(key: Any) -> bool:
     return any(w in k or w in k.replace("_", "") for w in SECRET_KEY_WORDS)
 
 
+#: Secret values of this process's config (:func:`register_secrets`), longest first.
+_KNOWN_SECRETS: list[str] = []
+
+
+def register_secrets(values: Any) -> None:
+    """Make :func:`redact_text` replace these secret values wherever they appear (a cookies
+    file's path that yt-dlp quotes in an error, a password an extractor echoes).
+
+    ``values`` is a string, or a mapping or list searched for strings: every string of a
+    mapping under a secret key (:data:`SECRET_KEY_WORDS`) and every string given directly.
+    A path is registered with its file name too. Strings shorter than 4 characters are not
+    registered (they would redact ordinary words).
+    """
+    found: set[str] = set()
+
+    def walk(v: Any, secret: bool) -> None:
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                walk(x, secret or _secret_key(k))
+        elif isinstance(v, (list, tuple, set)):
+            for x in v:
+                walk(x, secret)
+        elif isinstance(v, str) and secret and v.strip():
+            found.add(v.strip())
+            if "/" in v or os.sep in v:
+                found.add(os.path.basename(v.strip().rstrip("/" + os.sep)))
+                found.add(os.path.expanduser(v.strip()))
+
+    walk(values, isinstance(values, str))
+    new = {s for s in found if len(s) >= 4} - set(_KNOWN_SECRETS)
+    _KNOWN_SECRETS.extend(new)
+    _KNOWN_SECRETS.sort(key=len, reverse=True)
+
+
 def redact_text(text: str) -> str:
     """A message with the credentials of every URL in it and secret URL query values
     replaced (as :func:`redact_config` does in every string of a config), e.g. a download
-    error that quotes a proxy URL."""
+    error that quotes a proxy URL, and every value :func:`register_secrets` was given."""
+    for secret in _KNOWN_SECRETS:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
     return _URL_QUERY_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)
 

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import section
+from ..config import register_secrets, section
 from ..errors import MachineError
 from ..io import atomic_path
 from ..shard import ShardLayout, ShardTable, Status
@@ -152,6 +152,8 @@ class DownloadConfig:
         ``None`` values of text keys count as empty; keys this class does not know are ignored.
         """
         cfg = {k: ("" if v is None and k in _TEXT_KEYS else v) for k, v in dict(cfg or {}).items()}
+        # the cookies file's path, passwords, auth headers: never in a reason, log or ledger
+        register_secrets(cfg)
         out = section(cls, cfg, "download")
         if "{ytid}" not in out.url_template:
             raise ValueError(f"download.url_template must contain '{{ytid}}': {out.url_template!r}")

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,25 @@ COPY_EXACT = frozenset({"m4a", "mp4"})
 
 _TIME_RE = re.compile(r"out_time_us=(\d+)")
 _DURATION_RE = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+
+
+def _private_cookies(cookies: str, folder: Path) -> str:
+    """A copy of the user's cookies file in ``folder`` (private, outside ``results/``), for
+    yt-dlp.
+
+    yt-dlp writes its cookie jar back to its ``cookiefile`` when it closes: given the user's
+    file, parallel download jobs (and the user's browser export) would race on it, and a job
+    reading it mid-write fails with "does not look like a Netscape format cookies file". The
+    copy goes with the folder. Where the file cannot be read, yt-dlp is given it as it is
+    (and says why).
+    """
+    dst = folder / "cookies.txt"
+    try:
+        shutil.copyfile(os.path.expanduser(cookies), dst)
+        os.chmod(dst, 0o600)
+    except OSError:
+        return cookies
+    return str(dst)
 
 
 def decoded_duration(path: str | Path, *, timeout: float = 600.0) -> float:
@@ -163,6 +183,8 @@ class YtdlpFetcher:
         self.sections = cfg.sections != "never"
         #: Whether the last section was stream-copied (a container in COPY_EXACT).
         self.copied = False
+        #: This attempt's private copy of the cookies file (:func:`_private_cookies`).
+        self._cookies = ""
 
     def options(self, tmp: Path, ranges: Any | None) -> dict[str, Any]:
         cfg = self.cfg
@@ -201,7 +223,7 @@ class YtdlpFetcher:
             if getattr(cfg, name) > 0:
                 opts[key] = getattr(cfg, name)
         if cfg.cookies:
-            opts["cookiefile"] = cfg.cookies
+            opts["cookiefile"] = self._cookies or cfg.cookies
         if cfg.proxy:
             opts["proxy"] = cfg.proxy
         if cfg.js_runtimes:
@@ -214,10 +236,15 @@ class YtdlpFetcher:
         tmp = self.shard.download_tmp(ytid)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        private = tempfile.mkdtemp(prefix="audiosetflow-ytdlp-") if self.cfg.cookies else ""
         try:
+            self._cookies = _private_cookies(self.cfg.cookies, Path(private)) if private else ""
             return self._fetch(ytid, start, end, tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            if private:
+                shutil.rmtree(private, ignore_errors=True)
+            self._cookies = ""
 
     def _run_ytdlp(self, url: str, tmp: Path, ranges: Any | None) -> dict[str, Any]:
         import yt_dlp
