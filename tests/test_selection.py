@@ -138,6 +138,16 @@ def test_plan_on_real_metadata(real_metadata):
         part = sel[sel["split"] == split]
         ratio = len(part) / 250
         assert len(plan.shards(split)) == int(np.ceil(ratio))
+    assert plan.clips_per_shard("train") == -(-len(sel[sel["split"] == "train"]) // len(
+        plan.shards("train")))  # fmt: skip
+    # max_shards caps the shards of a split; its shards grow (the eval split's too here)
+    capped = make_plan({**cfg, "max_shards": 4}, metadata_paths(cfg))
+    for split in ("train", "eval"):
+        n = int((sel["split"] == split).sum())
+        assert capped.shards(split) == [0, 1, 2, 3]
+        assert capped.clips_per_shard(split) == -(-n // 4)
+        sizes = [capped.shard_size(split, k) for k in range(4)]
+        assert sum(sizes) == n and min(sizes) > n / 4 * 0.8
     # every Music positive of the balanced set is selected
     bal = md.read_segments(real_metadata / "balanced_train_segments.csv")
     music = set(bal.loc[bal["labels"].str.contains("/m/04rlf"), "ytid"])
