@@ -1,12 +1,14 @@
 """Clips read in place from a local mirror (``audio.keep_clips: false``).
 
 With ``audio.keep_clips: true`` (the default) every clip is stored as FLAC under
-``results/audio/clips/{split}/{ytid}.flac``, about 280 KB a clip. With ``false``, the features
-stage deletes that copy once the clip's features are written, where the clip was read in place
-from a mirror (a tar member or a folder's file: the shard table's ``media`` is a locator,
-``tar:...`` or ``file:...``), and leaves beside the ``.duration`` file a one-line record
-``{ytid}.source``: where the copy is and how the clip was cut from it. Clips from YouTube and
-from Parquet mirrors (whose bytes were copied by the download stage) are kept.
+``results/audio/clips/{split}/{ytid}.flac``, about 280 KB a clip. With ``false``, no copy is
+kept of a clip read in place from a mirror (a tar member or a folder's file: the shard table's
+``media`` is a locator, ``tar:...`` or ``file:...``): the trim stage writes, beside the
+``.duration`` file, a one-line record ``{ytid}.source`` (where the copy is and how the clip is
+cut from it) instead of a FLAC, and the features stage cuts the clip from its transcoded window
+in memory (each clip is decoded once), then deletes the window; a FLAC made while the setting
+was ``true`` is deleted once the clip's features are written. Clips from YouTube and from
+Parquet mirrors (whose bytes were copied by the download stage) are kept.
 
 :func:`read_segment` returns a clip's samples either way: the kept FLAC, or the same samples
 made again from the mirror by the very transcode and trim the workflow ran
