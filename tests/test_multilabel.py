@@ -519,3 +519,44 @@ def test_plan_selects_the_union_of_binary_and_multilabel_needs(real_metadata):
     every, all_clips = plan()
     assert len(every.multilabel) > 400
     assert {y for s, y in all_clips if s == "eval"} == set(seg["ytid"])
+
+
+def test_score_table_is_written_a_block_at_a_time(tmp_path):
+    """The eval score matrix (multilabel_scores.tsv) is written in blocks of clips: the file
+    is the one the whole table gives, and its peak allocation is that of a block, not of the
+    split (4,000 clips x 527 labels took about 100 MB as one table)."""
+    import tracemalloc
+
+    from audiosetflow.io import write_tsv, write_tsv_parts
+    from audiosetflow.learning.multilabel import _Part, _score_rows
+
+    rng = np.random.default_rng(3)
+    labels = [{"mid": f"/m/{j:03d}", "name": f"l{j}"} for j in range(527)]
+
+    def part(n):
+        table = pd.DataFrame({"ytid": [f"y{i:010d}" for i in range(n)], "split": "eval",
+                              "start": 0.0, "end": 10.0})  # fmt: skip
+        return _Part(index=None, Y=rng.random((n, 527)) < 0.05, table=table), rng.random(
+            (n, 527)
+        ).astype(np.float32)
+
+    test, scores = part(300)
+    whole = pd.concat([test.table.reset_index(drop=True), pd.DataFrame(
+        {k: v for j, lab in enumerate(labels) for k, v in (
+            (lab["mid"], np.round(scores[:, j].astype(float), 6)),
+            (f"target:{lab['mid']}", test.Y[:, j].astype(int)))})], axis=1)  # fmt: skip
+    write_tsv(tmp_path / "whole.tsv", whole)
+    write_tsv_parts(tmp_path / "blocks.tsv", _score_rows(test, scores, labels, rows=64))
+    assert (tmp_path / "blocks.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()
+    empty, none = part(0)
+    write_tsv_parts(tmp_path / "empty.tsv", _score_rows(empty, none, labels))
+    assert (tmp_path / "empty.tsv").read_text().count("\n") == 1  # the header alone
+
+    peaks = {}
+    for n in (1024, 4096):
+        test, scores = part(n)
+        tracemalloc.start()
+        write_tsv_parts(tmp_path / f"{n}.tsv", _score_rows(test, scores, labels))
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[4096] < peaks[1024] * 1.5, peaks

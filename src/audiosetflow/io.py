@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["atomic_path", "atomic_write_text", "write_tsv", "read_tsv"]
+__all__ = ["atomic_path", "atomic_write_text", "write_tsv", "write_tsv_parts", "read_tsv"]
 
 
 @contextlib.contextmanager
@@ -46,6 +46,27 @@ def write_tsv(path: str | Path, df: pd.DataFrame) -> None:
     """Write a DataFrame as a tab-separated file atomically, without the index."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep="\t", index=False)
+
+
+def write_tsv_parts(path: str | Path, parts: Iterable[pd.DataFrame]) -> None:
+    """Write consecutive row blocks of one table as one tab-separated file atomically: the
+    same file :func:`write_tsv` writes from their concatenation, with memory for one block.
+
+    Raises
+    ------
+    ValueError
+        A block's columns differ from the first block's, or there is no block.
+    """
+    columns = None
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        for part in parts:
+            if columns is None:
+                columns = list(part.columns)
+            elif list(part.columns) != columns:
+                raise ValueError(f"{path}: a block has columns {list(part.columns)}, not {columns}")
+            part.to_csv(fh, sep="\t", index=False, header=fh.tell() == 0)
+        if columns is None:
+            raise ValueError(f"{path}: no rows block to write")
 
 
 def read_tsv(path: str | Path, **kwargs) -> pd.DataFrame:
