@@ -282,12 +282,20 @@ def test_cookies_file_is_never_written_and_its_path_is_never_told(tmp_path, serv
     assert led["ok_a"]["status"] == "ok" and led["e401_b"]["status"] == "auth"
     assert secret.read_text() == text and secret.stat().st_mtime_ns == 1
     assert not list((tmp_path / "a").rglob("cookies*"))  # the copy went with its attempt
-    # a cookies file yt-dlp cannot read: its reason says so without the path
+    # a cookies file yt-dlp cannot read: its reason names the private copy, not the file
     secret.write_text("not a cookies file\n")
     led = by_ytid(run(tmp_path / "b", manifest(["ok_a"]), cfg))
+    assert led["ok_a"]["status"] != "ok" and "Netscape" in led["ok_a"]["reason"]
+    assert "s3cretPart" not in led["ok_a"]["reason"]
+    assert "s3cretPart" not in "".join(p.read_text() for p in (tmp_path / "b").rglob("*.tsv"))
+    # one that cannot even be copied (a folder) goes to yt-dlp as it is: its path is redacted
+    folder = tmp_path / "secret" / "cookies-s3cretPart.d"
+    folder.mkdir()
+    cfg = make_cfg(server.url_template(), retries=0, cookies=str(folder))
+    led = by_ytid(run(tmp_path / "c", manifest(["ok_a"]), cfg))
     assert led["ok_a"]["status"] != "ok"
     assert "s3cretPart" not in led["ok_a"]["reason"] and "[redacted]" in led["ok_a"]["reason"]
-    assert "s3cretPart" not in "".join(p.read_text() for p in (tmp_path / "b").rglob("*.tsv"))
+    assert "s3cretPart" not in "".join(p.read_text() for p in (tmp_path / "c").rglob("*.tsv"))
 
 
 def _section_lag(tmp_path, server, media_dir, ext: str, sr: int = 16000) -> tuple[float, int]:

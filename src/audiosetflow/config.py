@@ -689,9 +689,9 @@ def register_secrets(values: Any) -> None:
     file's path that yt-dlp quotes in an error, a password an extractor echoes).
 
     ``values`` is a string, or a mapping or list searched for strings: every string of a
-    mapping under a secret key (:data:`SECRET_KEY_WORDS`) and every string given directly.
-    A path is registered with its file name too. Strings shorter than 4 characters are not
-    registered (they would redact ordinary words).
+    mapping under a secret key (:data:`SECRET_KEY_WORDS`) and every string given directly
+    (a path also as ``~`` expands it). Strings shorter than 4 characters are not registered
+    (they would redact ordinary words).
     """
     found: set[str] = set()
 
@@ -703,10 +703,7 @@ def register_secrets(values: Any) -> None:
             for x in v:
                 walk(x, secret)
         elif isinstance(v, str) and secret and v.strip():
-            found.add(v.strip())
-            if "/" in v or os.sep in v:
-                found.add(os.path.basename(v.strip().rstrip("/" + os.sep)))
-                found.add(os.path.expanduser(v.strip()))
+            found.update({v.strip(), os.path.expanduser(v.strip())})
 
     walk(values, isinstance(values, str))
     new = {s for s in found if len(s) >= 4} - set(_KNOWN_SECRETS)
