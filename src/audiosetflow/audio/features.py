@@ -1203,8 +1203,6 @@ def run_features(
     """
     from threadpoolctl import threadpool_limits
 
-    from .frontends import resample
-
     with (
         stage_run("features", table_in, shard=shard, out=out_table, logger=logger or log) as run,
         threadpool_limits(limits=threads),
@@ -1219,7 +1217,7 @@ def run_features(
             for i in range(0, len(ytids), step):
                 chunk = ytids[i : i + step]
                 feats = [
-                    _features_of(run, shard, ytid, params, resample) if ytid in todo else None
+                    _features_of(run, shard, ytid, params) if ytid in todo else None
                     for ytid in chunk
                 ]
                 run.in_flight.clear()
@@ -1233,7 +1231,7 @@ def run_features(
     return run.table
 
 
-def _features_of(run, shard: ShardLayout, ytid: str, params: FeatureParams, resample):
+def _features_of(run, shard: ShardLayout, ytid: str, params: FeatureParams):
     """The features of one clip of the features stage (recorded in ``run``), or ``None``."""
     import soundfile as sf
 
@@ -1250,6 +1248,8 @@ def _features_of(run, shard: ShardLayout, ytid: str, params: FeatureParams, resa
                     f"computes at {params.sample_rate} Hz (rerun: --forcerun "
                     "transcode)"
                 )
+            from .frontends import resample
+
             y = resample(y, sr_in=sr, sr_out=params.sample_rate)
         f = compute(y, params=params)
     except (sf.LibsndfileError, AudioError, ValueError, OSError) as exc:
