@@ -58,6 +58,7 @@ from ..ontology import Ontology, expand_labels, ontology_gain
 from ..provenance import data_hash, provenance
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint, window_starts
 from .evaluation import _plt, _save
+from .heap import bounded_heap
 from .labelsets import MultilabelSettings
 from .metrics import average_precision, best_f1, multilabel_metrics, write_json
 from .models import make_cnn
@@ -518,19 +519,6 @@ class MultilabelJob:
     config: Mapping | None = None
 
 
-def _system_arrow_pool() -> None:
-    """Let pyarrow allocate with the C library's malloc, not its own pool.
-
-    pyarrow's default pool (jemalloc or mimalloc) keeps what the reads of many row groups freed:
-    one epoch over 20,000 synthetic clips peaked at 1,441 MiB against 1,107 MiB over 2,000
-    (1.30x); with the system allocator 1,270 against 1,078 MiB (1.18x), at the same speed
-    (``benchmarks/bench_multilabel.py``, 2 threads, idle machine).
-    """
-    import pyarrow as pa
-
-    pa.set_memory_pool(pa.system_memory_pool())
-
-
 def run_multilabel(
     job: MultilabelJob,
     settings: TrainSettings,
@@ -572,7 +560,7 @@ def run_multilabel(
     from ..ontology import load_ontology
 
     logger = logger or log
-    _system_arrow_pool()
+    bounded_heap()
     if ml.epochs:
         settings = replace(settings, epochs=int(ml.epochs))
     torch.set_num_threads(int(threads or settings.threads))

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .heap import release_memory
 from .stream import DEFAULT_BUFFER, FeatureStream, stream_stats
 
 __all__ = ["BLOCK", "PackedPart", "PackedSource", "pack", "pack_folder"]
@@ -261,6 +262,7 @@ def pack(
     finally:
         os.close(fd)
     stream.close()
+    release_memory()  # what the row groups' reads left in the heap
     return PackedPart(path, ytids, slot, (c, r, t), stream.targets if targets is None else targets)
 
 

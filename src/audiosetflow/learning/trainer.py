@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .heap import release_memory
 from .metrics import average_precision, roc_auc
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ log = logging.getLogger("audiosetflow.trainer")
 
 #: What early stopping can watch on the validation clips.
 MONITORS = ("loss", "ap")
+
+#: Training batches between two :func:`~.heap.release_memory` calls in :func:`fit`.
+RELEASE_EVERY = 16
 
 
 @dataclass(frozen=True)
@@ -407,8 +411,10 @@ def fit(
         t0, c0 = time.perf_counter(), time.process_time()
         model.train()
         total, seen = 0.0, 0
-        for b in train.batches(epoch - 1):
+        for step, b in enumerate(train.batches(epoch - 1), 1):
             xb, yb = b[0], b[1]
+            if step % RELEASE_EVERY == 0:
+                release_memory()
             if len(xb) < 2 and n_train > 1:  # BatchNorm needs 2+ examples
                 continue
             xb, yb = _tensor(xb).to(device), _tensor(yb).float().to(device)
@@ -425,6 +431,7 @@ def fit(
             total += batch_loss.item() * len(xb)
             seen += len(xb)
         train_secs, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+        release_memory()
         if n_val:
             val_loss, val_ap, val_auc = _val_measures(model, val, device, settings.amp)
         else:

@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..io import write_tsv
 from .checkpoint import save_checkpoint
 from .evaluation import plot_confusion, plot_roc_pr, plot_training_curves
+from .heap import bounded_heap, release_memory
 from .labelsets import ModelSettings
 from .metrics import (
     _clean,
@@ -636,6 +637,7 @@ def load_features(
             part["start"], part["end"] = seg[:, 0], seg[:, 1]
     for st in cnn.values():
         st.close()
+    release_memory()  # what the index and column reads left in the heap
     return cnn, summary
 
 
@@ -1160,6 +1162,7 @@ def run_train(
     from ..provenance import data_hash, provenance
 
     logger = logger or log
+    bounded_heap()
     torch.set_num_threads(int(threads or settings.threads))
     device = resolve_device(settings.device)
     name = job.label.display
