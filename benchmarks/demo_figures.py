@@ -31,6 +31,15 @@ def _f(v, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+#: The tiny demo's config overlay (``--tiny``; the tests' shared demo run, tests/conftest.py).
+TINY: dict = {
+    "demo": {"clips_per_class": 10}, "shard_size": 16,
+    "training": {"epochs": 2, "patience": 2, "min_epochs": 1,
+                 "dense": {"epochs": 5, "patience": 5, "min_epochs": 1}},
+    "multilabel": {"min_positives": 5, "epochs": 2},
+}  # fmt: skip
+
+
 def run_demo(workdir: Path, overrides: dict | None = None) -> None:
     """The demo's Snakemake run (``./run demo`` without the report) in ``workdir``."""
     cmd = [
@@ -163,13 +172,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.tiny:
         with tempfile.TemporaryDirectory(prefix="demo-figures-") as d:
-            run_demo(
-                Path(d),
-                {"demo": {"clips_per_class": 10}, "shard_size": 16,
-                 "training": {"epochs": 2, "patience": 2, "min_epochs": 1,
-                              "dense": {"epochs": 5, "patience": 5, "min_epochs": 1}},
-                 "multilabel": {"min_positives": 5, "epochs": 2}},
-            )  # fmt: skip
+            run_demo(Path(d), TINY)
             print(figures(Path(d) / "results"))
         return
     if args.run:

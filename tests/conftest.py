@@ -38,6 +38,38 @@ def data_dir() -> Path:
     return DATA
 
 
+@pytest.fixture
+def tiny_demo(_tiny_demo_run: Path) -> Path:
+    """One run of the tiny demo (``benchmarks/demo_figures.py --tiny``: its ``run_demo`` and
+    ``TINY`` overlay, the README's demo with 10 clips a class), shared by the tests that read
+    a finished run (the report in a browser, the demo figures) instead of each running it.
+
+    Returns the work folder: ``results/`` and ``overrides.yaml`` (the overlay) in it. Tests
+    may add files (the HTML report) but change nothing the others read. Every test that uses
+    it is logged as running the system ffmpeg (``./run test`` runs it again without), as the
+    run it reads did, whichever test made it.
+    """
+    log = os.environ.get(LOG_ENV)
+    if log and ffmpeg_builds()["system"][0] is not None and os.environ.get("PYTEST_CURRENT_TEST"):
+        with open(log, "a") as fh:
+            fh.write(os.environ["PYTEST_CURRENT_TEST"] + "\n")
+    return _tiny_demo_run
+
+
+@pytest.fixture(scope="session")
+def _tiny_demo_run(tmp_path_factory) -> Path:
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from demo_figures import TINY, run_demo
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    work = tmp_path_factory.mktemp("tiny-demo")
+    run_demo(work, TINY)
+    return work
+
+
 # --------------------------------------------------------------------------------------------
 # ffmpeg builds (see ffmpeg_builds.py)
 

@@ -73,11 +73,15 @@ def test_benchmark_runs_at_its_tiny_size(script, request):
             pytest.skip("compares the two ffmpeg builds; " + "; ".join(missing))
     if script == "bench_dag.py":
         args = ["--metadata", str(request.getfixturevalue("real_metadata"))]
+    tiny = ["--tiny"]
+    if script == "demo_figures.py":  # the figures of the tests' tiny demo run (its TINY
+        # overlay, made by its run_demo: what --tiny runs), not a second run of it
+        tiny, args = [], ["--results", str(request.getfixturevalue("tiny_demo") / "results")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
     if script == "bench_scale.py":  # real YTIDs and labels
         env["AUDIOSETFLOW_REAL_METADATA"] = str(request.getfixturevalue("real_metadata"))
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, str(BENCH / script), "--tiny", *args], cwd=REPO, env=env,
+    r = subprocess.run([sys.executable, str(BENCH / script), *tiny, *args], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=1200, check=False)  # fmt: skip
     took = time.perf_counter() - t0
     assert r.returncode == 0, f"{script} failed after {took:.0f} s:\n{r.stdout}\n{r.stderr}"

@@ -371,31 +371,23 @@ def test_bad_metadata_stops_with_one_line(tmp_path, data_dir, bad_line, message)
 
 
 @pytest.mark.fresh_machine
-def test_demo_to_report(tmp_path):
-    """The README's demo, smaller: generated corpus -> features -> models -> HTML report, which a
-    real browser (headless Chromium) opens on a landing page with the metrics table and the
-    availability funnel."""
+def test_demo_to_report(tmp_path, request):
+    """The README's demo, smaller (the tests' shared tiny demo run): generated corpus ->
+    features -> models -> HTML report, which a real browser (headless Chromium) opens on a
+    landing page with the metrics table and the availability funnel."""
     import browser
 
     reason = browser.skip_reason()  # checked first: no demo run for a test that would skip
     if reason:
         pytest.skip(f"no headless browser: {reason}")
-    cfg = tmp_path / "small.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {"demo": {"clips_per_class": 10}, "shard_size": 16,
-             "training": {"epochs": 3, "patience": 2},
-             "multilabel": {"min_positives": 5, "epochs": 3}}
-        )
-    )  # fmt: skip
+    work = request.getfixturevalue("tiny_demo")
     base = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(tmp_path), "--cores", "2",
-        "--configfile", str(REPO / "config.yaml"), str(REPO / "config/demo.yaml"), str(cfg),
+        "--directory", str(work), "--cores", "2",
+        "--configfile", str(REPO / "config.yaml"), str(REPO / "config/demo.yaml"),
+        str(work / "overrides.yaml"),
     ]  # fmt: skip
-    run = subprocess.run(base, capture_output=True, text=True, cwd=tmp_path, timeout=900)
-    assert run.returncode == 0, run.stderr[-5000:]
-    res = tmp_path / "results"
+    res = work / "results"
     summary = pd.read_csv(res / "metrics/summary.tsv", sep="\t")
     assert set(summary["label"]) == {"music", "speech"}
     assert set(summary["model"]) == {"cnn", "dense", "logreg"}
