@@ -201,7 +201,14 @@ class PackedSource:
         buf_y = np.empty((cap, *self._row_shape), dtype=np.float32)
         buf_p = np.empty(cap, dtype=np.int64)
         fill = 0
-        out_x, out_y, out_p = [], [], []
+
+        def batch():  # filled in place: no per-clip copies for the heap to keep
+            return (np.empty((bs, *self.part.clip_shape), dtype=np.float32),
+                    np.empty((bs, *self._row_shape), dtype=np.float32),
+                    np.empty(bs, dtype=np.int64))  # fmt: skip
+
+        ox, oy, op = batch()
+        n_out = 0
         for i in rng.permutation(len(blocks)):
             x, y, p = self._read(*blocks[i])
             for k in range(len(x)):
@@ -211,18 +218,22 @@ class PackedSource:
                     self.peak_buffered = max(self.peak_buffered, fill)
                     continue
                 j = int(rng.integers(cap))
-                out_x.append(buf[j].copy()), out_y.append(buf_y[j].copy()), out_p.append(buf_p[j])
+                ox[n_out], oy[n_out], op[n_out] = buf[j], buf_y[j], buf_p[j]
+                n_out += 1
                 buf[j], buf_y[j], buf_p[j] = x[k], y[k], p[k]
-                if len(out_x) == bs:
-                    yield np.stack(out_x), np.stack(out_y), np.asarray(out_p)
-                    out_x, out_y, out_p = [], [], []
+                if n_out == bs:
+                    yield ox, oy, op
+                    ox, oy, op = batch()
+                    n_out = 0
         for j in rng.permutation(fill):
-            out_x.append(buf[j].copy()), out_y.append(buf_y[j].copy()), out_p.append(buf_p[j])
-            if len(out_x) == bs:
-                yield np.stack(out_x), np.stack(out_y), np.asarray(out_p)
-                out_x, out_y, out_p = [], [], []
-        if out_x:
-            yield np.stack(out_x), np.stack(out_y), np.asarray(out_p)
+            ox[n_out], oy[n_out], op[n_out] = buf[j], buf_y[j], buf_p[j]
+            n_out += 1
+            if n_out == bs:
+                yield ox, oy, op
+                ox, oy, op = batch()
+                n_out = 0
+        if n_out:
+            yield ox[:n_out], oy[:n_out], op[:n_out]
 
 
 def pack(
