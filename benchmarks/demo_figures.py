@@ -2,7 +2,8 @@
 
     python benchmarks/demo_figures.py                  # figures of results/ (after ./run demo)
     python benchmarks/demo_figures.py --run            # run the demo first (as ./run demo)
-    python benchmarks/demo_figures.py --tiny           # a tiny demo in a temporary folder (CI)
+    python benchmarks/demo_figures.py --tiny           # a tiny demo in a temporary folder
+                                                       # (CI: the same run, tests/conftest.py)
     python benchmarks/demo_figures.py --real           # and the models on real recordings
 
 Prints a Markdown table per binary model (test AP at the eval split's natural prevalence, the
