@@ -488,3 +488,20 @@ def test_dense_ensemble_members_train_apart_and_average():
     assert m(x).shape == (5,) and torch.allclose(m(x), want, atol=1e-5)
     with pytest.raises(ValueError, match="members"):
         DenseNet(4, members=0)
+
+
+def test_train_prevalence_counts_each_ok_clip_once(tmp_path):
+    """The label's share of the split's clips with status ok: failed rows left out, a clip
+    listed in two shards counted once (it was None for every label while the shards' labels
+    were compared as the text of a list)."""
+    from synth_features import NEG_MID, POS_MID, write_split
+
+    from audiosetflow.learning.training import train_prevalence
+
+    write_split(tmp_path / "a", "train", n_pos=5, n_neg=15, n_failed=4, seconds=0.3, shard_size=7)
+    write_split(tmp_path / "b", "train", n_pos=3, n_neg=0, seconds=0.3)  # 3 clips again
+    files = sorted((tmp_path / "a").glob("*.parquet")) + sorted((tmp_path / "b").glob("*.parquet"))
+    assert train_prevalence(files, POS_MID) == pytest.approx(5 / 20)
+    assert train_prevalence(tmp_path / "a", NEG_MID) == pytest.approx(15 / 20)
+    assert train_prevalence(files, "/m/nothing") is None
+    assert train_prevalence(files, "") is None

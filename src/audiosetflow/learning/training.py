@@ -718,14 +718,50 @@ def load_label_data(
 
 
 def train_prevalence(features: str | Path | Sequence[str | Path], mid: str) -> float | None:
-    """The share of a split's clips with status ok that have label ``mid`` (None: no clip,
-    or no clip has it). Reads the shards' ``labels`` column only."""
-    from .multilabel import clip_table
+    """The share of a split's clips with status ok that have label ``mid``.
 
-    tab = clip_table(features)
-    if not len(tab) or not mid:
+    A clip listed in several rows counts once (as in :func:`~.multilabel.clip_table`). The
+    shards' ``ytid``, ``status`` and ``labels`` columns are read a row group at a time; what
+    is kept is a YTID's bytes and one flag per clip.
+
+    Parameters
+    ----------
+    features : path or sequence of paths
+        The split's shard files, or their folder (:func:`~..audio.features.shard_files`).
+    mid : str
+        The label's MID, e.g. ``"/m/04rlf"``.
+
+    Returns
+    -------
+    float or None
+        In (0, 1]; None if the split has no clip with status ok or none has the label.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from ..audio.features import shard_files
+
+    if not mid:
         return None
-    has = np.array([mid in str(v).split(",") for v in tab["labels"]], dtype=bool)
+    ytids, flags = [], []
+    for f in shard_files(features):
+        pf = pq.ParquetFile(f)
+        for i in range(pf.num_row_groups):
+            t = pf.read_row_group(i, columns=["ytid", "status", "labels"])
+            t = t.filter(pc.equal(t["status"], "ok"))
+            if not t.num_rows:
+                continue
+            labels = t["labels"].combine_chunks()
+            has = np.zeros(t.num_rows, dtype=bool)
+            hit = pc.equal(pc.list_flatten(labels), mid).to_numpy(zero_copy_only=False)
+            has[pc.list_parent_indices(labels).to_numpy()[np.asarray(hit, dtype=bool)]] = True
+            ytids.append(np.array(t["ytid"].cast(pa.binary()).to_pylist(), dtype=bytes))
+            flags.append(has)
+    if not ytids:
+        return None
+    _, first = np.unique(np.concatenate(ytids), return_index=True)
+    has = np.concatenate(flags)[first]
     return float(has.mean()) if has.any() else None
 
 
