@@ -8,6 +8,7 @@ import ast
 import json
 import math
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -358,6 +359,44 @@ def test_packed_parts_train_identically_whatever_the_shard_layout(tmp_path):
     assert b1 == b2 and s1 == s2 and p1 == p2
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert len({tuple(y) for _, _, y in b1[:3]}) == 3  # batches differ from one another
+
+
+def test_pack_parts_in_a_child_writes_what_packing_here_writes(tmp_path, monkeypatch):
+    """The child process (the training jobs' default) gives the same records and metadata;
+    what it raises is raised here as the same exception; a child that dies says so."""
+    from synth_features import write_split
+
+    from audiosetflow.learning.pack import pack_parts
+    from audiosetflow.learning.stream import FeatureStream, index_clips
+
+    meta = write_split(tmp_path / "f", "train", n_pos=9, n_neg=9, seconds=0.5, shard_size=5, seed=2)
+    y = np.arange(len(meta), dtype=np.float32)
+    parts = {
+        "a": FeatureStream(index_clips(tmp_path / "f", meta["ytid"][::-1]), targets=y[::-1]),
+        "b": FeatureStream(index_clips(tmp_path / "f", meta["ytid"][:7]), targets=y[:7]),
+    }
+    for st in parts.values():  # open files are not pickled
+        st._file(0)
+    got = {}
+    for isolate in (True, False):
+        (tmp_path / str(isolate)).mkdir()
+        got[isolate] = pack_parts(parts, tmp_path / str(isolate), isolate=isolate)
+    assert list(got[True]) == ["a", "b"]
+    for k in parts:
+        a, b = got[True][k], got[False][k]
+        assert a.ytids == b.ytids and a.clip_shape == b.clip_shape
+        assert np.array_equal(a.slot, b.slot) and np.array_equal(a.targets, b.targets)
+        assert a.path.read_bytes() == b.path.read_bytes() and a.path.parent.name == "True"
+
+    gone = sorted((tmp_path / "f").rglob("*.parquet"))[-1]
+    gone.unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        pack_parts(parts, tmp_path / "True")
+    assert gone.name in str(err.value)
+
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    with pytest.raises(RuntimeError, match=r"child process ended with status 1 and no result"):
+        pack_parts(parts, tmp_path / "True")
 
 
 def test_score_matrix_holds_every_clip_label_and_model(tmp_path):

@@ -62,7 +62,7 @@ from .heap import bounded_heap
 from .labelsets import MultilabelSettings
 from .metrics import average_precision, best_f1, multilabel_metrics, write_json
 from .models import make_cnn
-from .pack import PackedPart, pack, pack_folder
+from .pack import PackedPart, pack_folder, pack_parts
 from .stream import DEFAULT_BUFFER, ClipIndex, FeatureStream, RowGroupRef, index_parts
 from .trainer import FitSettings, fit, resolve_device, score
 
@@ -107,15 +107,26 @@ def clip_table(features: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     Only those columns are read (no frame-level array); a YTID is kept once (its first row
     with status ok, as the stream's index takes it), sorted by YTID so that the seeded parts
     do not depend on the order the files are read in. ``labels`` is a list of MIDs per clip.
+    The files are read one row group at a time, in order (a scan of them all at once held
+    many in flight: 184 MB at 16,000 clips, of which 59 MB stayed resident).
     """
-    import pyarrow.dataset as ds
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     from ..audio.features import shard_files
 
-    files = shard_files(features)
-    table = ds.dataset([str(f) for f in files], format="parquet").to_table(
-        columns=_CLIP_COLUMNS, filter=ds.field("status") == "ok"
-    )
+    pieces, schema = [], None
+    for f in shard_files(features):
+        pf = pq.ParquetFile(f)
+        schema = schema or pf.schema_arrow
+        for i in range(pf.num_row_groups):
+            t = pf.read_row_group(i, columns=_CLIP_COLUMNS)
+            pieces.append(t.filter(pc.equal(t["status"], "ok")))
+    if pieces:
+        table = pa.concat_tables(pieces)
+    else:
+        table = pa.table({c: pa.array([], schema.field(c).type) for c in _CLIP_COLUMNS})
     df = pd.DataFrame({c: table.column(c).to_pylist() for c in _CLIP_COLUMNS[:-1]})
     df["labels"] = [list(v or []) for v in df["labels"]]
     df = df.drop_duplicates("ytid").sort_values("ytid", kind="stable")
@@ -628,7 +639,7 @@ def run_multilabel(
     )
 
     with pack_folder(job.outputs.model) as folder:
-        packed = {k: pack(FeatureStream(v.index), folder, name=k) for k, v in data.items()}
+        packed = pack_parts({k: FeatureStream(v.index) for k, v in data.items()}, folder)
         logger.info(
             "multilabel: parts packed in canonical order (%.0f MB on disk while training)",
             sum(len(p) * p.clip_bytes for p in packed.values()) / 1e6,

@@ -21,9 +21,12 @@ trains (float32, 220 kB a clip of 128 x 431 log-mel) and is deleted afterwards.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,7 +35,7 @@ import numpy as np
 from .heap import release_memory
 from .stream import DEFAULT_BUFFER, FeatureStream, stream_stats
 
-__all__ = ["BLOCK", "PackedPart", "PackedSource", "pack", "pack_folder"]
+__all__ = ["BLOCK", "PackedPart", "PackedSource", "pack", "pack_parts", "pack_folder"]
 
 #: Records read at once; the unit the shuffled order permutes.
 BLOCK = 64
@@ -275,6 +278,78 @@ def pack(
     stream.close()
     release_memory()  # what the row groups' reads left in the heap
     return PackedPart(path, ytids, slot, (c, r, t), stream.targets if targets is None else targets)
+
+
+def pack_parts(
+    streams: Mapping[str, FeatureStream], folder: str | Path, *, isolate: bool = True
+) -> dict[str, PackedPart]:
+    """:func:`pack` every part, named by its key, in a child process (by default).
+
+    Reading the shards' row groups leaves the reading process's heap fragmented in proportion
+    to how many it read, and what is left between live blocks stays resident (``malloc_trim``
+    returns only whole free pages). A child process takes all of that with it when it exits,
+    so the training process that goes on to hold activations and gradients for the rest of
+    the job starts from the same heap whatever the number of clips (issue 21: the per-label
+    job's anonymous RSS while training, N = 20,000, median 766 MB packed in the process
+    against 723 MB packed in a child; N = 2,000 over as many batches, 706 MB).
+
+    Parameters
+    ----------
+    streams : mapping of str to FeatureStream
+        The parts; each written to ``{folder}/{key}.f32``.
+    folder : path
+    isolate : bool
+        False: pack in this process (what the child does).
+
+    Returns
+    -------
+    dict of str to PackedPart
+        In the order of ``streams``; the same records and metadata either way.
+
+    Raises
+    ------
+    audiosetflow.errors.InputError, OSError
+        What :func:`pack` raised in the child, re-raised here (a full disk stays a full disk).
+    RuntimeError
+        If the child ended without an answer (killed, out of memory): one line with its
+        exit status and the last line it printed.
+    """
+    if not isolate:
+        return {k: pack(st, folder, name=k) for k, st in streams.items()}
+    payload = pickle.dumps((dict(streams), str(folder)), protocol=pickle.HIGHEST_PROTOCOL)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run(
+        [sys.executable, "-c", f"from {__name__} import _child; _child()"],
+        input=payload, capture_output=True, env=env, check=False,
+    )  # fmt: skip
+    try:
+        status, value = pickle.loads(proc.stdout)
+    except Exception:  # noqa: BLE001 - no answer: say how the child ended
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RuntimeError(
+            f"packing {', '.join(streams)} into {folder}: the child process ended with status "
+            f"{proc.returncode} and no result ({lines[-1] if lines else 'nothing printed'}); "
+            "if it was killed for memory, give the rule more (resources: mem_mb)"
+        ) from None
+    if status == "error":
+        raise value
+    return value
+
+
+def _child() -> None:
+    """The child of :func:`pack_parts`: a pickled ``(streams, folder)`` on stdin, a pickled
+    ``("ok", parts)`` or ``("error", exception)`` on stdout."""
+    streams, folder = pickle.load(sys.stdin.buffer)
+    try:
+        answer = ("ok", pack_parts(streams, folder, isolate=False))
+    except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        try:
+            pickle.dumps(exc)
+        except Exception:  # noqa: BLE001
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+        answer = ("error", exc)
+    sys.stdout.buffer.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.flush()
 
 
 @contextmanager

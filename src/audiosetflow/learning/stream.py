@@ -413,6 +413,10 @@ class FeatureStream:
         self.groups_read = 0
         self._open: OrderedDict[int, object] = OrderedDict()
 
+    def __getstate__(self) -> dict:
+        """Pickled without its open files (another process opens its own)."""
+        return {**self.__dict__, "_open": OrderedDict()}
+
     def replace(self, **changes) -> FeatureStream:
         """A stream over the same index with other options (``targets``, ``extra_channels``,
         ``batch_size``, ``shuffle``, ``seed``, ``buffer_size``)."""

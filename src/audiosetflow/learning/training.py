@@ -779,14 +779,14 @@ def _score_parts(model, sources: Mapping[str, Any], device) -> dict[str, np.ndar
 def packed_parts(data: LabelData, near: str | Path | None = None):
     """The CNN inputs of every part packed in canonical order (:mod:`~.pack`) for the time
     of the block: in a temporary folder beside ``near`` (or the system's)."""
-    from .pack import pack, pack_folder
+    from .pack import pack_folder, pack_parts
 
     with contextlib.ExitStack() as stack:
         if near is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pack-")))
         else:
             folder = stack.enter_context(pack_folder(near))
-        yield {p: pack(st, folder, name=p) for p, st in data.cnn.items()}
+        yield pack_parts(data.cnn, folder)
 
 
 def train_cnn(
