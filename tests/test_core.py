@@ -56,6 +56,18 @@ def _fit_multilabel(seed: int):
     )
 
 
+def test_a_fit_without_val_part_says_so_instead_of_logging_nan(caplog):
+    X, Y = _multilabel_data()
+    with caplog.at_level("INFO"):
+        _, res = fit(
+            lambda: MultiLabelCNN(3, 16, 1, width=4), ArrayBatches(X[:32], Y[:32], 8, 1), None,
+            settings=FitSettings(epochs=2, patience=1, seed=1), name="dense",
+        )  # fmt: skip
+    lines = [r.getMessage() for r in caplog.records if "dense epoch" in r.getMessage()]
+    assert len(lines) == 2 and len(res.history) == 2, lines
+    assert all("no val part (fixed epochs)" in ln and "nan" not in ln for ln in lines), lines
+
+
 def test_two_fits_in_one_process_are_bit_identical_whatever_ran_before():
     """The trainer seeds before it builds the model: consuming the global RNG in between (as
     another model, a data loader or a library would) changes nothing."""

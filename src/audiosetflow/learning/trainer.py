@@ -458,10 +458,13 @@ def fit(
                 "best": False,
             }
         )
+        scored = (
+            f"val loss {val_loss:.4f}, val AP {val_ap:.4f}, val AUC {val_auc:.3f}"
+            if n_val else "no val part (fixed epochs)"
+        )  # fmt: skip
         logger.info(
-            "%s epoch %d/%d: train loss %.4f, val loss %.4f, val AP %.4f, val AUC %.3f "
-            "(%.1f s, %.0f clips/s)%s",
-            name, epoch, settings.epochs, total / max(seen, 1), val_loss, val_ap, val_auc,
+            "%s epoch %d/%d: train loss %.4f, %s (%.1f s, %.0f clips/s)%s",
+            name, epoch, settings.epochs, total / max(seen, 1), scored,
             secs, seen / max(train_secs, 1e-9), " *" if improved else "",
         )  # fmt: skip
         if n_val and waited >= settings.patience and epoch >= settings.min_epochs:
