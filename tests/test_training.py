@@ -273,7 +273,8 @@ def test_run_train_end_to_end(tmp_path, monkeypatch):
     m = res.metrics()
     assert list(m) == ["label", "name", "mid", "dataset", "settings", "models", "provenance"]
     assert m["dataset"] == {
-        "n_train": 30, "n_val": 10, "n_test": 16, "n_test_pos": 8, "test_source": "eval"
+        "n_train": 30, "n_val": 10, "n_test": 16, "n_test_pos": 8, "test_source": "eval",
+        "train_prevalence": 0.5,  # 20 of the train split's 40 clips: what the threshold aims at
     }  # fmt: skip
     prov = m["provenance"]
     assert prov["seeds"] == [1] and prov["device"] == "cpu" and len(prov["data_hash"]) == 64

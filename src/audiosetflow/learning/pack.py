@@ -15,7 +15,9 @@ is held but one row group). Every later pass reads that file in blocks of
 
 Batches, their composition and their order are therefore a function of the part's YTIDs, the
 seed and the epoch alone; a part of ``n`` clips costs ``n`` records of disk while its model
-trains (float32, 220 kB a clip of 128 x 431 log-mel) and is deleted afterwards.
+trains (float32, 220 kB a clip of 128 x 431 log-mel) and is deleted afterwards. The training
+jobs pack through :func:`pack_parts`, in a child process, so that what the reads of the row
+groups leave in a heap leaves with it.
 """
 
 from __future__ import annotations

@@ -534,6 +534,9 @@ class TrainResult:
         :func:`audiosetflow.provenance.provenance` of the run.
     n_test_pos : int
         Positives of the test part.
+    train_prevalence : float or None
+        The label's share of the train split's clips: the rate the ``prevalence`` threshold
+        rule aims at (None: unknown, the threshold then maximises F1 on val as it is).
     """
 
     label: LabelRef
@@ -546,6 +549,7 @@ class TrainResult:
     models: dict[str, ModelMetrics]
     provenance: dict = field(default_factory=dict)
     n_test_pos: int = 0
+    train_prevalence: float | None = None
 
     @property
     def best_epochs(self) -> dict[str, int]:
@@ -555,8 +559,9 @@ class TrainResult:
     def metrics(self) -> dict:
         """The metrics JSON: ``label, name, mid, dataset, settings, models, provenance``.
 
-        ``dataset``: ``n_train, n_val, n_test, n_test_pos, test_source``; ``settings``: the
-        fields of :class:`TrainSettings` (``device``: the device used); ``models``: per kind,
+        ``dataset``: ``n_train, n_val, n_test, n_test_pos, test_source, train_prevalence``;
+        ``settings``: the fields of :class:`TrainSettings` (``device``: the device used);
+        ``models``: per kind,
         ``val``, ``test`` (every test clip, natural prevalence), ``test_balanced`` (its 1:1
         subset) (:func:`~.metrics.binary_metrics`), ``fit`` (:meth:`ModelMetrics.fit_info`)
         and, with ``training.seeds`` > 1, ``over_seeds`` (mean and standard deviation of the
@@ -572,6 +577,7 @@ class TrainResult:
                 "n_test": self.n_test,
                 "n_test_pos": self.n_test_pos,
                 "test_source": self.test_source,
+                "train_prevalence": self.train_prevalence,
             },
             "settings": _clean({**asdict(self.settings), "device": self.device}),
             "models": {k: m.to_dict() for k, m in self.models.items()},
@@ -1245,6 +1251,7 @@ def run_train(
         n_test=len(data.y["test"]),
         n_test_pos=int(data.y["test"].sum()),
         test_source=data.test_source,
+        train_prevalence=data.prevalence,
         settings=settings,
         device=str(device),
         models=models,
