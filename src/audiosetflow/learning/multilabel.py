@@ -124,7 +124,7 @@ def clip_table(features: str | Path | Sequence[str | Path]) -> pd.DataFrame:
             t = pf.read_row_group(i, columns=_CLIP_COLUMNS)
             pieces.append(t.filter(pc.equal(t["status"], "ok")))
     if pieces:
-        table = pa.concat_tables(pieces)
+        table = pa.concat_tables(pieces, promote_options="default")
     else:
         table = pa.table({c: pa.array([], schema.field(c).type) for c in _CLIP_COLUMNS})
     df = pd.DataFrame({c: table.column(c).to_pylist() for c in _CLIP_COLUMNS[:-1]})
