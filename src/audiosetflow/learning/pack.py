@@ -291,9 +291,10 @@ def pack_parts(
     to how many it read, and what is left between live blocks stays resident (``malloc_trim``
     returns only whole free pages). A child process takes all of that with it when it exits,
     so the training process that goes on to hold activations and gradients for the rest of
-    the job starts from the same heap whatever the number of clips (issue 21: the per-label
-    job's anonymous RSS while training, N = 20,000, median 766 MB packed in the process
-    against 723 MB packed in a child; N = 2,000 over as many batches, 706 MB).
+    the job starts from the same heap whatever the number of clips (issue 21; the first
+    trial, the per-label job at N = 20,000: median anonymous RSS while training 766 MB
+    packed in the process, 723 MB packed in a child; the README's Scale section has the
+    figures of the final code).
 
     Parameters
     ----------
