@@ -744,26 +744,21 @@ def train_prevalence(features: str | Path | Sequence[str | Path], mid: str) -> f
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from ..audio.features import shard_files
+    from .multilabel import ok_row_groups
 
     if not mid:
         return None
     ytids, flags = [], []
-    for f in shard_files(features):
-        pf = pq.ParquetFile(f)
-        for i in range(pf.num_row_groups):
-            t = pf.read_row_group(i, columns=["ytid", "status", "labels"])
-            t = t.filter(pc.equal(t["status"], "ok"))
-            if not t.num_rows:
-                continue
-            labels = t["labels"].combine_chunks()
-            has = np.zeros(t.num_rows, dtype=bool)
-            hit = pc.equal(pc.list_flatten(labels), mid).to_numpy(zero_copy_only=False)
-            has[pc.list_parent_indices(labels).to_numpy()[np.asarray(hit, dtype=bool)]] = True
-            ytids.append(np.array(t["ytid"].cast(pa.binary()).to_pylist(), dtype=bytes))
-            flags.append(has)
+    for t in ok_row_groups(features, ["ytid", "status", "labels"]):
+        if not t.num_rows:
+            continue
+        labels = t["labels"].combine_chunks()
+        has = np.zeros(t.num_rows, dtype=bool)
+        hit = pc.equal(pc.list_flatten(labels), mid).to_numpy(zero_copy_only=False)
+        has[pc.list_parent_indices(labels).to_numpy()[np.asarray(hit, dtype=bool)]] = True
+        ytids.append(np.array(t["ytid"].cast(pa.binary()).to_pylist(), dtype=bytes))
+        flags.append(has)
     if not ytids:
         return None
     _, first = np.unique(np.concatenate(ytids), return_index=True)
