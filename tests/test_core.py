@@ -373,6 +373,41 @@ def test_packed_parts_train_identically_whatever_the_shard_layout(tmp_path):
     assert len({tuple(y) for _, _, y in b1[:3]}) == 3  # batches differ from one another
 
 
+def test_packed_source_batches_are_the_records_of_their_positions(tmp_path):
+    """Over a part of several blocks, with positions repeated and out of order: in order,
+    the batches are the entries sorted by record, cut in batch_size; shuffled, each epoch
+    holds every entry once, each row the record of its position with its target."""
+    from audiosetflow.learning.pack import BLOCK, PackedPart
+
+    n, shape = 3 * BLOCK + 5, (1, 2, 3)
+    records = np.arange(n * 6, dtype=np.float32).reshape(n, *shape)
+    (tmp_path / "p.f32").write_bytes(records.tobytes())
+    slot = np.random.default_rng(1).permutation(n)  # position -> record
+    part = PackedPart(tmp_path / "p.f32", [f"y{i}" for i in range(n)], slot, shape,
+                      np.arange(n, dtype=np.float32))  # fmt: skip
+    positions = np.concatenate([np.arange(0, n, 2), [3, 3, n - 1]])
+    targets = -np.arange(len(positions), dtype=np.float32)
+    src = part.source(batch_size=7, positions=positions, targets=targets)
+    got = list(src.batches())
+    assert [len(x) for x, _, _ in got] == [7] * (len(positions) // 7) + [len(positions) % 7]
+    x, y, p = (np.concatenate(v) for v in zip(*got, strict=True))
+    order = np.argsort(slot[positions], kind="stable")
+    assert np.array_equal(p, positions[order]) and np.array_equal(y, targets[order])
+    assert np.array_equal(x, records[slot[p]])
+    assert np.array_equal(part.read(5, 9), records[5:9])
+    shuffled = part.source(batch_size=7, positions=positions, targets=targets, shuffle=True,
+                           seed=2, buffer_size=9)  # fmt: skip
+    epochs = []
+    for epoch in (0, 1):
+        x, y, p = (np.concatenate(v) for v in zip(*shuffled.batches(epoch), strict=True))
+        assert sorted(p.tolist()) == sorted(positions.tolist())
+        assert np.array_equal(x, records[slot[p]]) and np.array_equal(part.read(0, n), records)
+        pairs = sorted(zip(positions.tolist(), targets.tolist(), strict=True))
+        assert sorted(zip(p.tolist(), y.tolist(), strict=True)) == pairs
+        epochs.append(p.tolist())
+    assert epochs[0] != epochs[1] and epochs[0] != sorted(epochs[0])
+
+
 def test_pack_parts_in_a_child_writes_what_packing_here_writes(tmp_path, monkeypatch):
     """The child process (the training jobs' default) gives the same records and metadata;
     what it raises is raised here as the same exception; a child that dies says so."""

@@ -76,10 +76,17 @@ class PackedPart:
     def shape(self) -> tuple[int, ...]:
         return (len(self), *self.clip_shape)
 
-    def read(self, lo: int, hi: int) -> np.ndarray:
-        """Records ``[lo, hi)``: (hi - lo, C, n_mels, T) float32."""
+    def read(self, lo: int, hi: int, *, out: np.ndarray | None = None) -> np.ndarray:
+        """Records ``[lo, hi)``: (hi - lo, C, n_mels, T) float32.
+
+        ``out``: a C-contiguous float32 array of at least ``hi - lo`` records to read into
+        (its first ``hi - lo`` are returned); by default a new one.
+        """
         n = hi - lo
-        out = np.empty((n, *self.clip_shape), dtype=np.float32)
+        if out is None:
+            out = np.empty((n, *self.clip_shape), dtype=np.float32)
+        else:
+            out = out[:n]
         view = memoryview(out).cast("B")
         fd = os.open(self.path, os.O_RDONLY)
         try:
@@ -175,37 +182,24 @@ class PackedSource:
         cuts = np.flatnonzero(np.diff(blocks)) + 1
         return [(int(blocks[g[0]]), g) for g in np.split(np.arange(len(blocks)), cuts) if len(g)]
 
-    def _read(self, block: int, idx: np.ndarray):
+    def _read(self, block: int, idx: np.ndarray, into: np.ndarray):
+        """Read ``block`` into ``into``; (records, row of each entry in them, targets,
+        positions) of the entries ``idx``."""
         lo = block * BLOCK
-        hi = min(lo + BLOCK, len(self.part))
-        x = self.part.read(lo, hi)
+        x = self.part.read(lo, min(lo + BLOCK, len(self.part)), out=into)
         e = self._entries[idx]
         pos = self.positions[e]
         y = self._targets[e] if self._rows is None else np.asarray(self._rows(pos), np.float32)
-        return x[self._slots[idx] - lo], y, pos
+        return x, self._slots[idx] - lo, y, pos
 
     def batches(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        # Every large array here has one of two sizes, a block or a batch, and a block is
+        # read into the same buffer each time: with arrays of many sizes (a block, a copy of
+        # part of it, concatenations of what was left) the C library's heap kept more of what
+        # was freed the more blocks an epoch had (issue 21: a job's peak memory grew with N).
         blocks = self._blocks()
         bs = self.batch_size
-        if not self.shuffle:
-            xs, ys, ps, k = [], [], [], 0
-            for b, idx in blocks:
-                x, y, p = self._read(b, idx)
-                xs.append(x), ys.append(y), ps.append(p)
-                k += len(x)
-                while k >= bs:
-                    X, Y, P = np.concatenate(xs), np.concatenate(ys), np.concatenate(ps)
-                    yield X[:bs], Y[:bs], P[:bs]
-                    xs, ys, ps, k = [X[bs:]], [Y[bs:]], [P[bs:]], k - bs
-            if k:
-                yield np.concatenate(xs), np.concatenate(ys), np.concatenate(ps)
-            return
-        rng = np.random.default_rng([self.seed, 0x504B, int(epoch)])
-        cap = max(1, min(self.buffer_size, len(self)))
-        buf = np.empty((cap, *self.part.clip_shape), dtype=np.float32)
-        buf_y = np.empty((cap, *self._row_shape), dtype=np.float32)
-        buf_p = np.empty(cap, dtype=np.int64)
-        fill = 0
+        block = np.empty((min(BLOCK, len(self.part)), *self.part.clip_shape), dtype=np.float32)
 
         def batch():  # filled in place: no per-clip copies for the heap to keep
             return (np.empty((bs, *self.part.clip_shape), dtype=np.float32),
@@ -214,18 +208,40 @@ class PackedSource:
 
         ox, oy, op = batch()
         n_out = 0
+        if not self.shuffle:
+            for b, idx in blocks:
+                x, rows, y, p = self._read(b, idx, block)
+                i = 0
+                while i < len(rows):
+                    k = min(bs - n_out, len(rows) - i)
+                    np.take(x, rows[i : i + k], axis=0, out=ox[n_out : n_out + k])
+                    oy[n_out : n_out + k], op[n_out : n_out + k] = y[i : i + k], p[i : i + k]
+                    n_out, i = n_out + k, i + k
+                    if n_out == bs:
+                        yield ox, oy, op
+                        ox, oy, op = batch()
+                        n_out = 0
+            if n_out:
+                yield ox[:n_out], oy[:n_out], op[:n_out]
+            return
+        rng = np.random.default_rng([self.seed, 0x504B, int(epoch)])
+        cap = max(1, min(self.buffer_size, len(self)))
+        buf = np.empty((cap, *self.part.clip_shape), dtype=np.float32)
+        buf_y = np.empty((cap, *self._row_shape), dtype=np.float32)
+        buf_p = np.empty(cap, dtype=np.int64)
+        fill = 0
         for i in rng.permutation(len(blocks)):
-            x, y, p = self._read(*blocks[i])
-            for k in range(len(x)):
+            x, rows, y, p = self._read(*blocks[i], block)
+            for k in range(len(rows)):
                 if fill < cap:
-                    buf[fill], buf_y[fill], buf_p[fill] = x[k], y[k], p[k]
+                    buf[fill], buf_y[fill], buf_p[fill] = x[rows[k]], y[k], p[k]
                     fill += 1
                     self.peak_buffered = max(self.peak_buffered, fill)
                     continue
                 j = int(rng.integers(cap))
                 ox[n_out], oy[n_out], op[n_out] = buf[j], buf_y[j], buf_p[j]
                 n_out += 1
-                buf[j], buf_y[j], buf_p[j] = x[k], y[k], p[k]
+                buf[j], buf_y[j], buf_p[j] = x[rows[k]], y[k], p[k]
                 if n_out == bs:
                     yield ox, oy, op
                     ox, oy, op = batch()
