@@ -192,37 +192,16 @@ class PackedSource:
         y = self._targets[e] if self._rows is None else np.asarray(self._rows(pos), np.float32)
         return x, self._slots[idx] - lo, y, pos
 
-    def batches(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        # Every large array here has one of two sizes, a block or a batch, and a block is
-        # read into the same buffer each time (no copy of part of a block, no concatenation
-        # of what was left of one): fewer sizes for the C library's heap to keep apart. The
-        # training jobs' peaks did not measurably change with it (README, Scale).
+    def _entries_in_order(self, epoch: int):
+        """(record, target row, position) of every entry, in the source's order for
+        ``epoch``; each record a view into a buffer that the next entry may overwrite."""
         blocks = self._blocks()
-        bs = self.batch_size
         block = np.empty((min(BLOCK, len(self.part)), *self.part.clip_shape), dtype=np.float32)
-
-        def batch():  # filled in place: no per-clip copies for the heap to keep
-            return (np.empty((bs, *self.part.clip_shape), dtype=np.float32),
-                    np.empty((bs, *self._row_shape), dtype=np.float32),
-                    np.empty(bs, dtype=np.int64))  # fmt: skip
-
-        ox, oy, op = batch()
-        n_out = 0
         if not self.shuffle:
             for b, idx in blocks:
                 x, rows, y, p = self._read(b, idx, block)
-                i = 0
-                while i < len(rows):
-                    k = min(bs - n_out, len(rows) - i)
-                    np.take(x, rows[i : i + k], axis=0, out=ox[n_out : n_out + k])
-                    oy[n_out : n_out + k], op[n_out : n_out + k] = y[i : i + k], p[i : i + k]
-                    n_out, i = n_out + k, i + k
-                    if n_out == bs:
-                        yield ox, oy, op
-                        ox, oy, op = batch()
-                        n_out = 0
-            if n_out:
-                yield ox[:n_out], oy[:n_out], op[:n_out]
+                for k in range(len(rows)):
+                    yield x[rows[k]], y[k], p[k]
             return
         rng = np.random.default_rng([self.seed, 0x504B, int(epoch)])
         cap = max(1, min(self.buffer_size, len(self)))
@@ -239,15 +218,27 @@ class PackedSource:
                     self.peak_buffered = max(self.peak_buffered, fill)
                     continue
                 j = int(rng.integers(cap))
-                ox[n_out], oy[n_out], op[n_out] = buf[j], buf_y[j], buf_p[j]
-                n_out += 1
+                yield buf[j], buf_y[j], buf_p[j]  # taken before the slot is refilled
                 buf[j], buf_y[j], buf_p[j] = x[rows[k]], y[k], p[k]
-                if n_out == bs:
-                    yield ox, oy, op
-                    ox, oy, op = batch()
-                    n_out = 0
         for j in rng.permutation(fill):
-            ox[n_out], oy[n_out], op[n_out] = buf[j], buf_y[j], buf_p[j]
+            yield buf[j], buf_y[j], buf_p[j]
+
+    def batches(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        # Every large array here has one of two sizes, a block or a batch, and a block is
+        # read into the same buffer each time (no copy of part of a block, no concatenation
+        # of what was left of one): fewer sizes for the C library's heap to keep apart. The
+        # training jobs' peaks did not measurably change with it (README, Scale).
+        bs = self.batch_size
+
+        def batch():  # filled in place: no per-clip copies for the heap to keep
+            return (np.empty((bs, *self.part.clip_shape), dtype=np.float32),
+                    np.empty((bs, *self._row_shape), dtype=np.float32),
+                    np.empty(bs, dtype=np.int64))  # fmt: skip
+
+        ox, oy, op = batch()
+        n_out = 0
+        for x, y, p in self._entries_in_order(epoch):
+            ox[n_out], oy[n_out], op[n_out] = x, y, p
             n_out += 1
             if n_out == bs:
                 yield ox, oy, op
