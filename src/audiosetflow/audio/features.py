@@ -32,9 +32,10 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,9 @@ from ..io import atomic_path
 from ..shard import ShardLayout, ShardTable, Status, stage_run
 from .codec import AudioError
 from .inplace import InPlace, clip_exists, is_in_place, read_segment, write_source_record
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -59,6 +63,7 @@ __all__ = [
     "ShardWriter",
     "read_params",
     "shard_files",
+    "ok_row_groups",
     "shard_params",
     "load_split",
     "load_summary",
@@ -973,6 +978,39 @@ def shard_files(features: str | Path | Sequence[str | Path]) -> list[Path]:
         If a file given does not exist, or the folder does not exist or holds no shard.
     """
     return _shards(features)
+
+
+def ok_row_groups(
+    features: str | Path | Sequence[str | Path], columns: Sequence[str]
+) -> Iterator[pa.Table]:
+    """The rows with status ``ok`` of every row group of a split's shards, one row group at a
+    time, in file order.
+
+    Parameters
+    ----------
+    features : str, Path or sequence of path
+        The shards (:func:`shard_files`).
+    columns : sequence of str
+        The columns to read; must name ``status``.
+
+    Yields
+    ------
+    pyarrow.Table
+        ``columns`` of one row group's ok rows; nothing but one row group's columns is read
+        at once.
+
+    See Also
+    --------
+    audiosetflow.learning.multilabel.clip_table, audiosetflow.learning.training.train_prevalence
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for f in shard_files(features):
+        pf = pq.ParquetFile(f)
+        for i in range(pf.num_row_groups):
+            t = pf.read_row_group(i, columns=list(columns))
+            yield t.filter(pc.equal(t["status"], "ok"))
 
 
 def shard_params(files: Sequence[str | Path]) -> FeatureParams:

@@ -101,22 +101,6 @@ _CLIP_COLUMNS = ["ytid", "split", "start", "end", "labels", "status"]
 # --- data ------------------------------------------------------------------------------------
 
 
-def ok_row_groups(features: str | Path | Sequence[str | Path], columns: Sequence[str]):
-    """The rows with status ok of every row group of a split's shards, one row group at a
-    time in file order: :class:`pyarrow.Table` s of ``columns`` (which must name
-    ``status``). Nothing but one row group's columns is read at once."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from ..audio.features import shard_files
-
-    for f in shard_files(features):
-        pf = pq.ParquetFile(f)
-        for i in range(pf.num_row_groups):
-            t = pf.read_row_group(i, columns=list(columns))
-            yield t.filter(pc.equal(t["status"], "ok"))
-
-
 def clip_table(features: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     """The clips with status ok of a split's shards: ``ytid, split, start, end, labels``.
 
@@ -129,7 +113,7 @@ def clip_table(features: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..audio.features import shard_files
+    from ..audio.features import ok_row_groups, shard_files
 
     files = shard_files(features)
     pieces = list(ok_row_groups(files, _CLIP_COLUMNS))

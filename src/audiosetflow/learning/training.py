@@ -745,7 +745,7 @@ def train_prevalence(features: str | Path | Sequence[str | Path], mid: str) -> f
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .multilabel import ok_row_groups
+    from ..audio.features import ok_row_groups
 
     if not mid:
         return None
