@@ -207,17 +207,22 @@ def run_shard(args) -> tuple[int, float, dict[str, float]]:
     return len(members), _cpu() - c0, stages
 
 
+def index_tar(tar: Path, root: Path) -> None:
+    """What the index_sources rule does, once for the whole run."""
+    from audiosetflow.acquisition.sources import build_index, parse_sources
+
+    build_index(parse_sources([{"kind": "tar", "paths": [str(tar)]}]),
+                out=root / "results" / "sources" / "index.parquet")  # fmt: skip
+
+
 def run_all(members, tar, root, p, *, procs, shard_size, subfile, batch, keep_clips=True):
     """All shards, ``procs`` processes: (clips/s wall, CPU ms per clip by stage, load avg)."""
     ft._bank.cache_clear()  # each worker builds its filter banks, as a pipeline job does
     shards = [members[lo : lo + shard_size] for lo in range(0, len(members), shard_size)]
     tasks = [(s, tar, root, k, p, subfile, batch, keep_clips) for k, s in enumerate(shards)]
     t0 = time.perf_counter()
-    if subfile == "sources":  # the index_sources rule, once for the whole run
-        from audiosetflow.acquisition.sources import build_index, parse_sources
-
-        build_index(parse_sources([{"kind": "tar", "paths": [str(tar)]}]),
-                    out=root / "results" / "sources" / "index.parquet")  # fmt: skip
+    if subfile == "sources":
+        index_tar(tar, root)
         print(f"  index of the tar: {time.perf_counter() - t0:.2f} s wall")
     with mp.get_context("fork").Pool(procs) as pool:
         res = pool.map(run_shard, tasks, chunksize=1)
@@ -276,6 +281,8 @@ def profile_one(members, tar, root, p, subfile, batch, keep_clips) -> None:
     import cProfile
     import pstats
 
+    if subfile == "sources":
+        index_tar(tar, root)
     prof = cProfile.Profile()
     prof.enable()
     run_shard((members, tar, root, 9999, p, subfile, batch, keep_clips))

@@ -440,7 +440,8 @@ class _Workspace:
         self.spec64 = np.empty((blk, n_bins), dtype=np.complex64)
         self.mag = np.empty((n_t, n_bins), dtype=np.float32)
         self.power = np.empty((n_t, n_bins), dtype=np.float32)
-        self.cum = np.empty((n_t, n_bins), dtype=np.float32)
+        self.mag_t = np.empty((n_bins, n_t), dtype=np.float32)
+        self.cum_t = np.empty((n_bins, n_t), dtype=np.float32)
         self.mel = np.empty((n_t, p.n_mels), dtype=np.float32)
 
 
@@ -521,7 +522,10 @@ def compute(y: np.ndarray, *, params: FeatureParams) -> dict[str, np.ndarray]:
 
     # STFT magnitudes as librosa computes them: float64 FFT of the float32 frames times the
     # float64 window, rounded to complex64, abs (bit-identical to np.abs(librosa.stft(y)).T).
-    # Blocks of frames keep the float64 temporaries in cache.
+    # Blocks of frames keep the float64 temporaries in cache. (A float32 FFT, scipy.fft,
+    # takes 40 % less time but fails the parity tests: the centroid of a constant signal,
+    # leakage at the rounding floor, 0.0027 against librosa's 0.0014 Hz, and one log-mel
+    # value of a speech-like signal off by more than 1e-3 dB.)
     frames = _frames(y, p, p.pad_mode)
     n_t = frames.shape[0]
     ws = _workspace(p, n_t)
@@ -552,11 +556,16 @@ def compute(y: np.ndarray, *, params: FeatureParams) -> dict[str, np.ndarray]:
     centroid = np.where(silent, 0.0, weighted / np.where(silent, 1.0, total))
 
     # Roll-off: lowest bin frequency where the float32 cumulative magnitude reaches
-    # roll_percent of the frame total (librosa's cumsum along frequency, same order).
-    # np.cumsum along a row adds in bin order in float32: the very sums of librosa's cumsum
-    cum = np.cumsum(mag, axis=1, out=ws.cum)  # (T, n_bins)
-    thresh = np.float32(p.roll_percent) * cum[:, -1:]
-    idx = np.count_nonzero(cum < thresh, axis=1)
+    # roll_percent of the frame total. librosa's cumsum adds each frame's bins in order in
+    # float32; so does this, for all frames at once, bin after bin (a row of the transposed
+    # magnitudes at a time: the same sums, in half the time of np.cumsum along the bins).
+    mag_t, cum = ws.mag_t, ws.cum_t  # (n_bins, T)
+    np.copyto(mag_t, mag.T)
+    np.copyto(cum[0], mag_t[0])
+    for k in range(1, len(cum)):
+        np.add(cum[k - 1], mag_t[k], out=cum[k])
+    thresh = np.float32(p.roll_percent) * cum[-1]
+    idx = np.count_nonzero(cum < thresh, axis=0)
     rolloff = b.freqs[np.minimum(idx, len(b.freqs) - 1)]
 
     # Chroma (power), each frame divided by its maximum (left as is when it is ~0).
