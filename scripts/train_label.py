@@ -1,17 +1,23 @@
 """Snakemake adapter: train and evaluate one label's CNN and baselines."""
 
-from audiosetflow.audio.features import FeatureParams
-from audiosetflow.learning.training import (
+from audiosetflow.learning.heap import flat_heap
+
+# First, before torch is imported: the process may start again under other malloc settings.
+heap = flat_heap(snakemake.config["training"]["flat_memory"])
+
+from audiosetflow.audio.features import FeatureParams  # noqa: E402
+from audiosetflow.learning.training import (  # noqa: E402
     LabelRef,
     TrainJob,
     TrainOutputs,
     TrainSettings,
     run_train,
 )
-from audiosetflow.logutil import setup_logging
-from audiosetflow.smk import stage_job
+from audiosetflow.logutil import setup_logging  # noqa: E402
+from audiosetflow.smk import stage_job  # noqa: E402
 
 log = setup_logging(snakemake.log[0], name="audiosetflow.training")
+log.info(heap)
 inp, out, params = snakemake.input, snakemake.output, snakemake.params
 with stage_job("train", log):
     job = TrainJob(

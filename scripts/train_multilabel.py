@@ -1,13 +1,19 @@
 """Snakemake adapter: train and evaluate the multi-label CNN."""
 
-from audiosetflow.audio.features import FeatureParams
-from audiosetflow.learning.labelsets import MultilabelSettings
-from audiosetflow.learning.multilabel import MultilabelJob, MultilabelOutputs, run_multilabel
-from audiosetflow.learning.training import TrainSettings
-from audiosetflow.logutil import setup_logging
-from audiosetflow.smk import stage_job
+from audiosetflow.learning.heap import flat_heap
+
+# First, before torch is imported: the process may start again under other malloc settings.
+heap = flat_heap(snakemake.config["training"]["flat_memory"])
+
+from audiosetflow.audio.features import FeatureParams  # noqa: E402
+from audiosetflow.learning.labelsets import MultilabelSettings  # noqa: E402
+from audiosetflow.learning.multilabel import MultilabelJob, MultilabelOutputs, run_multilabel  # noqa: E402
+from audiosetflow.learning.training import TrainSettings  # noqa: E402
+from audiosetflow.logutil import setup_logging  # noqa: E402
+from audiosetflow.smk import stage_job  # noqa: E402
 
 log = setup_logging(snakemake.log[0], name="audiosetflow.multilabel")
+log.info(heap)
 inp, out, params = snakemake.input, snakemake.output, snakemake.params
 with stage_job("train_multilabel", log):
     job = MultilabelJob(
