@@ -13,10 +13,13 @@ Then, in a fresh Python process per size, runs the training job's own code path 
 the streaming normalisation pass, one training epoch over every clip, validation, and the
 scores of every part. Prints each child's peak RSS (``ru_maxrss``), the training epoch's
 clips/s, and the ratio of the peaks. Goal: the largest size's peak within 1.25x of the
-smallest's, and under 2 GB.
+smallest's, and under 2 GB. ``--heap flat`` (the default) runs the children under
+:data:`audiosetflow.learning.heap.FLAT_TUNABLES`, as the workflow's training jobs run with
+``training.flat_memory: true``; ``--heap default`` under glibc's own settings; both compare
+the two in one run.
 
 Usage: python benchmarks/bench_train_memory.py [--sizes 2000 20000] [--threads 2]
-       [--batch-size 32] [--extra-channels] [--dir /tmp]
+       [--batch-size 32] [--extra-channels] [--dir /tmp] [--heap flat default]
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from audiosetflow.learning.heap import FLAT_TUNABLES
 
 POS_MID, NEG_MID = "/m/04rlf", "/m/07yv9"
 SHARD, SECONDS, SR = 250, 10.0, 22050
@@ -183,6 +188,11 @@ def main() -> None:
     ap.add_argument("--extra-channels", action="store_true", help="add spectral_centroid")
     ap.add_argument("--dir", default=None, help="where the temporary shards go")
     ap.add_argument("--tiny", action="store_true", help="CI size: just enough to run")
+    ap.add_argument(
+        "--heap", choices=["flat", "default"], nargs="+", default=["flat"],
+        help="flat: the children run under heap.FLAT_TUNABLES, as the workflow's training jobs "
+        "do with training.flat_memory: true (the default); default: glibc's own settings",
+    )  # fmt: skip
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -196,8 +206,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-train-memory-", dir=args.dir))
     try:
         write_data(root, max(args.sizes))
-        res = {}
-        for n in args.sizes:
+        res: dict[str, dict] = {h: {} for h in args.heap}
+        for heap, n in [(h, n) for h in args.heap for n in args.sizes]:
             cmd = [
                 sys.executable,
                 os.path.abspath(__file__),
@@ -211,11 +221,14 @@ def main() -> None:
                 str(args.batch_size),
             ] + (["--extra-channels"] if args.extra_channels else [])
             cmd += ["--tiny"] if args.tiny else []
-            p = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+            if heap == "flat":
+                env["GLIBC_TUNABLES"] = FLAT_TUNABLES
+            p = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
             r = json.loads(p.stdout.strip().splitlines()[-1])
-            res[n] = r
+            res[heap][n] = r
             print(
-                f"{n:>6,} clips: peak RSS {r['maxrss_kb'] / 1024:6.0f} MiB "
+                f"heap {heap:<7} {n:>6,} clips: peak RSS {r['maxrss_kb'] / 1024:6.0f} MiB "
                 f"(after imports {r['rss_after_imports_kb'] / 1024:.0f} MiB; the part whole "
                 f"would be {r['whole_part_gb']:.2f} GB), training epoch "
                 f"{r['clips_per_s']:.0f} clips/s, job {r['total_seconds']:.0f} s "
@@ -224,14 +237,15 @@ def main() -> None:
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    lo, hi = min(res), max(res)
-    ratio = res[hi]["maxrss_kb"] / res[lo]["maxrss_kb"]
-    peak_gb = res[hi]["maxrss_kb"] * 1024 / 1e9
-    ok = ratio <= 1.25 and peak_gb < 2.0
-    print(
-        f"peak RSS {hi:,} / {lo:,} clips: {ratio:.3f}x (goal <= 1.25x), {peak_gb:.2f} GB at "
-        f"{hi:,} (goal < 2 GB): {'met' if ok else 'NOT met'}"
-    )
+    for heap, by_n in res.items():
+        lo, hi = min(by_n), max(by_n)
+        ratio = by_n[hi]["maxrss_kb"] / by_n[lo]["maxrss_kb"]
+        peak_gb = by_n[hi]["maxrss_kb"] * 1024 / 1e9
+        ok = ratio <= 1.25 and peak_gb < 2.0
+        print(
+            f"heap {heap}: peak RSS {hi:,} / {lo:,} clips: {ratio:.3f}x (goal <= 1.25x), "
+            f"{peak_gb:.2f} GB at {hi:,} (goal < 2 GB): {'met' if ok else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":
