@@ -447,7 +447,7 @@ def run_dataset(
     ----------
     train_features : str, Path or sequence of path
         The train split's feature shards (the files, or their folder such as
-        ``results/features/train``); only their metadata and summary columns are read.
+        ``results/features/train``); only their metadata columns are read.
     eval_features : str, Path, sequence of path or None
         The eval split's feature shards; None, an empty list or shards that do not exist:
         no eval split.
@@ -497,13 +497,13 @@ def run_dataset(
     read_dataset : read the parts back.
     audiosetflow.learning.training.run_train : the next stage.
     """
-    from ..audio.features import load_summary
+    from ..audio.features import load_meta
 
     logger = logger or log
-    train_meta = load_summary(train_features)
+    train_meta, _ = load_meta(train_features)  # the labels: no feature is read
     eval_meta = None
     if use_eval and features_present(eval_features):
-        eval_meta = load_summary(eval_features)
+        eval_meta, _ = load_meta(eval_features)
     if ontology is not None:
         from ..ontology import expand_labels, load_ontology, ontology_gain
 
