@@ -3,7 +3,7 @@
 from audiosetflow.learning.heap import flat_heap
 
 # First, before torch is imported: the process may start again under other malloc settings.
-heap = flat_heap(snakemake.config["training"]["flat_memory"])
+heap = flat_heap(enabled=snakemake.config["training"]["flat_memory"])
 
 from audiosetflow.audio.features import FeatureParams  # noqa: E402
 from audiosetflow.learning.labelsets import MultilabelSettings  # noqa: E402

@@ -68,7 +68,7 @@ import ctypes, os, sys
 with open(sys.argv[1], "a") as f:
     f.write(f"{os.getpid()} {os.environ.get('GLIBC_TUNABLES', '-')}\\n")
 from audiosetflow.learning.heap import flat_heap
-msg = flat_heap(sys.argv[2] == "on")
+msg = flat_heap(enabled=sys.argv[2] == "on")
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]

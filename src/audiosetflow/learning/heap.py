@@ -74,7 +74,7 @@ def bounded_heap() -> None:
     release_memory()
 
 
-def flat_heap(enabled: bool) -> str:
+def flat_heap(*, enabled: bool) -> str:
     """Run this process under :data:`FLAT_TUNABLES`: start it again, once, if it is not.
 
     glibc reads its tunables (the environment variable ``GLIBC_TUNABLES``) only when a
